@@ -1,0 +1,1 @@
+"""The network agent: capture, decode, flows, protocols, detection and shipping."""

@@ -1,0 +1,44 @@
+"""Agent configuration: which server, which identity. Read from a file, never the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """The agent's configuration file is missing, unreadable or invalid."""
+
+
+class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where to send records and as whom."""
+
+    server: str  # channel URL, e.g. ws://127.0.0.1:8000/api/v1/agent/channel
+    agent_id: str  # the id the server registered this agent under
+    token: str  # the agent's credential (until mTLS enrollment replaces it)
+    batch_size: int = 500  # records per batch
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Parse the config file; refuse one that other users can read (it holds a secret)."""
+    try:
+        raw = path.read_bytes()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read agent config {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigError(f"agent config {path} is readable by others; chmod 600 it")
+    try:
+        return msgspec.json.decode(raw, type=AgentConfig)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"agent config {path} is invalid: {exc}") from exc
+
+
+def write_config(path: Path, config: AgentConfig) -> None:
+    """Write the config with mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgspec.json.format(msgspec.json.encode(config)))

@@ -1,0 +1,1 @@
+"""Shipping: batching records into wire frames and delivering them over the agent channel."""

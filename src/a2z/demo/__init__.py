@@ -1,0 +1,1 @@
+"""The demo: embedded server, demo tenant, and an agent replaying a bundled attack capture."""

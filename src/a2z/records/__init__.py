@@ -1,0 +1,24 @@
+"""Typed event records shared by agent and server, and the wire envelope that carries them.
+
+This package is a leaf: it imports nothing else from ``a2z``.
+"""
+
+from a2z.records.alert import Alert, Severity
+from a2z.records.network import Conn, Dns, Http, Record, Ssl, Weird
+from a2z.records.wire import MAX_FRAME_BYTES, Batch, WireError, decode_batch, encode_batch
+
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "Alert",
+    "Batch",
+    "Conn",
+    "Dns",
+    "Http",
+    "Record",
+    "Severity",
+    "Ssl",
+    "Weird",
+    "WireError",
+    "decode_batch",
+    "encode_batch",
+]

@@ -1,0 +1,27 @@
+"""The alert record: a detection's verdict about one or more evidence records."""
+
+from __future__ import annotations
+
+import enum
+
+from a2z.records.base import RecordBase
+
+
+class Severity(enum.StrEnum):
+    """How urgently a person should look; ordered low to critical."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Alert(RecordBase, tag="alert", frozen=True, kw_only=True):
+    """A detection result (ours, not Zeek's); ``id.*`` is the primary evidence flow."""
+
+    rule_id: str  # stable id of the rule that fired
+    title: str  # one-line human summary
+    severity: Severity  # low, medium, high, critical
+    attack: list[str] = []  # ATT&CK technique ids, e.g. T1046
+    uids: list[str] = []  # uids of the evidence records
+    dedup_key: str = ""  # alerts with the same key within a window are counted, not repeated

@@ -1,0 +1,1 @@
+"""The multi-tenant backend: API, ingest, store and dashboard."""

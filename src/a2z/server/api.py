@@ -1,0 +1,27 @@
+"""The one place routers are mounted."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from a2z.server.agents import channel
+from a2z.server.agents import views as agents
+from a2z.server.auth import views as auth
+from a2z.server.deps import Context
+from a2z.server.events import views as events
+from a2z.server.web import views as web
+
+
+def mount(app: FastAPI) -> None:
+    """Attach every router and the operational endpoints."""
+    for module in (auth, agents, events, channel, web):
+        app.include_router(module.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(ctx: Context) -> Response:
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Authentication: passwords, access tokens, API keys, and the principal they resolve to."""

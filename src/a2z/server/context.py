@@ -1,0 +1,21 @@
+"""The server's wired services, built once by ``create_app`` and shared by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from a2z.server.bus.base import Bus
+from a2z.server.config import Settings
+from a2z.server.metrics import ServerMetrics
+from a2z.server.store.session import SessionFactory
+
+
+@dataclass
+class ServerContext:
+    """What a request handler may reach: settings, the session factory, the bus, metrics."""
+
+    settings: Settings
+    sessions: SessionFactory
+    bus: Bus
+    metrics: ServerMetrics
+    secret: bytes  # signs access tokens

@@ -1,0 +1,45 @@
+"""Typed server errors; the API turns each into one RFC 9457 problem response."""
+
+from __future__ import annotations
+
+
+class A2ZServerError(Exception):
+    """Root of the server's errors. ``status`` is the HTTP status it maps to."""
+
+    status = 500
+    title = "Internal error"
+
+
+class NotFound(A2ZServerError):
+    """The object does not exist for this principal (also used across tenants: never 403)."""
+
+    status = 404
+    title = "Not found"
+
+
+class Unauthenticated(A2ZServerError):
+    """No valid credential was presented."""
+
+    status = 401
+    title = "Unauthenticated"
+
+
+class Forbidden(A2ZServerError):
+    """The principal's role does not allow this action on its own tenant."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class Conflict(A2ZServerError):
+    """The request clashes with existing state (e.g. a duplicate name)."""
+
+    status = 409
+    title = "Conflict"
+
+
+class TenantScopeError(A2ZServerError):
+    """A query on tenant-owned data ran without a tenant in scope, or wrote another tenant's row."""
+
+    status = 500
+    title = "Tenant scope violation"

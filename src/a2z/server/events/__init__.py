@@ -1,0 +1,1 @@
+"""Events: the records agents send, stored per tenant and searchable."""

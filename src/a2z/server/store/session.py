@@ -1,0 +1,92 @@
+"""The one session factory: every query on tenant-owned rows is scoped to one tenant.
+
+SQLAlchemy's ``do_orm_execute`` hook adds ``tenant_id = :tenant`` to every ORM statement on a
+``TenantOwned`` model (selects, updates, deletes, relationship loads), and ``before_flush``
+refuses a row written for another tenant. A query issued without a tenant raises instead of
+returning everyone's rows. PostgreSQL adds row-level security underneath (backend-core issue).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+
+from a2z.server.errors import TenantScopeError
+from a2z.server.store.base import TenantOwned
+
+_TENANT = "tenant_id"
+_SYSTEM = "system"
+
+
+class ScopedSession(Session):
+    """A session that knows its tenant (or that it is a system session for control-plane work)."""
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        """The tenant this session is scoped to; raises for a system session."""
+        tid = self.info.get(_TENANT)
+        if not isinstance(tid, uuid.UUID):
+            raise TenantScopeError("session has no tenant in scope")
+        return tid
+
+
+@event.listens_for(ScopedSession, "do_orm_execute")
+def _scope_statement(state: ORMExecuteState) -> None:
+    if state.is_column_load:
+        return
+    tid = state.session.info.get(_TENANT)
+    if tid is None:
+        if state.session.info.get(_SYSTEM):
+            return
+        raise TenantScopeError("tenant-owned query without a tenant in scope")
+    state.statement = state.statement.options(
+        with_loader_criteria(
+            TenantOwned,
+            lambda cls: cls.tenant_id == tid,
+            include_aliases=True,
+        )
+    )
+
+
+@event.listens_for(ScopedSession, "before_flush")
+def _check_writes(session: Session, _ctx: Any, _instances: Any) -> None:
+    tid = session.info.get(_TENANT)
+    if tid is None:
+        return
+    for obj in [*session.new, *session.dirty]:
+        if not isinstance(obj, TenantOwned):
+            continue
+        owner: uuid.UUID | None = obj.tenant_id  # None until set: the column is not yet filled
+        if owner is None:
+            obj.tenant_id = tid
+        elif owner != tid:
+            raise TenantScopeError("refusing to write a row that belongs to another tenant")
+
+
+class SessionFactory:
+    """Opens units of work; the only way the server reaches the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._make = sessionmaker(bind=engine, class_=ScopedSession, expire_on_commit=False)
+
+    @contextmanager
+    def tenant(self, tenant_id: uuid.UUID) -> Iterator[ScopedSession]:
+        """A transaction scoped to one tenant; commits on success, rolls back on error."""
+        with self._make() as session:
+            session.info[_TENANT] = tenant_id
+            with session.begin():
+                yield session
+
+    @contextmanager
+    def system(self) -> Iterator[ScopedSession]:
+        """A transaction with no tenant filter, for control-plane work (login, tenant admin)."""
+        with self._make() as session:
+            session.info[_SYSTEM] = True
+            with session.begin():
+                yield session
