@@ -72,6 +72,7 @@ def _agent(args: argparse.Namespace) -> int:
         from a2z.agent.replay import run_replay
 
         return run_replay(str(args.file), sys.stdout, sys.stderr)
+    from a2z.agent.capture import CaptureError
     from a2z.agent.config import ConfigError, load_config
     from a2z.agent.service import ship_capture
     from a2z.agent.ship.channel import ChannelRefused
@@ -79,7 +80,7 @@ def _agent(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         stats = asyncio.run(ship_capture(config, args.replay, rate=args.rate))
-    except (ConfigError, ChannelRefused) as exc:
+    except (ConfigError, CaptureError, ChannelRefused) as exc:
         print(f"a2z agent: {exc}", file=sys.stderr)
         return 2
     print(

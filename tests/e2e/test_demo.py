@@ -41,7 +41,8 @@ class Demo:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -69,6 +70,10 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     except subprocess.TimeoutExpired:
         running.proc.kill()
         raise
+    finally:
+        running.reader.join(timeout=10)
+        assert running.proc.stdout is not None
+        running.proc.stdout.close()
 
 
 def replayed_record_count() -> int:

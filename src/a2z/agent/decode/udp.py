@@ -1,0 +1,27 @@
+"""UDP header decoding."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from a2z.agent.decode.errors import Truncated
+
+_HEADER = struct.Struct("!HHHH")
+
+
+@dataclass(frozen=True, slots=True)
+class UDPHeader:
+    """The 8-byte UDP header."""
+
+    sport: int  # source port
+    dport: int  # destination port
+    length: int  # length field: header plus payload
+    checksum: int  # checksum as sent (not verified)
+
+
+def decode_udp(buf: memoryview) -> UDPHeader:
+    """Decode a UDP header from the start of ``buf``."""
+    if len(buf) < 8:
+        raise Truncated("UDP", "truncated_udp_header", f"{len(buf)} bytes")
+    return UDPHeader(*_HEADER.unpack_from(buf))

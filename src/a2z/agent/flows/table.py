@@ -1,0 +1,317 @@
+"""Bidirectional 5-tuple flow table: packets in, finished flows out (the input of conn records).
+
+Timeouts follow Zeek's defaults and are driven by packet timestamps, never the wall clock, so a
+replay gives the same flows however fast it runs. The table is bounded: when full, the least
+recently active flow is evicted (and emitted).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from a2z.agent.decode.tcp import ACK, SYN, TCPHeader
+from a2z.agent.flows.state import History, TcpSession
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ICMP6 = 58
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_HIST_ORIG_DATA = 0x1  # Zeek's UDP HIST_ORIG_DATA_PKT
+_HIST_RESP_DATA = 0x2
+
+FlowKey = tuple[int, bytes, int, bytes, int, bool]
+"""(ip proto, address, port, address, port, one_way); two-way keys list the lower end first."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """Flow-table tunables; the defaults are Zeek's."""
+
+    tcp_timeout: float = 300.0  # tcp_inactivity_timeout, once the handshake is over
+    tcp_handshake_timeout: float = 60.0  # Zeek's inactivity timeout while both sides handshake
+    tcp_attempt_timeout: float = 5.0  # tcp_attempt_delay: an unanswered SYN ends the flow
+    tcp_close_delay: float = 5.0  # tcp_close_delay: linger after FIN/RST close before emitting
+    udp_timeout: float = 60.0  # udp_inactivity_timeout
+    icmp_timeout: float = 60.0  # icmp_inactivity_timeout
+    max_flows: int = 262_144  # table bound; the least recently active flow is evicted beyond it
+    flip_syn_ack: bool = True  # a flow first seen as a SYN-ACK gets the SYN-ACK's receiver as orig
+    uid_seed: int | None = None  # seed the uid generator (tests); None = unpredictable
+
+
+class Flow:
+    """One connection being tracked; mutable, owned by the table until emitted."""
+
+    __slots__ = (
+        "attempt_at",
+        "close_at",
+        "ended",
+        "history",
+        "key",
+        "last",
+        "orig_h",
+        "orig_ip_bytes",
+        "orig_p",
+        "orig_pkts",
+        "orig_size",
+        "proto",
+        "resp_h",
+        "resp_ip_bytes",
+        "resp_p",
+        "resp_pkts",
+        "resp_size",
+        "sched",
+        "start",
+        "tcp",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        key: FlowKey,
+        uid: str,
+        ts: float,
+        orig: tuple[bytes, int],
+        resp: tuple[bytes, int],
+    ) -> None:
+        self.key = key
+        self.proto = key[0]  # IP protocol number: 6, 17, 1 or 58
+        self.uid = uid
+        self.orig_h, self.orig_p = orig
+        self.resp_h, self.resp_p = resp
+        self.start = ts
+        self.last = ts
+        self.orig_pkts = 0
+        self.resp_pkts = 0
+        self.orig_ip_bytes = 0
+        self.resp_ip_bytes = 0
+        self.orig_size = -1  # UDP/ICMP payload bytes; -1 = this side never sent
+        self.resp_size = -1
+        self.history = History()
+        self.tcp: TcpSession | None = None
+        self.close_at: float | None = None
+        self.attempt_at: float | None = None
+        self.sched = math.inf  # deadline of this flow's live timer entry
+        self.ended = False
+
+
+def _two_way_key(proto: int, a: bytes, ap: int, b: bytes, bp: int) -> FlowKey:
+    if (a, ap) <= (b, bp):
+        return (proto, a, ap, b, bp, False)
+    return (proto, b, bp, a, ap, False)
+
+
+class FlowTable:
+    """Tracks flows and hands back the ones that ended (closed, timed out, evicted, flushed)."""
+
+    def __init__(self, config: FlowConfig | None = None) -> None:
+        self.config = config or FlowConfig()
+        self.evictions = 0  # flows pushed out because the table was full
+        self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()  # least recently active first
+        self._timers: list[tuple[float, int, Flow]] = []
+        self._timer_seq = 0
+        self._ended: list[Flow] = []
+        self._rng = random.Random(self.config.uid_seed)  # noqa: S311 - ids, not secrets
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    # -- packets --------------------------------------------------------------------------------
+
+    def add_tcp(
+        self, ts: float, src: bytes, dst: bytes, hdr: TCPHeader, payload_len: int, ip_len: int
+    ) -> Flow:
+        """Account one TCP segment; ``payload_len`` comes from the IP length fields."""
+        self.expire(ts)
+        key = _two_way_key(PROTO_TCP, src, hdr.sport, dst, hdr.dport)
+        flow = self._flows.get(key)
+        if flow is not None:
+            assert flow.tcp is not None
+            if flow.tcp.is_reuse(hdr.flags, hdr.seq):
+                self._end(flow)
+                flow = None
+            else:
+                self._flows.move_to_end(key)
+        if flow is None:
+            flip = self.config.flip_syn_ack and hdr.flags & (SYN | ACK) == SYN | ACK
+            if flip:
+                flow = self._new(key, ts, (dst, hdr.dport), (src, hdr.sport))
+                flow.history.add("^")
+            else:
+                flow = self._new(key, ts, (src, hdr.sport), (dst, hdr.dport))
+            flow.tcp = TcpSession()
+        tcp = flow.tcp
+        assert tcp is not None
+        is_orig = src == flow.orig_h and hdr.sport == flow.orig_p
+        if not tcp.both_closed():
+            flow.last = ts
+        if is_orig:
+            flow.orig_pkts += 1
+            flow.orig_ip_bytes += ip_len
+        else:
+            flow.resp_pkts += 1
+            flow.resp_ip_bytes += ip_len
+        _do_close, complete = tcp.process(
+            is_orig, hdr.flags, hdr.seq, hdr.ack, payload_len, hdr.window, flow.history
+        )
+        if flow.attempt_at is None and is_orig and hdr.flags & SYN and tcp.is_attempt():
+            flow.attempt_at = ts + self.config.tcp_attempt_timeout
+        if complete and flow.close_at is None:
+            flow.close_at = flow.last + self.config.tcp_close_delay
+        self._schedule(flow)
+        return flow
+
+    def add_udp(
+        self,
+        ts: float,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        payload_len: int,
+        ip_len: int,
+    ) -> Flow:
+        """Account one UDP datagram; ``payload_len`` is the UDP length field minus 8 (as Zeek)."""
+        self.expire(ts)
+        key = _two_way_key(PROTO_UDP, src, sport, dst, dport)
+        flow = self._touch(key, ts, (src, sport), (dst, dport))
+        if src == flow.orig_h and sport == flow.orig_p:
+            flow.orig_pkts += 1
+            flow.orig_ip_bytes += ip_len
+            flow.orig_size = max(flow.orig_size, 0) + payload_len
+            flow.history.check(_HIST_ORIG_DATA, "D")
+        else:
+            flow.resp_pkts += 1
+            flow.resp_ip_bytes += ip_len
+            flow.resp_size = max(flow.resp_size, 0) + payload_len
+            flow.history.check(_HIST_RESP_DATA, "d")
+        self._schedule(flow)
+        return flow
+
+    def add_icmp(
+        self,
+        ts: float,
+        proto: int,
+        src: bytes,
+        dst: bytes,
+        itype: int,
+        counterpart: int,
+        one_way: bool,
+        payload_len: int,
+        ip_len: int,
+    ) -> Flow:
+        """Account one ICMP message; ports are Zeek's (type, counterpart type or code)."""
+        self.expire(ts)
+        if one_way:
+            key: FlowKey = (proto, src, itype, dst, counterpart, True)
+        else:
+            key = _two_way_key(proto, src, itype, dst, counterpart)
+        flow = self._touch(key, ts, (src, itype), (dst, counterpart))
+        if src == flow.orig_h and itype == flow.orig_p:
+            flow.orig_pkts += 1
+            flow.orig_ip_bytes += ip_len
+            flow.orig_size = max(flow.orig_size, 0) + payload_len
+        else:
+            flow.resp_pkts += 1
+            flow.resp_ip_bytes += ip_len
+            flow.resp_size = max(flow.resp_size, 0) + payload_len
+        self._schedule(flow)
+        return flow
+
+    # -- ending flows ---------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """End every flow whose timer is due at packet time ``now``."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, flow = heapq.heappop(timers)
+            if flow.ended or when != flow.sched:
+                continue  # a stale entry: the flow ended or has an earlier live entry
+            flow.sched = math.inf
+            if self._due(flow, now):
+                self._end(flow)
+            else:
+                self._schedule(flow)
+
+    def pop_ended(self) -> list[Flow]:
+        """Take the flows that ended since the last call, oldest first."""
+        ended, self._ended = self._ended, []
+        return ended
+
+    def flush(self) -> list[Flow]:
+        """End every flow (end of capture or shutdown) and return all ended flows."""
+        for flow in list(self._flows.values()):
+            self._end(flow)
+        self._timers.clear()
+        return self.pop_ended()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _touch(
+        self, key: FlowKey, ts: float, orig: tuple[bytes, int], resp: tuple[bytes, int]
+    ) -> Flow:
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._new(key, ts, orig, resp)
+        else:
+            self._flows.move_to_end(key)
+        flow.last = ts
+        return flow
+
+    def _new(
+        self, key: FlowKey, ts: float, orig: tuple[bytes, int], resp: tuple[bytes, int]
+    ) -> Flow:
+        if len(self._flows) >= self.config.max_flows:
+            _, victim = self._flows.popitem(last=False)
+            self.evictions += 1
+            victim.ended = True
+            self._ended.append(victim)
+        uid = "C" + "".join(self._rng.choices(_B62, k=17))
+        flow = Flow(key, uid, ts, orig, resp)
+        self._flows[key] = flow
+        return flow
+
+    def _end(self, flow: Flow) -> None:
+        if flow.ended:
+            return
+        flow.ended = True
+        if self._flows.get(flow.key) is flow:
+            del self._flows[flow.key]
+        self._ended.append(flow)
+
+    def _inactivity(self, flow: Flow) -> float:
+        cfg = self.config
+        if flow.tcp is not None:
+            return cfg.tcp_handshake_timeout if flow.tcp.in_handshake() else cfg.tcp_timeout
+        if flow.proto == PROTO_UDP:
+            return cfg.udp_timeout
+        return cfg.icmp_timeout
+
+    def _deadline(self, flow: Flow) -> float:
+        deadline = flow.last + self._inactivity(flow)
+        if flow.close_at is not None:
+            deadline = min(deadline, flow.close_at)
+        if flow.attempt_at is not None:
+            deadline = min(deadline, flow.attempt_at)
+        return deadline
+
+    def _due(self, flow: Flow, now: float) -> bool:
+        if flow.close_at is not None and flow.close_at <= now:
+            return True
+        if flow.attempt_at is not None and flow.attempt_at <= now:
+            if flow.tcp is not None and flow.tcp.is_attempt():
+                return True
+            flow.attempt_at = None  # answered in time: the attempt timer lapses
+        return flow.last + self._inactivity(flow) <= now
+
+    def _schedule(self, flow: Flow) -> None:
+        deadline = self._deadline(flow)
+        if deadline < flow.sched:
+            flow.sched = deadline
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (deadline, self._timer_seq, flow))
