@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/a2z demo --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/lint-imports
 
 typecheck: install
