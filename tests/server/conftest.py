@@ -1,4 +1,9 @@
-"""Fixtures: an embedded server on a temporary SQLite store, and tenants to populate it."""
+"""Fixtures: an embedded server on SQLite and on PostgreSQL, and tenants to populate it.
+
+Every test that takes ``ctx`` (or ``client``) runs once per store. The PostgreSQL store is a
+fresh database cloned from a template migrated once per session, reached as the unprivileged
+application role, so row-level security is what the tests exercise.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,13 @@ from a2z.server.app import build_context, create_app
 from a2z.server.auth.keys import create_api_key
 from a2z.server.config import Settings
 from a2z.server.context import ServerContext
+from a2z.server.store.engine import open_store
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
+from tests.services import pg_url, scratch_database
 
 PASSWORD = "correct horse battery staple"
+APP_ROLE = "a2z_app"
 
 
 @dataclass
@@ -26,14 +34,35 @@ class TenantFixture:
     """A tenant with an owner who can log in and an agent that can stream."""
 
     id: uuid.UUID
+    name: str
     email: str
     agent_id: uuid.UUID
     agent_token: str
 
 
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated database to clone per test (migrating each time would be slow)."""
+    with scratch_database() as name:
+        open_store(pg_url(name), app_role=APP_ROLE).dispose()
+        yield name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'a2z.db'}"
+        return
+    template = request.getfixturevalue("pg_template")
+    with scratch_database(template) as name:
+        yield pg_url(name)
+
+
 @pytest.fixture
-def ctx(tmp_path: Path) -> ServerContext:
-    return build_context(Settings(data_dir=tmp_path))
+def ctx(store_url: str, tmp_path: Path) -> Iterator[ServerContext]:
+    context = build_context(Settings(data_dir=tmp_path, db_url=store_url, pool_size=2))
+    yield context
+    context.sessions.engine.dispose()
 
 
 @pytest.fixture
@@ -50,7 +79,7 @@ def make_tenant(ctx: ServerContext, name: str) -> TenantFixture:
         tenants.create_user(session=session, email=email, password=PASSWORD, role=Role.OWNER)
         agent = agents.create(session=session, name=f"{name}-sensor")
         _, token = create_api_key(session=session, role=Role.AGENT, agent_id=agent.id)
-    return TenantFixture(tenant.id, email, agent.id, token)
+    return TenantFixture(tenant.id, name, email, agent.id, token)
 
 
 @pytest.fixture
@@ -63,7 +92,9 @@ def tenant_b(ctx: ServerContext) -> TenantFixture:
     return make_tenant(ctx, "bravo")
 
 
-def login(client: TestClient, tenant: TenantFixture) -> dict[str, str]:
-    resp = client.post("/api/v1/auth/login", json={"email": tenant.email, "password": PASSWORD})
+def login(client: TestClient, tenant: TenantFixture, email: str | None = None) -> dict[str, str]:
+    resp = client.post(
+        "/api/v1/auth/login", json={"email": email or tenant.email, "password": PASSWORD}
+    )
     assert resp.status_code == 200, resp.text
     return {"Authorization": f"Bearer {resp.json()['access_token']}"}

@@ -76,9 +76,16 @@ async def _demo(*, port: int, data_dir: Path) -> int:
     with as_file(DEMO_CAPTURE) as capture:
         print(f"  agent replaying {capture.name} (nmap, hping3, dig, curl traffic) ...", flush=True)
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "a2z", "agent", "run", "--config", str(config_path),
-            "--replay", str(capture),
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "a2z",
+            "agent",
+            "run",
+            "--config",
+            str(config_path),
+            "--replay",
+            str(capture),
+        )
         code = await child.wait()
     print(f"  agent finished (exit {code}); press Ctrl-C to stop the server", flush=True)
 

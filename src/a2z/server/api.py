@@ -7,15 +7,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from a2z.server.agents import channel
 from a2z.server.agents import views as agents
+from a2z.server.audit import views as audit
 from a2z.server.auth import views as auth
 from a2z.server.deps import Context
 from a2z.server.events import views as events
+from a2z.server.tenants import views as tenants
 from a2z.server.web import views as web
 
 
 def mount(app: FastAPI) -> None:
     """Attach every router and the operational endpoints."""
-    for module in (auth, agents, events, channel, web):
+    for module in (auth, tenants, agents, events, audit, channel, web):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -17,14 +17,15 @@ from a2z.server.config import Settings, load_secret
 from a2z.server.context import ServerContext
 from a2z.server.ingest.worker import IngestWorker
 from a2z.server.metrics import ServerMetrics
-from a2z.server.store.engine import create_schema, make_engine
+from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 
 
 def build_context(settings: Settings) -> ServerContext:
-    """Open the store, create its schema, and wire the in-process bus to the ingest worker."""
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
+    """Open (and migrate) the store, and wire the in-process bus to the ingest worker."""
+    engine = open_store(
+        settings.database_url, app_role=settings.app_role, pool_size=settings.pool_size
+    )
     sessions = SessionFactory(engine)
     metrics = ServerMetrics()
     bus = MemoryBus()

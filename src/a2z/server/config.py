@@ -16,6 +16,8 @@ class Settings:
 
     data_dir: Path = DEFAULT_DATA_DIR
     db_url: str | None = None  # default: SQLite file in data_dir
+    app_role: str = "a2z_app"  # PostgreSQL role requests run as (owns nothing, RLS applies)
+    pool_size: int = 10
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
 from a2z.server.metrics import ServerMetrics
@@ -19,3 +20,4 @@ class ServerContext:
     bus: Bus
     metrics: ServerMetrics
     secret: bytes  # signs access tokens
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)

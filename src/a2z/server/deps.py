@@ -1,4 +1,4 @@
-"""Request dependencies: the server context and the authenticated principal."""
+"""Request dependencies: the server context and the authenticated, authorised principal."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from a2z.server.auth.keys import KEY_PREFIX, authenticate_api_key
+from a2z.server.auth import credentials
+from a2z.server.auth import service as auth
+from a2z.server.auth.policy import Permission, allows
 from a2z.server.auth.principal import Principal
-from a2z.server.auth.tokens import verify_access_token
 from a2z.server.context import ServerContext
 from a2z.server.errors import Forbidden, Unauthenticated
-from a2z.server.tenants.models import Role
 
 
 def get_context(request: Request) -> ServerContext:
@@ -24,15 +24,22 @@ def get_context(request: Request) -> ServerContext:
 Context = Annotated[ServerContext, Depends(get_context)]
 
 
+def client_address(request: Request) -> str:
+    """The peer address, for throttling and the audit log."""
+    return request.client.host if request.client else ""
+
+
+Source = Annotated[str, Depends(client_address)]
+
+
 def authenticate_bearer(ctx: ServerContext, authorization: str | None) -> Principal:
     """Resolve an ``Authorization: Bearer`` header holding an access token or an API key."""
-    scheme, _, credential = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not credential:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("missing bearer credential")
-    if credential.startswith(KEY_PREFIX):
-        with ctx.sessions.system() as session:
-            return authenticate_api_key(session=session, key=credential)
-    return verify_access_token(ctx.secret, credential)
+    if token.startswith(credentials.API_KEY + "_"):
+        return auth.authenticate_api_key(sessions=ctx.sessions, token=token)
+    return auth.authenticate_access_token(sessions=ctx.sessions, secret=ctx.secret, token=token)
 
 
 def get_principal(request: Request, ctx: Context) -> Principal:
@@ -44,16 +51,21 @@ def get_principal(request: Request, ctx: Context) -> Principal:
         raise
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
-    """Dependency factory: the principal, if its role is one of ``roles``."""
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    """Dependency factory: the principal, if its role holds ``permission``."""
 
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if principal.role not in roles:
-            raise Forbidden(f"role {principal.role.value!r} may not do this")
+        if not allows(principal.role, permission):
+            raise Forbidden(f"role {principal.role.value!r} may not {permission.value}")
         return principal
 
     return check
 
 
-HUMAN_ROLES = (Role.OWNER, Role.ADMIN, Role.ANALYST, Role.VIEWER)
-Reader = Annotated[Principal, Depends(require(*HUMAN_ROLES))]
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+AgentAdmin = Annotated[Principal, Depends(require(Permission.MANAGE_AGENTS))]
+KeyAdmin = Annotated[Principal, Depends(require(Permission.MANAGE_KEYS))]
+UserAdmin = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
+Auditor = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
+Operator = Annotated[Principal, Depends(require(Permission.MANAGE_TENANTS))]
+Authenticated = Annotated[Principal, Depends(get_principal)]

@@ -43,3 +43,21 @@ class TenantScopeError(A2ZServerError):
 
     status = 500
     title = "Tenant scope violation"
+
+
+class RateLimited(A2ZServerError):
+    """Too many requests; ``retry_after`` says when to come back (seconds)."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class InvalidInput(A2ZServerError):
+    """The request is well-formed but asks for something impossible."""
+
+    status = 422
+    title = "Invalid request"

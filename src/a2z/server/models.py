@@ -1,8 +1,20 @@
-"""Every model, imported in one place so the metadata is complete for schema creation."""
+"""Every model, imported in one place so the metadata is complete for migrations."""
 
-from a2z.server.agents.models import Agent
-from a2z.server.auth.models import ApiKey
+from a2z.server.agents.models import Agent, EnrollmentToken
+from a2z.server.audit.models import AuditEvent
+from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.events.models import Event
-from a2z.server.tenants.models import Role, Tenant, User
+from a2z.server.tenants.models import Membership, Role, Tenant, User
 
-__all__ = ["Agent", "ApiKey", "Event", "Role", "Tenant", "User"]
+__all__ = [
+    "Agent",
+    "ApiKey",
+    "AuditEvent",
+    "AuthSession",
+    "EnrollmentToken",
+    "Event",
+    "Membership",
+    "Role",
+    "Tenant",
+    "User",
+]

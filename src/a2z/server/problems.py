@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from a2z.server.errors import A2ZServerError
+from a2z.server.errors import A2ZServerError, RateLimited
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -24,7 +24,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(A2ZServerError)
     async def _ours(_req: Request, exc: A2ZServerError) -> JSONResponse:
-        return problem(exc.status, exc.title, str(exc) or exc.title)
+        resp = problem(exc.status, exc.title, str(exc) or exc.title)
+        if isinstance(exc, RateLimited):
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,11 +1,11 @@
-"""Agent registry table."""
+"""Agent registry and enrollment-token tables."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a2z.server.store.base import Base, TenantOwned, utcnow
@@ -20,5 +20,23 @@ class Agent(TenantOwned, Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
-    boot_epoch: Mapped[int | None] = mapped_column(default=None)  # epoch of the last stream
-    last_seq: Mapped[int | None] = mapped_column(default=None)  # highest batch seq stored
+    boot_epoch: Mapped[int | None] = mapped_column(
+        BigInteger, default=None
+    )  # epoch of the last stream
+    last_seq: Mapped[int | None] = mapped_column(
+        BigInteger, default=None
+    )  # highest batch seq stored
+
+
+class EnrollmentToken(TenantOwned, Base):
+    """A short-lived, limited-use secret an agent trades for its identity at enrollment."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    uses_left: Mapped[int]
+    expires_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,13 +1,17 @@
-"""Agent registry operations."""
+"""Agent registry and enrollment-token operations."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from a2z.server.agents.models import Agent
+from a2z.server.agents.models import Agent, EnrollmentToken
+from a2z.server.auth import credentials
+from a2z.server.auth.models import ApiKey
 from a2z.server.store.base import utcnow
+from a2z.server.store.pagination import Page, paginate
 from a2z.server.store.session import ScopedSession
 
 
@@ -19,14 +23,24 @@ def create(*, session: ScopedSession, name: str) -> Agent:
     return agent
 
 
-def list_all(*, session: ScopedSession) -> list[Agent]:
-    """Every agent of the session's tenant, oldest first."""
-    return list(session.scalars(select(Agent).order_by(Agent.created_at, Agent.id)))
+def list_page(*, session: ScopedSession, limit: int, cursor: str | None) -> Page[Agent]:
+    """The tenant's agents, oldest first."""
+    return paginate(
+        session, select(Agent), at=Agent.created_at, row_id=Agent.id, limit=limit, cursor=cursor
+    )
 
 
 def get(*, session: ScopedSession, agent_id: uuid.UUID) -> Agent | None:
     """One agent of the session's tenant, or None (also for another tenant's agent)."""
-    return session.scalars(select(Agent).where(Agent.id == agent_id)).one_or_none()
+    return session.get(Agent, (session.tenant_id, agent_id))
+
+
+def delete_agent(*, session: ScopedSession, agent: Agent) -> None:
+    """Remove an agent and revoke its keys; its stored events stay (they are evidence)."""
+    now = utcnow()
+    for key in session.scalars(select(ApiKey).where(ApiKey.agent_id == agent.id)):
+        key.revoked_at = key.revoked_at or now
+    session.execute(delete(Agent).where(Agent.id == agent.id))
 
 
 def record_batch(*, session: ScopedSession, agent_id: uuid.UUID, boot_epoch: int, seq: int) -> None:
@@ -39,3 +53,41 @@ def record_batch(*, session: ScopedSession, agent_id: uuid.UUID, boot_epoch: int
         agent.boot_epoch, agent.last_seq = boot_epoch, seq
     else:
         agent.last_seq = max(agent.last_seq or 0, seq)
+
+
+def create_enrollment_token(
+    *, session: ScopedSession, ttl: timedelta, uses: int, created_by: str
+) -> tuple[EnrollmentToken, str]:
+    """A new token; returns the row and the only copy of the secret."""
+    row_id = uuid.uuid4()
+    token, token_hash = credentials.mint(credentials.ENROLLMENT_TOKEN, session.tenant_id, row_id)
+    row = EnrollmentToken(
+        tenant_id=session.tenant_id,
+        id=row_id,
+        secret_hash=token_hash,
+        uses_left=uses,
+        expires_at=utcnow() + ttl,
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def list_enrollment_tokens(
+    *, session: ScopedSession, limit: int, cursor: str | None
+) -> Page[EnrollmentToken]:
+    """The tenant's enrollment tokens, oldest first."""
+    return paginate(
+        session,
+        select(EnrollmentToken),
+        at=EnrollmentToken.created_at,
+        row_id=EnrollmentToken.id,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def get_enrollment_token(*, session: ScopedSession, token_id: uuid.UUID) -> EnrollmentToken | None:
+    """One enrollment token of the session's tenant."""
+    return session.get(EnrollmentToken, (session.tenant_id, token_id))

@@ -1,4 +1,4 @@
-"""API key table: machine credentials, stored hashed."""
+"""Credentials: API keys and login sessions (refresh tokens), stored hashed."""
 
 from __future__ import annotations
 
@@ -17,10 +17,26 @@ class ApiKey(TenantOwned, Base):
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    prefix: Mapped[str] = mapped_column(String(16), index=True)  # public part, for lookup
+    name: Mapped[str] = mapped_column(String(200), default="")
     secret_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of the whole key
     role: Mapped[str] = mapped_column(String(20))
     agent_id: Mapped[uuid.UUID | None] = mapped_column(default=None)  # set for agent keys
+    created_by: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuthSession(TenantOwned, Base):
+    """One login: its rotating refresh token and whether it was revoked (logout, reuse)."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID]
+    refresh_hash: Mapped[str] = mapped_column(String(64))  # the current refresh token
+    previous_hash: Mapped[str | None] = mapped_column(String(64), default=None)  # last rotated
+    source: Mapped[str] = mapped_column(String(64), default="")  # client address at login
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -10,9 +10,11 @@ from a2z.server.tenants.models import Role
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """A person (via access token) or a machine (via API key) acting within one tenant."""
+    """A person (access token), a machine (API key) or an agent, acting within one tenant."""
 
     tenant_id: uuid.UUID
-    subject: str  # user id or api-key id
+    actor: str  # "user:<id>", "key:<id>": what the audit log records
     role: Role
+    user_id: uuid.UUID | None = None  # set for people
+    session_id: uuid.UUID | None = None  # the login session an access token belongs to
     agent_id: uuid.UUID | None = None  # set when the principal is an agent

@@ -1,15 +1,18 @@
-"""Short-lived access tokens: HS256 JWTs with fixed issuer and audience."""
+"""Short-lived access tokens: HS256 JWTs with fixed issuer and audience.
+
+An access token names its login session (``sid``); the server checks on every request that the
+session is live, so logout and refresh-token reuse take effect at once, not at expiry.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 import jwt
 
-from a2z.server.auth.principal import Principal
 from a2z.server.errors import Unauthenticated
-from a2z.server.tenants.models import Role
 
 ISSUER = "a2z-soc"
 AUDIENCE = "a2z-api"
@@ -17,25 +20,34 @@ ACCESS_TTL_S = 15 * 60
 _ALGORITHM = "HS256"
 
 
-def issue_access_token(secret: bytes, principal: Principal, *, now: float | None = None) -> str:
-    """Sign a token carrying the principal's tenant, subject and role."""
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """What a verified access token says."""
+
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+
+
+def issue_access_token(secret: bytes, claims: AccessClaims, *, now: float | None = None) -> str:
+    """Sign a token for one user, tenant and session."""
     issued = int(now if now is not None else time.time())
-    claims = {
+    payload = {
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "sub": principal.subject,
-        "tid": str(principal.tenant_id),
-        "role": principal.role.value,
+        "sub": str(claims.user_id),
+        "tid": str(claims.tenant_id),
+        "sid": str(claims.session_id),
         "iat": issued,
         "exp": issued + ACCESS_TTL_S,
     }
-    return jwt.encode(claims, secret, algorithm=_ALGORITHM)
+    return jwt.encode(payload, secret, algorithm=_ALGORITHM)
 
 
-def verify_access_token(secret: bytes, token: str) -> Principal:
-    """Check signature, algorithm, issuer, audience and expiry; return the principal."""
+def verify_access_token(secret: bytes, token: str) -> AccessClaims:
+    """Check signature, algorithm, issuer, audience and expiry."""
     try:
-        claims = jwt.decode(
+        payload = jwt.decode(
             token,
             secret,
             algorithms=[_ALGORITHM],  # pinned: refuses alg=none and algorithm confusion
@@ -43,10 +55,10 @@ def verify_access_token(secret: bytes, token: str) -> Principal:
             issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "aud", "iss"]},
         )
-        return Principal(
-            tenant_id=uuid.UUID(claims["tid"]),
-            subject=str(claims["sub"]),
-            role=Role(claims["role"]),
+        return AccessClaims(
+            tenant_id=uuid.UUID(payload["tid"]),
+            user_id=uuid.UUID(payload["sub"]),
+            session_id=uuid.UUID(payload["sid"]),
         )
-    except (jwt.PyJWTError, KeyError, ValueError) as exc:
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("invalid or expired access token") from exc

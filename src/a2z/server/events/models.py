@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a2z.server.store.base import Base, TenantOwned
@@ -22,8 +22,8 @@ class Event(TenantOwned, Base):
     __table_args__ = (Index("ix_events_tenant_ts", "tenant_id", "ts"),)
 
     agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    boot_epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    boot_epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)  # position within the batch
     ts: Mapped[float]
     path: Mapped[str] = mapped_column(String(32))  # record type: conn, dns, http, ...

@@ -44,9 +44,9 @@ def store_batch(*, session: ScopedSession, agent_id: uuid.UUID, batch: Batch) ->
         }
         for idx, rec in enumerate(batch.records)
     ]
-    stmt = _insert_ignoring_duplicates(session).values(rows)
-    result = session.execute(stmt)
-    return int(getattr(result, "rowcount", 0) or 0)
+    # RETURNING counts what was really inserted; rowcount is not reliable across drivers.
+    stmt = _insert_ignoring_duplicates(session).values(rows).returning(Event.idx)
+    return len(session.execute(stmt).all())
 
 
 def _insert_ignoring_duplicates(session: ScopedSession) -> Insert:

@@ -9,17 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from a2z.server.deps import Context, Reader
-from a2z.server.errors import A2ZServerError
 from a2z.server.events import service as events
+from a2z.server.store.pagination import BadCursor
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
-
-
-class BadCursor(A2ZServerError):
-    """The cursor is not one this API issued."""
-
-    status = 400
-    title = "Bad cursor"
 
 
 class EventPage(BaseModel):

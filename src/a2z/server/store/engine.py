@@ -1,17 +1,28 @@
-"""Engine construction for SQLite (embedded default) and PostgreSQL."""
+"""Engine construction for SQLite (embedded default) and PostgreSQL, and schema bring-up."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 
-from a2z.server.store.base import Base
+from a2z.server.store import migrate
 
 
-def make_engine(url: str) -> Engine:
+def normalise_url(url: str) -> str:
+    """Pick our drivers: psycopg 3 for PostgreSQL."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create the engine for ``url``; for SQLite, make the file's directory and enable WAL."""
+    url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -19,7 +30,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -33,9 +44,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
-    # Import the models so their tables are registered on Base.metadata.
-    from a2z.server import models  # noqa: F401
+def open_store(url: str, *, app_role: str, pool_size: int = 10) -> Engine:
+    """Migrate the schema with ``url``'s account, then return the engine requests use.
 
-    Base.metadata.create_all(engine)
+    On PostgreSQL, requests run as ``app_role`` — a role that owns nothing and cannot bypass
+    row-level security — never as the account that owns the tables. Its password, if the
+    server needs one, comes from ``A2Z_APP_DB_PASSWORD``.
+    """
+    owner = make_engine(url, pool_size=1)
+    migrate.upgrade(owner)
+    if owner.dialect.name != "postgresql":
+        owner.dispose()
+        return make_engine(url, pool_size=pool_size)
+    migrate.ensure_app_role(owner, app_role)
+    owner.dispose()
+    app_url = make_url(normalise_url(url)).set(
+        username=app_role, password=os.environ.get("A2Z_APP_DB_PASSWORD")
+    )
+    return make_engine(app_url.render_as_string(hide_password=False), pool_size=pool_size)

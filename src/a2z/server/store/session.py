@@ -3,7 +3,8 @@
 SQLAlchemy's ``do_orm_execute`` hook adds ``tenant_id = :tenant`` to every ORM statement on a
 ``TenantOwned`` model (selects, updates, deletes, relationship loads), and ``before_flush``
 refuses a row written for another tenant. A query issued without a tenant raises instead of
-returning everyone's rows. PostgreSQL adds row-level security underneath (backend-core issue).
+returning everyone's rows. On PostgreSQL each transaction also sets ``app.tenant_id`` for the
+row-level security policies, so the database enforces the same scope underneath.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 
 from a2z.server.errors import TenantScopeError
 from a2z.server.store.base import TenantOwned
+from a2z.server.store.tenancy import TENANT_SETTING, USER_SETTING
 
 _TENANT = "tenant_id"
 _SYSTEM = "system"
@@ -74,6 +76,7 @@ class SessionFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._make = sessionmaker(bind=engine, class_=ScopedSession, expire_on_commit=False)
+        self._postgres = engine.dialect.name == "postgresql"
 
     @contextmanager
     def tenant(self, tenant_id: uuid.UUID) -> Iterator[ScopedSession]:
@@ -81,12 +84,30 @@ class SessionFactory:
         with self._make() as session:
             session.info[_TENANT] = tenant_id
             with session.begin():
+                self._set(session, TENANT_SETTING, str(tenant_id))
                 yield session
 
     @contextmanager
     def system(self) -> Iterator[ScopedSession]:
-        """A transaction with no tenant filter, for control-plane work (login, tenant admin)."""
+        """A transaction for control-plane tables (tenants, users); tenant rows stay hidden.
+
+        The ORM filter is off, but on PostgreSQL no tenant is set, so row-level security still
+        shows no tenant-owned row. Code must not rely on reading tenant rows here.
+        """
         with self._make() as session:
             session.info[_SYSTEM] = True
             with session.begin():
                 yield session
+
+    @contextmanager
+    def login(self, user_id: uuid.UUID) -> Iterator[ScopedSession]:
+        """A system transaction that may also read ``user_id``'s memberships in every tenant."""
+        with self.system() as session:
+            self._set(session, USER_SETTING, str(user_id))
+            yield session
+
+    def _set(self, session: Session, name: str, value: str) -> None:
+        # set_config(..., true) is transaction-local (like SET LOCAL): it ends with the
+        # transaction, committed or not, so a pooled connection never carries a tenant over.
+        if self._postgres:
+            session.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})

@@ -1,4 +1,4 @@
-"""Tenant and user tables."""
+"""Tenants, people, and their memberships (the role a person holds in a tenant)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,25 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a2z.server.store.base import Base, TenantOwned, utcnow
 
 
 class Role(enum.StrEnum):
-    """What a principal may do within its tenant, most to least privileged."""
+    """What a principal may do within a tenant."""
 
-    OWNER = "owner"
-    ADMIN = "admin"
-    ANALYST = "analyst"
-    VIEWER = "viewer"
+    OWNER = "owner"  # everything, including managing owners
+    ADMIN = "admin"  # people, keys, agents, enrollment, audit
+    ANALYST = "analyst"  # read and work the data
+    VIEWER = "viewer"  # read the data
+    OPERATOR = "operator"  # MSSP staff: admin in each tenant explicitly granted, creates tenants
     AGENT = "agent"  # machine role: may only stream records over the agent channel
 
 
 class Tenant(Base):
-    """A customer; owns every other row through ``tenant_id``."""
+    """A customer; owns every tenant-owned row through ``tenant_id``. Not itself tenant-owned."""
 
     __tablename__ = "tenants"
 
@@ -32,14 +33,23 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class User(TenantOwned, Base):
-    """A person with a role in one tenant."""
+class User(Base):
+    """A person's identity and password; what they may do lives in their memberships."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    email: Mapped[str] = mapped_column(String(320), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(TenantOwned, Base):
+    """A person's role in one tenant. An operator has one membership per granted tenant."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_user", "user_id", "tenant_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

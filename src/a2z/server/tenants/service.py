@@ -1,15 +1,17 @@
-"""Tenant and user operations."""
+"""Tenants, users and memberships."""
 
 from __future__ import annotations
+
+import uuid
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from a2z.server.auth.passwords import hash_password, verify_password
-from a2z.server.auth.principal import Principal
-from a2z.server.errors import Conflict, Unauthenticated
+from a2z.server.auth.passwords import hash_password
+from a2z.server.errors import Conflict, NotFound
+from a2z.server.store.pagination import Page, paginate
 from a2z.server.store.session import ScopedSession
-from a2z.server.tenants.models import Role, Tenant, User
+from a2z.server.tenants.models import Membership, Role, Tenant, User
 
 
 def create_tenant(*, session: ScopedSession, name: str) -> Tenant:
@@ -28,30 +30,77 @@ def get_tenant_by_name(*, session: ScopedSession, name: str) -> Tenant | None:
     return session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
 
 
-def create_user(*, session: ScopedSession, email: str, password: str, role: Role) -> User:
-    """Create a user in the session's tenant."""
-    user = User(
-        tenant_id=session.tenant_id,
-        email=email.strip().lower(),
-        password_hash=hash_password(password),
-        role=role.value,
+def list_tenants(
+    *, session: ScopedSession, ids: list[uuid.UUID], limit: int, cursor: str | None
+) -> Page[Tenant]:
+    """The tenants among ``ids`` (those the caller was granted), oldest first."""
+    stmt = select(Tenant).where(Tenant.id.in_(ids))
+    return paginate(
+        session, stmt, at=Tenant.created_at, row_id=Tenant.id, limit=limit, cursor=cursor
     )
-    session.add(user)
-    try:
+
+
+def ensure_user(*, session: ScopedSession, email: str, password: str | None) -> User:
+    """The user with ``email``, created with ``password`` if new (identities are global)."""
+    address = email.strip().lower()
+    user = session.scalars(select(User).where(User.email == address)).one_or_none()
+    if user is None:
+        if password is None:
+            raise NotFound(f"no user {address!r}; give a password to create one")
+        user = User(email=address, password_hash=hash_password(password))
+        session.add(user)
         session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"user {email!r} already exists in this tenant") from exc
     return user
 
 
-def authenticate_password(*, session: ScopedSession, email: str, password: str) -> Principal:
-    """Check an email and password (system session: the tenant is what login finds out).
+def add_member(*, session: ScopedSession, user: User, role: Role) -> Membership:
+    """Give ``user`` a role in the session's tenant."""
+    if session.get(Membership, (session.tenant_id, user.id)) is not None:
+        raise Conflict(f"{user.email} is already a member of this tenant")
+    membership = Membership(tenant_id=session.tenant_id, user_id=user.id, role=role.value)
+    session.add(membership)
+    session.flush()
+    return membership
 
-    An email that exists in several tenants cannot log in by password alone; it is refused
-    rather than guessed, so one tenant's credentials can never open another's session.
-    """
-    users = session.scalars(select(User).where(User.email == email.strip().lower())).all()
-    user = users[0] if len(users) == 1 else None
-    if not verify_password(user.password_hash if user else None, password) or user is None:
-        raise Unauthenticated("wrong email or password")
-    return Principal(tenant_id=user.tenant_id, subject=str(user.id), role=Role(user.role))
+
+def create_user(*, session: ScopedSession, email: str, password: str, role: Role) -> User:
+    """Create (or find) a user and make them a member of the session's tenant."""
+    user = ensure_user(session=session, email=email, password=password)
+    add_member(session=session, user=user, role=role)
+    return user
+
+
+def get_user(*, session: ScopedSession, user_id: uuid.UUID) -> User:
+    """A user identity by id."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def get_member(*, session: ScopedSession, user_id: uuid.UUID) -> tuple[Membership, User] | None:
+    """A member of the session's tenant and their identity."""
+    row = session.execute(
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.user_id == user_id)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
+def list_members(*, session: ScopedSession, limit: int, cursor: str | None) -> Page[Membership]:
+    """The tenant's memberships, oldest first."""
+    return paginate(
+        session,
+        select(Membership),
+        at=Membership.created_at,
+        row_id=Membership.user_id,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def emails(*, session: ScopedSession, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Email of each user id."""
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).all()
+    return {uid: email for uid, email in rows}

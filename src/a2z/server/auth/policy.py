@@ -1,0 +1,48 @@
+"""Who may do what: the single table of role permissions (deny by default)."""
+
+from __future__ import annotations
+
+import enum
+
+from a2z.server.tenants.models import Role
+
+
+class Permission(enum.StrEnum):
+    """Actions routes require."""
+
+    READ = "read"  # events, agents, own profile
+    MANAGE_AGENTS = "manage_agents"  # rename/delete agents, enrollment tokens
+    MANAGE_KEYS = "manage_keys"  # API keys
+    MANAGE_USERS = "manage_users"  # memberships
+    READ_AUDIT = "read_audit"
+    MANAGE_TENANTS = "manage_tenants"  # list granted tenants, create tenants (MSSP)
+    STREAM = "stream"  # the agent channel
+
+
+_ADMINS = {Role.OWNER, Role.ADMIN, Role.OPERATOR}
+GRANTS: dict[Permission, frozenset[Role]] = {
+    Permission.READ: frozenset(_ADMINS | {Role.ANALYST, Role.VIEWER}),
+    Permission.MANAGE_AGENTS: frozenset(_ADMINS),
+    Permission.MANAGE_KEYS: frozenset(_ADMINS),
+    Permission.MANAGE_USERS: frozenset(_ADMINS),
+    Permission.READ_AUDIT: frozenset(_ADMINS),
+    Permission.MANAGE_TENANTS: frozenset({Role.OPERATOR}),
+    Permission.STREAM: frozenset({Role.AGENT}),
+}
+
+# Roles a principal may hand out (to users or keys): never more than it holds.
+ASSIGNABLE: dict[Role, frozenset[Role]] = {
+    Role.OWNER: frozenset({Role.OWNER, Role.ADMIN, Role.ANALYST, Role.VIEWER}),
+    Role.OPERATOR: frozenset({Role.OWNER, Role.ADMIN, Role.ANALYST, Role.VIEWER}),
+    Role.ADMIN: frozenset({Role.ADMIN, Role.ANALYST, Role.VIEWER}),
+}
+
+
+def allows(role: Role, permission: Permission) -> bool:
+    """True when ``role`` holds ``permission``."""
+    return role in GRANTS[permission]
+
+
+def may_assign(granter: Role, role: Role) -> bool:
+    """True when ``granter`` may give ``role`` to someone (or touch someone who has it)."""
+    return role in ASSIGNABLE.get(granter, frozenset())

@@ -1,0 +1,23 @@
+"""Pieces of the HTTP schema shared by several routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+CursorParam = Annotated[str | None, Query(max_length=300, description="from the previous page")]
+
+
+class Body(BaseModel):
+    """Request bodies refuse unknown fields (422): no mass assignment of tenant_id, role, ..."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """Response bodies are closed: they say exactly what the schema says."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
