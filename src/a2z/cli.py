@@ -16,6 +16,9 @@ def _listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+_PEOPLE_ROLES = ["owner", "admin", "analyst", "viewer", "operator"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     parser = argparse.ArgumentParser(prog="a2z", description="A2Z SOC agent and server")
@@ -35,6 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replay", type=Path, required=True, help="capture file to replay")
     run.add_argument("--rate", type=float, help="records per second (default: full speed)")
 
+    admin = sub.add_parser("admin", help="manage tenants, users, keys and enrollment tokens")
+    admin.add_argument("--db", help="database URL (default: SQLite under --data-dir)")
+    admin.add_argument("--data-dir", type=Path, default=Path("a2z-data"))
+    admin.add_argument("--json", action="store_true", help="print the result as JSON")
+    objects = admin.add_subparsers(dest="object", required=True)
+    tenant = objects.add_parser("tenant").add_subparsers(dest="verb", required=True)
+    tenant.add_parser("create").add_argument("name")
+    user = objects.add_parser("user").add_subparsers(dest="verb", required=True)
+    user_create = user.add_parser("create", help="password from $A2Z_PASSWORD, else generated")
+    user_create.add_argument("--tenant", required=True, help="tenant name or id")
+    user_create.add_argument("--email", required=True)
+    user_create.add_argument("--role", required=True, choices=_PEOPLE_ROLES)
+    key = objects.add_parser("api-key").add_subparsers(dest="verb", required=True)
+    key_create = key.add_parser("create")
+    key_create.add_argument("--tenant", required=True, help="tenant name or id")
+    key_create.add_argument("--role", required=True, choices=_PEOPLE_ROLES)
+    key_create.add_argument("--name", default="")
+    token = objects.add_parser("enrollment-token").add_subparsers(dest="verb", required=True)
+    token_create = token.add_parser("create")
+    token_create.add_argument("--tenant", required=True, help="tenant name or id")
+    token_create.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 7d")
+    token_create.add_argument("--uses", type=int, default=1)
+
     demo = sub.add_parser("demo", help="server + demo tenant + agent replaying an attack capture")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--data-dir", type=Path, default=Path("a2z-data/demo"))
@@ -44,11 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; return the process exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("a2z").setLevel(logging.INFO)
     if args.command == "server":
         return _server(args)
     if args.command == "agent":
         return _agent(args)
+    if args.command == "admin":
+        return _admin(args)
     from a2z.demo.runner import run_demo
 
     return run_demo(port=args.port, data_dir=args.data_dir)
@@ -88,4 +119,40 @@ def _agent(args: argparse.Namespace) -> int:
         f"({stats.resends} re-sent, {stats.reconnects} reconnects, {len(stats.refused)} refused)",
         file=sys.stderr,
     )
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from a2z.server.admin import Admin, parse_duration
+    from a2z.server.config import Settings
+    from a2z.server.errors import A2ZServerError
+    from a2z.server.store.engine import open_store
+    from a2z.server.store.session import SessionFactory
+    from a2z.server.tenants.models import Role
+
+    settings = Settings(data_dir=args.data_dir, db_url=args.db)
+    engine = open_store(settings.database_url, app_role=settings.app_role, pool_size=1)
+    admin = Admin(SessionFactory(engine))
+    try:
+        if args.object == "tenant":
+            out = admin.create_tenant(args.name)
+        elif args.object == "user":
+            password = os.environ.get("A2Z_PASSWORD")
+            out = admin.create_user(args.tenant, args.email, Role(args.role), password)
+        elif args.object == "api-key":
+            out = admin.create_api_key(args.tenant, Role(args.role), args.name)
+        else:
+            out = admin.create_enrollment_token(args.tenant, parse_duration(args.ttl), args.uses)
+    except A2ZServerError as exc:
+        print(f"a2z admin: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print("\n".join(f"{k}: {v}" for k, v in out.items()))
     return 0

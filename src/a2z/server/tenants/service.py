@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from sqlalchemy import select
@@ -40,14 +41,23 @@ def list_tenants(
     )
 
 
+def find_user(*, session: ScopedSession, email: str) -> User | None:
+    """The user with ``email``, if any."""
+    return session.scalars(select(User).where(User.email == email.strip().lower())).one_or_none()
+
+
 def ensure_user(*, session: ScopedSession, email: str, password: str | None) -> User:
-    """The user with ``email``, created with ``password`` if new (identities are global)."""
+    """The user with ``email``, created if new (identities are global).
+
+    An existing user's password is never changed here, and a new user without a password gets
+    an unusable one (an invitation): either way the caller learns nothing about whether the
+    email was already registered in some other tenant.
+    """
     address = email.strip().lower()
-    user = session.scalars(select(User).where(User.email == address)).one_or_none()
+    user = find_user(session=session, email=address)
     if user is None:
-        if password is None:
-            raise NotFound(f"no user {address!r}; give a password to create one")
-        user = User(email=address, password_hash=hash_password(password))
+        secret = password if password is not None else secrets.token_urlsafe(32)
+        user = User(email=address, password_hash=hash_password(secret))
         session.add(user)
         session.flush()
     return user

@@ -1,0 +1,136 @@
+"""BFLA matrix: every role against every route the server publishes; 2xx only where allowed.
+
+The expectations are written out here, independently of the server's policy table, so a
+change of either shows up as a failure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from a2z.server.agents import service as agents
+from a2z.server.auth.keys import create_api_key
+from a2z.server.context import ServerContext
+from a2z.server.tenants import service as tenants
+from a2z.server.tenants.models import Role
+from tests.server.conftest import PASSWORD, TenantFixture, login
+from tests.server.openapi_walk import example, fill, routes
+
+HUMANS = {"owner", "admin", "analyst", "viewer", "operator"}
+READERS = HUMANS
+ADMINS = {"owner", "admin", "operator"}
+EVERYONE = HUMANS | {"agent"}
+
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("get", "/api/v1/auth/me"): EVERYONE,
+    ("post", "/api/v1/auth/switch"): set(),  # to a tenant the caller is not in: 404 for all
+    ("get", "/api/v1/tenants"): {"operator"},
+    ("post", "/api/v1/tenants"): {"operator"},
+    ("get", "/api/v1/users"): ADMINS,
+    ("post", "/api/v1/users"): ADMINS,
+    ("get", "/api/v1/users/{user_id}"): ADMINS,
+    ("patch", "/api/v1/users/{user_id}"): ADMINS,
+    ("delete", "/api/v1/users/{user_id}"): ADMINS,
+    ("get", "/api/v1/api-keys"): ADMINS,
+    ("post", "/api/v1/api-keys"): ADMINS,
+    ("get", "/api/v1/api-keys/{key_id}"): ADMINS,
+    ("delete", "/api/v1/api-keys/{key_id}"): ADMINS,
+    ("get", "/api/v1/agents"): READERS,
+    ("get", "/api/v1/agents/{agent_id}"): READERS,
+    ("patch", "/api/v1/agents/{agent_id}"): ADMINS,
+    ("delete", "/api/v1/agents/{agent_id}"): ADMINS,
+    ("get", "/api/v1/enrollment-tokens"): ADMINS,
+    ("post", "/api/v1/enrollment-tokens"): ADMINS,
+    ("get", "/api/v1/enrollment-tokens/{token_id}"): ADMINS,
+    ("delete", "/api/v1/enrollment-tokens/{token_id}"): ADMINS,
+    ("get", "/api/v1/audit"): ADMINS,
+    ("get", "/api/v1/events"): READERS,
+}
+# Not in the matrix: login and refresh take no principal; logout ends the caller's own session.
+UNAUTHENTICATED = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"}
+
+
+def headers_for(
+    client: TestClient, ctx: ServerContext, tenant: TenantFixture, role: str
+) -> dict[str, str]:
+    """Credentials of a principal holding ``role`` in ``tenant``."""
+    if role == "owner":
+        return login(client, tenant)
+    if role == "agent":
+        return {"Authorization": f"Bearer {tenant.agent_token}"}
+    email = f"{role}@{tenant.name}.test"
+    with ctx.sessions.tenant(tenant.id) as session:
+        tenants.create_user(session=session, email=email, password=PASSWORD, role=Role(role))
+    return login(client, tenant, email)
+
+
+def fresh_objects(
+    ctx: ServerContext, tenant: TenantFixture, params: tuple[str, ...]
+) -> dict[str, str]:
+    """New objects to act on, so one role's DELETE does not spoil the next role's call."""
+    out = {}
+    with ctx.sessions.tenant(tenant.id) as session:
+        if "agent_id" in params:
+            out["agent_id"] = str(agents.create(session=session, name="matrix").id)
+        if "key_id" in params:
+            out["key_id"] = str(create_api_key(session=session, role=Role.VIEWER)[0].id)
+        if "user_id" in params:
+            email = f"m-{uuid.uuid4().hex[:8]}@x.test"
+            user = tenants.create_user(
+                session=session, email=email, password=PASSWORD, role=Role.VIEWER
+            )
+            out["user_id"] = str(user.id)
+        if "token_id" in params:
+            token, _ = agents.create_enrollment_token(
+                session=session, ttl=timedelta(hours=1), uses=1, created_by="t"
+            )
+            out["token_id"] = str(token.id)
+    assert set(out) == set(params), f"teach fresh_objects about {set(params) - set(out)}"
+    return out
+
+
+def test_every_published_route_is_in_the_matrix(client: TestClient) -> None:
+    published = {(r.method, r.path) for r in routes(client.get("/openapi.json").json())}
+    published = {(m, p) for m, p in published if p not in UNAUTHENTICATED}
+    assert published == set(EXPECTED)
+
+
+@pytest.mark.parametrize("role", sorted(EVERYONE))
+def test_role_gets_2xx_only_where_allowed(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, role: str
+) -> None:
+    spec: dict[str, Any] = client.get("/openapi.json").json()
+    headers = headers_for(client, ctx, tenant_a, role)
+    for route in routes(spec):
+        if route.path in UNAUTHENTICATED:
+            continue
+        ids = fresh_objects(ctx, tenant_a, route.params)
+        overrides = {
+            "role": "viewer",
+            "email": f"n-{uuid.uuid4().hex[:8]}@x.test",
+            "name": f"n-{uuid.uuid4().hex[:8]}",
+        }
+        body = example(spec, route.body, overrides) if route.body else None
+        resp = client.request(route.method, fill(route.path, ids), json=body, headers=headers)
+        allowed = role in EXPECTED[(route.method, route.path)]
+        if allowed:
+            assert 200 <= resp.status_code < 300, (
+                role,
+                route.method,
+                route.path,
+                resp.status_code,
+                resp.text,
+            )
+        else:
+            assert resp.status_code in (403, 404), (
+                role,
+                route.method,
+                route.path,
+                resp.status_code,
+                resp.text,
+            )
