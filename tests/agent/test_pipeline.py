@@ -203,11 +203,11 @@ def test_truncated_tcp_header_weird_carries_the_addresses() -> None:
     )
 
 
-def test_later_ip_fragment_is_reported_not_tracked() -> None:
+def test_lone_ip_fragment_waits_and_is_counted_incomplete_not_tracked() -> None:
     frame = eth(ipv4("10.0.0.1", "10.0.0.2", 17, b"z" * 16, frag=185))
-    records, _ = _run([raw(1.0, frame)])
-    assert [r.name for r in records if isinstance(r, Weird)] == ["fragment_not_reassembled"]
-    assert _conns(records) == []
+    records, pipeline = _run([raw(1.0, frame)])
+    assert records == []
+    assert (pipeline.defrag.stats.fragments, pipeline.defrag.stats.incomplete) == (1, 1)
 
 
 def test_unknown_linktype_arp_and_other_protocols_are_counted_not_raised() -> None:

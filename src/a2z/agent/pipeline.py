@@ -6,26 +6,36 @@ Bad input never escapes as an exception: a frame that does not decode becomes a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec
 
 from a2z.agent.capture.packet import RawPacket
 from a2z.agent.decode.errors import DecodeError, Malformed, Truncated
 from a2z.agent.decode.icmp import decode_icmp, decode_icmp6, icmp_counterpart
-from a2z.agent.decode.ipv4 import decode_ipv4
-from a2z.agent.decode.ipv6 import decode_ipv6
+from a2z.agent.decode.ipv4 import IPv4Header, decode_ipv4
+from a2z.agent.decode.ipv6 import IPv6Header, decode_ipv6
 from a2z.agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, decode_arp, decode_link
-from a2z.agent.decode.tcp import decode_tcp
+from a2z.agent.decode.reassembly import DefragConfig, Reassembler
+from a2z.agent.decode.tcp import ACK, RST, SYN, TCPHeader, decode_tcp
 from a2z.agent.decode.udp import decode_udp
 from a2z.agent.flows.table import (
     PROTO_ICMP,
     PROTO_ICMP6,
     PROTO_TCP,
     PROTO_UDP,
+    Flow,
     FlowConfig,
     FlowTable,
 )
 from a2z.agent.flows.to_record import flow_to_conn, format_addr
+from a2z.agent.protocols.analyzer import FlowIdent, ProtocolConfig
+from a2z.agent.protocols.errors import MalformedMessage
+from a2z.agent.protocols.session import AppSession
+from a2z.agent.protocols.stream import seq_diff
 from a2z.records import Record, Weird
+
+_P = ParamSpec("_P")
 
 WEIRD_SAMPLE_THRESHOLD = 1000  # Zeek's weird_sampling_threshold: every instance up to here...
 WEIRD_SAMPLE_RATE = 1000  # ...then one in this many (weird_sampling_rate); all are counted
@@ -52,8 +62,12 @@ class Pipeline:
         *,
         weird_sample_threshold: int = WEIRD_SAMPLE_THRESHOLD,
         weird_sample_rate: int = WEIRD_SAMPLE_RATE,
+        defrag: DefragConfig | None = None,
+        protocols: ProtocolConfig | None = None,
     ) -> None:
         self.table = FlowTable(config)
+        self.protocols = protocols or ProtocolConfig()  # DNS/HTTP/TLS analyzer settings
+        self.defrag = Reassembler(defrag)  # IP fragments wait here; its .stats count them
         self.stats = PipelineStats()
         self._weird_threshold = weird_sample_threshold
         self._weird_rate = max(weird_sample_rate, 1)
@@ -69,10 +83,19 @@ class Pipeline:
         out, self._out = self._out, []
         return out
 
+    def advance(self, now: float) -> list[Record]:
+        """Let time pass without a packet (live capture): return the flows that timed out."""
+        self.table.expire(now)
+        self.defrag.expire(now)
+        self._collect()
+        out, self._out = self._out, []
+        return out
+
     def flush(self) -> list[Record]:
         """End every open flow (end of input) and return their records."""
+        self.defrag.clear()  # datagrams still missing pieces are counted, not guessed at
         for flow in self.table.flush():
-            self._emit(flow_to_conn(flow))
+            self._end_flow(flow)
         self.stats.evictions = self.table.evictions
         out, self._out = self._out, []
         return out
@@ -104,7 +127,8 @@ class Pipeline:
                 # Segmentation offload leaves the length zero: like Zeek, note it and go on.
                 self._weird(ts, Malformed("IP", "ip_hdr_len_zero"), ip4.src, ip4.dst)
                 total_len = len(net)
-            frag_offset = ip4.frag_offset
+            fragment = ip4.more_fragments or ip4.frag_offset
+            hdr: IPv4Header | IPv6Header = ip4
         elif ethertype == ETH_IPV6:
             try:
                 ip6 = decode_ipv6(net)
@@ -114,7 +138,8 @@ class Pipeline:
             v6 = True
             src, dst, proto, header_len = ip6.src, ip6.dst, ip6.proto, ip6.header_len
             total_len = ip6.total_len if ip6.payload_len else len(net)  # jumbogram or TSO
-            frag_offset = ip6.frag_offset
+            fragment = ip6.more_fragments or ip6.frag_offset
+            hdr = ip6
         else:
             self._ignore_non_ip(ethertype, net)
             return
@@ -131,21 +156,33 @@ class Pipeline:
                 ts, Malformed("IP", "ip_bad_header_len", f"{header_len} > {total_len}"), src, dst
             )
             return
-        if frag_offset:
-            self._weird(
-                ts, DecodeError("IP", "fragment_not_reassembled", f"offset {frag_offset}"), src, dst
-            )
-            return
+        if fragment:
+            whole = self._defragment(ts, hdr, net, src, dst)
+            if whole is None:
+                return  # more pieces to come (or a bad piece, reported)
+            net, header_len, total_len, proto = whole
         seg = net[header_len : min(total_len, len(net))]
         payload_len = total_len - header_len  # from the length fields, as Zeek counts
 
         try:
             if proto == PROTO_TCP:
                 tcp = decode_tcp(seg)
-                table.add_tcp(ts, src, dst, tcp, payload_len - tcp.header_len, total_len)
+                data_len = payload_len - tcp.header_len
+                flow = table.add_tcp(ts, src, dst, tcp, data_len, total_len)
+                if not flow.app_done:
+                    if data_len > 0 and not tcp.flags & RST:
+                        self._app_tcp(ts, flow, src, tcp, seg, data_len)
+                    elif flow.app is not None and tcp.flags & ACK:
+                        app = flow.app
+                        is_orig = src == flow.orig_h and tcp.sport == flow.orig_p
+                        self._guarded(flow, app, ts, app.tcp_ack, ts, is_orig, tcp.ack)
             elif proto == PROTO_UDP:
                 udp = decode_udp(seg)
-                table.add_udp(ts, src, udp.sport, dst, udp.dport, max(udp.length - 8, 0), total_len)
+                flow = table.add_udp(
+                    ts, src, udp.sport, dst, udp.dport, max(udp.length - 8, 0), total_len
+                )
+                if udp.length > 8 and not flow.app_done:
+                    self._app_udp(ts, flow, src, udp.sport, seg[8 : udp.length])
             elif (proto == PROTO_ICMP and not v6) or (proto == PROTO_ICMP6 and v6):
                 icmp = decode_icmp6(seg) if v6 else decode_icmp(seg)
                 counterpart, one_way = icmp_counterpart(icmp)
@@ -156,6 +193,32 @@ class Pipeline:
                 self._count(self.stats.ignored, f"ip_proto_{proto}")
         except DecodeError as exc:
             self._weird(ts, exc, src, dst)
+
+    def _defragment(
+        self, ts: float, hdr: IPv4Header | IPv6Header, net: memoryview, src: bytes, dst: bytes
+    ) -> tuple[memoryview, int, int, int] | None:
+        """Hand a fragment to the reassembler; once whole: (packet, header_len, total_len, proto).
+
+        Rare on real networks, so the cost (a copy per datagram) stays off the common path.
+        """
+        if isinstance(hdr, IPv4Header):
+            packet, weirds = self.defrag.add_ipv4(ts, hdr, net)
+        else:
+            packet, weirds = self.defrag.add_ipv6(ts, hdr, net)
+        for exc in weirds:
+            self._weird(ts, exc, src, dst)
+        if packet is None:
+            return None
+        buf = memoryview(packet)
+        try:
+            whole = decode_ipv4(buf) if isinstance(hdr, IPv4Header) else decode_ipv6(buf)
+        except DecodeError as exc:  # e.g. extension headers cut by a bad fragment boundary
+            self._weird(ts, exc, src, dst)
+            return None
+        if whole.more_fragments or whole.frag_offset:
+            self._weird(ts, Malformed("IP", "fragment_nested"), src, dst)
+            return None
+        return buf, whole.header_len, whole.total_len, whole.proto
 
     def _ignore_non_ip(self, ethertype: int, net: memoryview) -> None:
         if ethertype == ETH_ARP:
@@ -172,8 +235,95 @@ class Pipeline:
 
     def _collect(self) -> None:
         for flow in self.table.pop_ended():
-            self._emit(flow_to_conn(flow))
+            self._end_flow(flow)
         self.stats.evictions = self.table.evictions
+
+    def _end_flow(self, flow: Flow) -> None:
+        app = flow.app
+        if app is not None:  # the analyzers log what is pending before the conn record
+            self._guarded(flow, app, flow.last, app.finish, flow.last)
+        self._emit(flow_to_conn(flow))
+
+    # -- application layer (protocols/): payload -> analyzers -> dns/http/ssl records ------------
+
+    def _app_tcp(
+        self, ts: float, flow: Flow, src: bytes, tcp: TCPHeader, seg: memoryview, data_len: int
+    ) -> None:
+        app = flow.app
+        if app is None:
+            app = flow.app = AppSession(_ident(flow), "tcp", self.protocols)
+        is_orig = src == flow.orig_h and tcp.sport == flow.orig_p
+        seq = (tcp.seq + 1) & 0xFFFFFFFF if tcp.flags & SYN else tcp.seq
+        # Where this direction's stream starts: after the SYN, or at the first packet seen.
+        first = seq
+        if flow.tcp is not None:
+            endpoint = flow.tcp.orig if is_orig else flow.tcp.resp
+            start = (endpoint.start + 1) & 0xFFFFFFFF
+            if 0 <= seq_diff(seq, start) <= self.protocols.max_reorder_bytes:
+                first = start
+        data = bytes(seg[tcp.header_len : tcp.header_len + data_len])
+        ack = tcp.ack if tcp.flags & ACK else None
+        self._guarded(flow, app, ts, app.tcp_segment, ts, is_orig, seq, data, data_len, first, ack)
+
+    def _app_udp(self, ts: float, flow: Flow, src: bytes, sport: int, data: memoryview) -> None:
+        app = flow.app
+        if app is None:
+            app = flow.app = AppSession(_ident(flow), "udp", self.protocols)
+        is_orig = src == flow.orig_h and sport == flow.orig_p
+        self._guarded(flow, app, ts, app.udp_datagram, ts, is_orig, bytes(data))
+
+    def _guarded(
+        self,
+        flow: Flow,
+        app: AppSession,
+        ts: float,
+        step: Callable[_P, None],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> None:
+        """Run one analyzer step, then move its records, weirds and service to the output.
+
+        The analyzers raise nothing by design (property tests hold them to it); should one
+        still fail, the flow's payload is dropped with a weird, never the stream.
+        """
+        try:
+            step(*args, **kwargs)
+        except Exception as exc:  # the boundary of third-party-shaped input: contain it
+            app.done = True
+            app.weirds.append(
+                MalformedMessage("PROTOCOL", "protocol_analyzer_error", type(exc).__name__)
+            )
+        if app.records:
+            for record in app.records:
+                self._emit(record)
+            app.records.clear()
+        if app.weirds:
+            for error in app.weirds:
+                self._flow_weird(ts, app.ident, error)
+            app.weirds.clear()
+        if (app.services and flow.service is None) or len(app.services) > 1:
+            flow.service = app.service
+        if app.done:
+            flow.app = None
+            flow.app_done = True
+
+    def _flow_weird(self, ts: float, ident: FlowIdent, exc: DecodeError) -> None:
+        n = self._count(self.stats.weirds, exc.name)
+        if n > self._weird_threshold and n % self._weird_rate:
+            return
+        self._emit(
+            Weird(
+                ts=ts,
+                uid=ident.uid,
+                orig_h=ident.orig_h,
+                orig_p=ident.orig_p,
+                resp_h=ident.resp_h,
+                resp_p=ident.resp_p,
+                name=exc.name,
+                addl=exc.detail or None,
+                source=exc.source,
+            )
+        )
 
     def _emit(self, record: Record) -> None:
         self._out.append(record)
@@ -206,6 +356,12 @@ class Pipeline:
         n = counter.get(name, 0) + 1
         counter[name] = n
         return n
+
+
+def _ident(flow: Flow) -> FlowIdent:
+    return FlowIdent(
+        flow.uid, format_addr(flow.orig_h), flow.orig_p, format_addr(flow.resp_h), flow.resp_p
+    )
 
 
 __all__ = ["Pipeline", "PipelineStats"]

@@ -34,6 +34,18 @@ _OPT_IF_TSOFFSET = 14
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """A record or block claiming more than this is corrupt: we stop rather than allocate it."""
 
+RELEASE_BYTES = 8 * 1024 * 1024
+"""Pages of the mapping already read are handed back this often. Every page we touch would
+otherwise stay mapped and count in our RSS: a 200 MB capture would cost 200 MB of RSS though
+each packet is copied out of it at once (the pages stay in the OS page cache either way)."""
+_PAGE = mmap.PAGESIZE
+
+RELEASE_BYTES = 8 * 1024 * 1024
+"""Pages of the mapping already read are handed back this often. Every page we touch would
+otherwise stay mapped and count in our RSS: a 200 MB capture would cost 200 MB of RSS though
+each packet is copied out of it at once (the pages stay in the OS page cache either way)."""
+_PAGE = mmap.PAGESIZE
+
 
 @dataclass(slots=True)
 class CaptureStats:
@@ -141,7 +153,10 @@ class CaptureReader:
         unpack = struct.Struct(endian + "IIII").unpack_from
         stats = self.stats
         off = 24
+        released = 0
         while off < size:
+            if off - released >= RELEASE_BYTES:
+                released = _release(buf, released, off)
             if off + 16 > size:
                 stats.truncated += 1
                 return
@@ -171,7 +186,10 @@ class CaptureReader:
         off = 0
         section = _Section("<")
         last_ts = 0.0
+        released = 0
         while off < size:
+            if off - released >= RELEASE_BYTES:
+                released = _release(buf, released, off)
             if off + 12 > size:
                 self.stats.truncated += 1
                 return
@@ -228,6 +246,14 @@ class CaptureReader:
             elif btype != _SHB:
                 self.stats.skipped_blocks += 1
             off = end
+
+
+def _release(buf: mmap.mmap, start: int, upto: int) -> int:
+    """Drop our mapping of the whole pages in [start, upto); return the new start."""
+    end = upto - upto % _PAGE
+    if end > start:
+        buf.madvise(mmap.MADV_DONTNEED, start, end - start)
+    return end
 
 
 def _section_endian(buf: mmap.mmap, off: int) -> str | None:

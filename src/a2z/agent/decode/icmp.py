@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from a2z.agent.decode.errors import Truncated
 
@@ -30,8 +30,7 @@ _ICMP6_PAIRS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ICMPHeader:
+class ICMPHeader(NamedTuple):
     """The common 8 bytes of an ICMP or ICMPv6 message."""
 
     type: int  # message type

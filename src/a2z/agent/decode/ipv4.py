@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from a2z.agent.decode.errors import Malformed, Truncated
 
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
 
 
-@dataclass(frozen=True, slots=True)
-class IPv4Header:
+class IPv4Header(NamedTuple):
     """The fixed IPv4 header; ``header_len`` includes options."""
 
     header_len: int  # bytes, 20..60

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from a2z.agent.decode.errors import Malformed, Truncated
 
@@ -22,8 +22,7 @@ _GENERIC_EXT = frozenset({HOP_BY_HOP, ROUTING, DEST_OPTS, MOBILITY})
 MAX_EXT_HEADERS = 16
 
 
-@dataclass(frozen=True, slots=True)
-class IPv6Header:
+class IPv6Header(NamedTuple):
     """The fixed IPv6 header plus what the extension-header walk found."""
 
     traffic_class: int  # DSCP+ECN byte
@@ -38,6 +37,8 @@ class IPv6Header:
     frag_offset: int = 0  # fragment offset in bytes, from a fragment header
     more_fragments: bool = False  # M flag of a fragment header
     frag_ident: int | None = None  # identification, if there was a fragment header
+    frag_at: int = 0  # offset of the fragment header (0: none); the unfragmentable part ends here
+    frag_nh_at: int = 0  # offset of the next-header byte that names the fragment header
 
     @property
     def total_len(self) -> int:
@@ -63,6 +64,8 @@ def decode_ipv6(buf: memoryview) -> IPv6Header:
     frag_offset = 0
     more = False
     ident: int | None = None
+    nh_at = 6  # where the current next-header value was read from
+    frag_at = frag_nh_at = 0
     for _ in range(MAX_EXT_HEADERS):
         if nh in _GENERIC_EXT or nh == AH:
             if off + 2 > len(buf):
@@ -71,14 +74,19 @@ def decode_ipv6(buf: memoryview) -> IPv6Header:
             if off + length > len(buf):
                 raise Truncated("IP", "truncated_ipv6_ext_header", f"header {nh}")
             nh = buf[off]
+            nh_at = off
             off += length
         elif nh == FRAGMENT:
             if off + 8 > len(buf):
                 raise Truncated("IP", "truncated_ipv6_ext_header", "fragment")
+            if frag_at:
+                raise Malformed("IP", "ipv6_multiple_fragment_headers")
             nxt, _res, offflags, ident = _FRAGMENT.unpack_from(buf, off)
             frag_offset = offflags & 0xFFF8
             more = bool(offflags & 1)
+            frag_at, frag_nh_at = off, nh_at
             nh = nxt
+            nh_at = off
             off += 8
             if frag_offset:
                 break  # a later fragment: what follows is payload, not headers
@@ -99,4 +107,6 @@ def decode_ipv6(buf: memoryview) -> IPv6Header:
         frag_offset,
         more,
         ident,
+        frag_at,
+        frag_nh_at,
     )

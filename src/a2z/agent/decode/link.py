@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from a2z.agent.decode.errors import Malformed, Truncated, Unsupported
 
@@ -35,8 +35,7 @@ _AF_INET6 = frozenset({10, 24, 28, 30})
 _U16 = struct.Struct("!H")
 
 
-@dataclass(frozen=True, slots=True)
-class LinkFrame:
+class LinkFrame(NamedTuple):
     """Result of link decoding: what follows the link header and where it starts."""
 
     ethertype: int  # network protocol (0x0800 IPv4, 0x86DD IPv6, 0x0806 ARP, 0 = not Ethernet II)
@@ -44,8 +43,7 @@ class LinkFrame:
     vlans: tuple[int, ...] = ()  # VLAN ids, outermost first
 
 
-@dataclass(frozen=True, slots=True)
-class ArpHeader:
+class ArpHeader(NamedTuple):
     """Enough of an ARP packet to count it."""
 
     op: int  # 1 request, 2 reply

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from a2z.agent.decode.errors import Malformed, Truncated
 
@@ -19,8 +19,7 @@ CWR = 0x80
 _HEADER = struct.Struct("!HHIIBBHHH")
 
 
-@dataclass(frozen=True, slots=True)
-class TCPHeader:
+class TCPHeader(NamedTuple):
     """The TCP header fields flow tracking needs."""
 
     sport: int  # source port

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from a2z.agent.decode.errors import Truncated
 
 _HEADER = struct.Struct("!HHHH")
 
 
-@dataclass(frozen=True, slots=True)
-class UDPHeader:
+class UDPHeader(NamedTuple):
     """The 8-byte UDP header."""
 
     sport: int  # source port

@@ -12,9 +12,13 @@ import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from a2z.agent.decode.tcp import ACK, SYN, TCPHeader
 from a2z.agent.flows.state import History, TcpSession
+
+if TYPE_CHECKING:
+    from a2z.agent.protocols.session import AppSession
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -48,6 +52,8 @@ class Flow:
     """One connection being tracked; mutable, owned by the table until emitted."""
 
     __slots__ = (
+        "app",
+        "app_done",
         "attempt_at",
         "close_at",
         "ended",
@@ -66,6 +72,7 @@ class Flow:
         "resp_pkts",
         "resp_size",
         "sched",
+        "service",
         "start",
         "tcp",
         "uid",
@@ -98,6 +105,9 @@ class Flow:
         self.attempt_at: float | None = None
         self.sched = math.inf  # deadline of this flow's live timer entry
         self.ended = False
+        self.app: AppSession | None = None  # application analyzers, once payload is seen
+        self.app_done = False  # payload no longer inspected (analyzers finished or not ours)
+        self.service: str | None = None  # application protocols confirmed by content
 
 
 def _two_way_key(proto: int, a: bytes, ap: int, b: bytes, bp: int) -> FlowKey:

@@ -47,6 +47,7 @@ def flow_to_conn(flow: Flow) -> Conn:
         resp_h=format_addr(flow.resp_h),
         resp_p=flow.resp_p,
         proto=proto,
+        service=flow.service,
         duration=duration if lasted else None,
         orig_bytes=orig_size if lasted else None,
         resp_bytes=resp_size if lasted else None,
