@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
+
+MIN_SPOOL_BYTES = 1 << 20  # a smaller spool would hold a handful of batches
 
 
 class ConfigError(ValueError):
@@ -15,10 +18,17 @@ class ConfigError(ValueError):
 class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where to send records and as whom."""
 
-    server: str  # channel URL, e.g. ws://127.0.0.1:8000/api/v1/agent/channel
-    agent_id: str  # the id the server registered this agent under
-    token: str  # the agent's credential (until mTLS enrollment replaces it)
+    server: str  # channel URL, e.g. wss://soc.example:8443/channel
+    agent_id: str  # the id the server registered this agent under (from enrollment)
+    tenant_id: str = ""  # the tenant the agent belongs to (from enrollment; informational)
+    identity_dir: str = ""  # key.pem, cert.pem, root.pem written by `a2z agent enroll`
+    token: str = ""  # legacy bearer credential; unused with mutual TLS
     batch_size: int = 500  # records per batch
+    # Disk spool (a2z.agent.ship.spool): where unacked batches wait; "" keeps them in memory.
+    spool_dir: str = ""
+    spool_max_bytes: Annotated[int, msgspec.Meta(ge=MIN_SPOOL_BYTES)] = 1 << 30  # past it: drop
+    spool_fsync_interval_s: float = 0.5  # 0: fsync every batch; kill -9 loses nothing anyway
+    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # reconnect backoff ceiling
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -1,8 +1,8 @@
-"""Channel client: streams batches over a WebSocket, keeps each until the server acks it.
+"""Channel client: streams frames from an outbox over a WebSocket and settles them on reply.
 
-Delivery is at-least-once: unacked batches are re-sent after a reconnect, and the server
-collapses duplicates by ``(agent_id, boot_epoch, seq)``. Reconnects back off exponentially with
-full jitter. The disk spool and mTLS come with the channel issue; this keeps batches in memory.
+Delivery is at-least-once: whatever a connection leaves unacked is sent again, oldest first,
+on the next one, and the server collapses duplicates by ``(agent_id, boot_epoch, seq)``.
+Reconnects back off exponentially with full jitter. TLS (mTLS) comes in through ``ssl``.
 """
 
 from __future__ import annotations
@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import OrderedDict
+import ssl as _ssl
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from a2z.records import MAX_FRAME_BYTES, Batch, encode_batch
+from a2z.agent.ship.outbox import MemoryOutbox, Outbox, Outgoing
+from a2z.agent.ship.spool import SpoolStats
+from a2z.records import MAX_FRAME_BYTES, Batch
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,13 @@ class ChannelRefused(Exception):
     """The server refused the agent's credential; retrying will not help."""
 
 
+class ChannelDown(ConnectionError):
+    """The connection failed or the server asked for a re-send; reconnect and retry."""
+
+
+_RETRYABLE = (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError)
+
+
 @dataclass
 class ShipStats:
     """What the shipper did, for the agent's summary and heartbeat."""
@@ -47,87 +58,151 @@ class ShipStats:
     resends: int = 0
     reconnects: int = 0
     refused: list[str] = field(default_factory=list)
+    spool: SpoolStats | None = None  # the disk spool's counters, when there is one
 
 
 @dataclass
 class ChannelClient:
-    """Sends batches to ``url`` with ``token`` as bearer credential, ``window`` in flight."""
+    """Sends frames to ``url``, ``window`` in flight, authenticated by ``token`` and/or ``ssl``.
+
+    ``token`` (a bearer API key) may be empty once the client certificate in ``ssl`` is the
+    credential.
+    """
 
     url: str
-    token: str
+    token: str = ""
     window: int = 16
     max_backoff_s: float = 30.0
+    ssl: _ssl.SSLContext | None = None
     stats: ShipStats = field(default_factory=ShipStats)
 
     async def ship(self, batches: AsyncIterator[Batch]) -> ShipStats:
-        """Deliver every batch; return once the server acked all of them."""
-        pending: OrderedDict[int, tuple[Batch, bytes]] = OrderedDict()
-        source = batches
-        exhausted = False
+        """Deliver every batch, holding the unacked ones in memory; return once all are acked."""
+        return await self.deliver(MemoryOutbox(batches))
+
+    async def deliver(self, outbox: Outbox) -> ShipStats:
+        """Send from ``outbox`` until it is finished, reconnecting as often as it takes."""
         attempt = 0
-        while not exhausted or pending:
+        while not outbox.finished():
+            acked = self.stats.batches_acked
             try:
-                async with connect(
-                    self.url,
-                    additional_headers={"Authorization": f"Bearer {self.token}"},
-                    max_size=MAX_FRAME_BYTES,
-                ) as ws:
-                    attempt = 0
-                    exhausted = await self._stream(ws, source, pending, exhausted)
+                async with self._connect() as ws:
+                    await self._session(ws, outbox)
             except websockets.InvalidStatus as exc:
                 if exc.response.status_code in (401, 403):
                     raise ChannelRefused(f"server refused the agent: {exc}") from exc
                 await self._backoff(attempt := attempt + 1, exc)
-            except (OSError, websockets.ConnectionClosed, TimeoutError) as exc:
-                await self._backoff(attempt := attempt + 1, exc)
+            except _RETRYABLE as exc:
+                # Back off less only after a connection that got something through, so a
+                # server that accepts and then drops us is not hammered.
+                attempt = 1 if self.stats.batches_acked > acked else attempt + 1
+                await self._backoff(attempt, exc)
         return self.stats
 
-    async def _stream(
+    def _connect(self) -> connect:
+        # Frames are zstd already: permessage-deflate would only burn CPU on both ends.
+        kwargs: dict[str, Any] = {
+            "max_size": MAX_FRAME_BYTES,
+            "open_timeout": 10,
+            "compression": None,
+        }
+        if self.token:
+            kwargs["additional_headers"] = {"Authorization": f"Bearer {self.token}"}
+        if self.ssl is not None:
+            kwargs["ssl"] = self.ssl
+        return connect(self.url, **kwargs)
+
+    async def _session(self, ws: ClientConnection, outbox: Outbox) -> None:
+        # One connection: a sender keeps up to ``window`` frames in flight, a receiver settles
+        # replies; either failing ends the connection, and what was in flight is sent again.
+        outbox.rewind()
+        inflight: deque[Outgoing] = deque()
+        slots = asyncio.Semaphore(self.window)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                sender = tg.create_task(self._send_loop(ws, outbox, inflight, slots))
+                receiver = tg.create_task(self._receive_loop(ws, outbox, inflight, slots))
+                await outbox.wait_finished()
+                sender.cancel()
+                receiver.cancel()
+        except BaseExceptionGroup as group:
+            retryable, other = group.split(_RETRYABLE)
+            if other is not None or retryable is None:
+                raise
+            raise ChannelDown(str(retryable.exceptions[0])) from group
+        finally:
+            outbox.rewind()
+
+    async def _send_loop(
         self,
         ws: ClientConnection,
-        source: AsyncIterator[Batch],
-        pending: OrderedDict[int, tuple[Batch, bytes]],
-        exhausted: bool,
-    ) -> bool:
-        # Re-send whatever a previous connection left unacked, oldest first.
-        for _batch, frame in pending.values():
-            await ws.send(frame)
-            self.stats.resends += 1
-        while not exhausted or pending:
-            while not exhausted and len(pending) < self.window:
-                batch = await anext(source, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                frame = encode_batch(batch)
-                pending[batch.seq] = (batch, frame)
-                await ws.send(frame)
-                self.stats.batches_sent += 1
-            if pending:
-                self._settle(msgspec.json.decode(await ws.recv(), type=Reply), pending)
-        return exhausted
+        outbox: Outbox,
+        inflight: deque[Outgoing],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        while True:
+            await slots.acquire()
+            item = await outbox.get()
+            if item is None:
+                slots.release()
+                return  # nothing left to send; the receiver settles what is in flight
+            inflight.append(item)
+            await ws.send(item.frame)
+            self.stats.batches_sent += 1
+            self.stats.resends += item.resend
 
-    def _settle(self, reply: Reply, pending: OrderedDict[int, tuple[Batch, bytes]]) -> None:
+    async def _receive_loop(
+        self,
+        ws: ClientConnection,
+        outbox: Outbox,
+        inflight: deque[Outgoing],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        while True:
+            raw = await ws.recv()
+            try:
+                reply = msgspec.json.decode(raw, type=Reply)
+            except msgspec.DecodeError:
+                log.warning("channel: ignoring a server message that is not a reply")
+                continue
+            item = _match(reply, inflight)
+            if item is None:
+                continue  # not a reply (a later server message kind) or a stale one
+            inflight.remove(item)
+            slots.release()
+            self._settle(reply, item, outbox)
+
+    def _settle(self, reply: Reply, item: Outgoing, outbox: Outbox) -> None:
         if reply.ack is not None:
-            if (entry := pending.pop(reply.ack, None)) is not None:
+            if outbox.ack(item):
                 self.stats.batches_acked += 1
-                self.stats.records_acked += len(entry[0].records)
+                self.stats.records_acked += item.records
             return
-        log.warning("server refused batch %s: %s", reply.nack, reply.error)
+        log.warning("server refused batch %s: %s", item.key, reply.error)
         if reply.retry:
             # Not stored for a transient reason: reconnect and re-send everything unacked.
-            raise ConnectionResetError(f"server asked for a retry: {reply.error}")
+            raise ChannelDown(f"server asked for a retry: {reply.error}")
         # Refused for good (it would be refused again): count it and let the rest flow.
         self.stats.refused.append(reply.error or "refused")
-        if reply.nack is not None:
-            pending.pop(reply.nack, None)
-        elif pending:
-            # A frame the server could not even parse has no seq; replies come in frame order
-            # on one connection, so it is the oldest one in flight.
-            pending.popitem(last=False)
+        outbox.reject(item)
 
     async def _backoff(self, attempt: int, exc: BaseException) -> None:
         self.stats.reconnects += 1
         delay = random.uniform(0, min(self.max_backoff_s, 0.2 * 2**attempt))  # noqa: S311
         log.info("channel down (%s); reconnecting in %.2fs", exc, delay)
         await asyncio.sleep(delay)
+
+
+def _match(reply: Reply, inflight: deque[Outgoing]) -> Outgoing | None:
+    """The in-flight frame a reply answers: by (epoch, seq), by seq, else the oldest.
+
+    Acks carry the epoch; nacks may carry only the seq; a frame too broken to parse gets a
+    reply with neither, and replies come in frame order on one connection, so it is the oldest.
+    """
+    seq = reply.ack if reply.ack is not None else reply.nack
+    if seq is None:
+        return inflight[0] if inflight and reply.error is not None else None
+    for item in inflight:
+        if item.key[1] == seq and reply.epoch in (None, item.key[0]):
+            return item
+    return None
