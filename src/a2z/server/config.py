@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("a2z-data")
+
+
+class ServerRole(StrEnum):
+    """A part of the backend a process runs; the embedded default runs them all."""
+
+    API = "api"  # REST, dashboard and the agent channel (publishes to the bus)
+    INGEST = "ingest"  # consumes the bus and writes the event store
+
+
+@dataclass(frozen=True, slots=True)
+class JetStreamSettings:
+    """The JetStream stream and consumers (docs/adr/0004-jetstream-bus.md explains each)."""
+
+    stream: str = "A2Z_EVENTS"  # over a2z.events.>; the dead letters go to ``<stream>_DLQ``
+    replicas: int = 1  # 3 in a cluster: one node may fail without losing acked batches
+    duplicate_window: float = 120.0  # seconds a Nats-Msg-Id is remembered for publish dedup
+    max_age: float = 7 * 86400.0  # seconds a batch is kept; ingest lag must stay below this
+    max_deliver: int = 10  # deliveries before a failing batch is dead-lettered
+    backoff: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0)  # redelivery delays, seconds
+    concurrency: int = 4  # batches one ingest process handles at once (<= pool_size)
+    publish_timeout: float = 10.0  # seconds publish keeps retrying before it reports failure
+    namespace: str = ""  # prefix on every NATS subject, to share one NATS between deployments
+    monitor_urls: tuple[str, ...] = ()  # NATS /varz endpoints: refuse a node without fsync
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +44,14 @@ class Settings:
     pool_size: int = 10
     host: str = "127.0.0.1"
     port: int = 8000
+    bus_url: str | None = None  # None: in-process bus; "nats://h1:4222,nats://h2:4222": JetStream
+    roles: frozenset[ServerRole] = frozenset(ServerRole)  # what this process runs
+    jetstream: JetStreamSettings = field(default_factory=JetStreamSettings)
+    agent_host: str = "127.0.0.1"  # the agent gateway (mutual TLS), separate from the API
+    agent_port: int | None = 8443  # None: no gateway in this process; 0: any free port
+    # Names agents use to reach the gateway; its certificate is issued for these.
+    gateway_names: tuple[str, ...] = ("127.0.0.1", "localhost")
+    cert_recheck_s: float = 30.0  # open channels re-check revocation this often
 
     @property
     def database_url(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass
@@ -23,6 +23,62 @@ class ServerMetrics:
         self.wire_errors = Counter(
             "a2z_wire_errors", "Agent frames refused as invalid", ["reason"], registry=r
         )
+        self.clones = Counter(
+            "a2z_agent_clones", "Second live connection with one agent identity", registry=r
+        )
         self.auth_failures = Counter(
             "a2z_auth_failures", "Refused credentials", ["channel"], registry=r
+        )
+        self.ingest_batch_records = Histogram(
+            "a2z_ingest_batch_records",
+            "Records per batch written to the store",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=r,
+        )
+        self.ingest_write_seconds = Histogram(
+            "a2z_ingest_write_seconds", "Time to write one batch (one transaction)", registry=r
+        )
+        # The bus stage (JetStream): what was made durable, delivered, acked, retried, parked.
+        self.bus_published = Counter(
+            "a2z_bus_published", "Messages the bus confirmed durable (PubAck)", registry=r
+        )
+        self.bus_publish_duplicates = Counter(
+            "a2z_bus_publish_duplicates",
+            "Publishes the bus recognised by Nats-Msg-Id as already stored",
+            registry=r,
+        )
+        self.bus_publish_errors = Counter(
+            "a2z_bus_publish_errors",
+            "Publish attempts that failed (retried or reported)",
+            registry=r,
+        )
+        self.bus_consumed = Counter(
+            "a2z_bus_consumed", "Deliveries handed to a consumer", ["group"], registry=r
+        )
+        self.bus_acked = Counter(
+            "a2z_bus_acked", "Messages acked after the handler committed", ["group"], registry=r
+        )
+        self.bus_redelivered = Counter(
+            "a2z_bus_redelivered", "Deliveries of a message seen before", ["group"], registry=r
+        )
+        self.bus_retries = Counter(
+            "a2z_bus_retries",
+            "Transient handler failures, redelivered later",
+            ["group"],
+            registry=r,
+        )
+        self.bus_dead_lettered = Counter(
+            "a2z_bus_dead_lettered",
+            "Messages moved to the dead-letter stream (reason: poison or max_deliver)",
+            ["group", "reason"],
+            registry=r,
+        )
+        self.bus_consumer_lag = Gauge(
+            "a2z_bus_consumer_lag",
+            "Messages in the stream not yet delivered to the group (at the last delivery)",
+            ["group"],
+            registry=r,
+        )
+        self.bus_handle_seconds = Histogram(
+            "a2z_bus_handle_seconds", "Handler time per message", ["group"], registry=r
         )

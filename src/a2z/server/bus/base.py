@@ -1,7 +1,8 @@
 """The Bus protocol: publish returns only once the message is durable.
 
-Two implementations are planned behind it: the in-process bus (embedded default, here) and
-NATS JetStream for scale-out (ingest issue). Subjects are ``a2z.events.<tenant>.<agent>``.
+Two implementations: the in-process bus (embedded default) and NATS JetStream for scale-out
+(docs/adr/0004-jetstream-bus.md). Subjects are ``a2z.events.<tenant>.<agent>``; batches no
+consumer can ever store go to ``a2z.dlq.events.<tenant>.<agent>``.
 """
 
 from __future__ import annotations
@@ -21,21 +22,40 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+"""A consumer: returns once the message's effect is committed (the bus acks then); raises
+``ValueError`` (e.g. ``PoisonMessage``, ``WireError``) for a message no retry can handle and
+any other exception for a transient failure (the bus redelivers later)."""
+
+
+class BusError(Exception):
+    """The bus could not make a message durable (publish) or reach its server."""
+
+
+class PoisonMessage(ValueError):
+    """A message no retry can handle (undecodable, or refused by the store's constraints)."""
 
 
 class Bus(Protocol):
     """Durable publish, durable consume."""
 
+    async def start(self) -> None:
+        """Connect and begin delivering to the subscribers (call once, inside the event loop)."""
+        ...
+
     async def publish(self, message: Message) -> None:
         """Return when the message is durable; raise if it could not be made so."""
         ...
 
-    def subscribe(self, subject_prefix: str, handler: Handler) -> None:
-        """Deliver every message whose subject starts with ``subject_prefix`` to ``handler``."""
+    def subscribe(self, subject_prefix: str, handler: Handler, *, group: str) -> None:
+        """Deliver every message under ``subject_prefix`` (ending in ".") to ``handler``.
+
+        Each ``group`` (a role, e.g. "ingest") gets every message once; the processes that
+        subscribe under the same group share the messages between them. Call before ``start``.
+        """
         ...
 
     async def close(self) -> None:
-        """Stop delivering and release resources."""
+        """Stop taking new messages, let the ones in hand finish, and release resources."""
         ...
 
 
@@ -50,3 +70,10 @@ def parse_events_subject(subject: str) -> tuple[str, str]:
     if len(parts) != 4 or parts[:2] != ["a2z", "events"]:
         raise ValueError(f"not an events subject: {subject!r}")
     return parts[2], parts[3]
+
+
+def dead_letter_subject(subject: str) -> str:
+    """Where a message of ``subject`` goes when no consumer can handle it: a2z.dlq.<rest>."""
+    if not subject.startswith("a2z."):
+        raise ValueError(f"not an a2z subject: {subject!r}")
+    return "a2z.dlq." + subject.removeprefix("a2z.")

@@ -14,20 +14,25 @@ class MemoryBus:
     """Synchronous fan-out to subscribers in the same process."""
 
     def __init__(self) -> None:
-        self._subscribers: list[tuple[str, Handler]] = []
+        self._subscribers: dict[str, tuple[str, Handler]] = {}
         self._closed = False
+
+    async def start(self) -> None:
+        """Nothing to connect."""
 
     async def publish(self, message: Message) -> None:
         """Run every matching subscriber; return when all have finished."""
         if self._closed:
             raise RuntimeError("bus is closed")
-        for prefix, handler in self._subscribers:
+        for prefix, handler in self._subscribers.values():
             if message.subject.startswith(prefix):
                 await handler(message)
 
-    def subscribe(self, subject_prefix: str, handler: Handler) -> None:
-        """Add a subscriber."""
-        self._subscribers.append((subject_prefix, handler))
+    def subscribe(self, subject_prefix: str, handler: Handler, *, group: str) -> None:
+        """Add a subscriber; in one process a group has exactly one."""
+        if group in self._subscribers:
+            raise ValueError(f"group {group!r} already has a subscriber")
+        self._subscribers[group] = (subject_prefix, handler)
 
     async def close(self) -> None:
         """Refuse further publishes."""
