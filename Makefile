@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck unit clean lock
+.PHONY: install demo test lint typecheck unit clean lock fuzz bench-agent bench-api bench-channel
 
 install: $(STAMP)
 
@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/a2z demo --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests $(wildcard bench) $(wildcard fuzz)
+	$(BIN)/ruff format --check src tests $(wildcard bench) $(wildcard fuzz)
 	$(BIN)/lint-imports
 
 typecheck: install
@@ -33,9 +33,47 @@ unit: install
 
 test: lint typecheck unit
 
+# Fuzz every decoder target in fuzz/ for FUZZ_SECONDS each (atheris, from the dev extra). The
+# seed corpus comes from tests/data; what libFuzzer learns is kept in .fuzz/corpus between runs
+# and any crashing input lands in .fuzz/crashes/ (the run then stops with an error).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.py,%,$(wildcard fuzz/fuzz_*.py))
+fuzz: install
+	@mkdir -p .fuzz/crashes
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  mkdir -p .fuzz/corpus/$$t && \
+	  $(BIN)/python fuzz/fuzz_$$t.py --write-seeds .fuzz/seeds/$$t && \
+	  $(BIN)/python fuzz/fuzz_$$t.py .fuzz/corpus/$$t .fuzz/seeds/$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.fuzz/crashes/$$t- \
+	    -print_final_stats=1 > .fuzz/$$t.log 2>&1 \
+	    || { tail -n 60 .fuzz/$$t.log; echo "fuzz: $$t FAILED (log .fuzz/$$t.log)"; exit 1; }; \
+	  grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|new_units))' .fuzz/$$t.log; \
+	done
+
+# Agent throughput: the pipeline against tshark on the same captures, then (as root) live
+# capture cost on a veth pair. Figures and how to read them: docs/benchmarks.md.
+bench-agent: install
+	$(BIN)/python bench/bench_replay.py --repeat 2
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/bench_capture.py; \
+	else echo "bench-agent: the live-capture part needs root (sudo make bench-agent)"; fi
+
+# API latency and throughput: the real server on SQLite and PostgreSQL, reads and writes at 50
+# and 200 clients, wrk as the reference client (apt-get install wrk; skipped if absent). A few
+# minutes; see docs/benchmarks.md. BENCH_API_ARGS passes options (e.g. --duration 5).
+bench-api: install
+	$(BIN)/python bench/bench_api.py $(BENCH_API_ARGS)
+
+# Agent channel: records/s through one agent connection (spool + mTLS) into the real server on
+# SQLite, against an ack-only sink, and JSON lines over a plain WebSocket as the reference; bytes
+# per record on the wire. About a minute; see docs/benchmarks.md. BENCH_CHANNEL_ARGS passes
+# options (e.g. --records 100000).
+bench-channel: install
+	$(BIN)/python bench/bench_channel.py $(BENCH_CHANNEL_ARGS)
+
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: install
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^a2z-soc' > constraints.txt
+	$(BIN)/python -m pip list --format=freeze --exclude-editable | grep -v '^a2z-soc' > constraints.txt
 
 clean:
 	rm -rf $(VENV) a2z-data .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -28,15 +29,59 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--db", help="database URL (default: SQLite under --data-dir)")
     server.add_argument("--data-dir", type=Path, default=Path("a2z-data"))
     server.add_argument("--listen", type=_listen, default=("127.0.0.1", 8000))
+    server.add_argument(
+        "--bus",
+        help="NATS JetStream servers, e.g. nats://h1:4222,nats://h2:4222 (default: in-process)",
+    )
+    server.add_argument(
+        "--role", action="append", choices=["api", "ingest"],
+        help="what this process runs (repeatable; default: both); ingest alone serves /metrics",
+    )  # fmt: skip
+    server.add_argument("--bus-replicas", type=int, default=1, help="JetStream stream replicas")
+    server.add_argument(
+        "--agent-listen", type=_listen, default=("127.0.0.1", 8443), help="agent gateway (mTLS)"
+    )
+    server.add_argument(
+        "--gateway-name", action="append", dest="gateway_names",
+        help="name agents use to reach the gateway (repeatable; default 127.0.0.1, localhost)",
+    )  # fmt: skip
 
     agent = sub.add_parser("agent", help="the network agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     replay = agent_sub.add_parser("replay", help="print a capture's records as JSON lines")
     replay.add_argument("file", type=Path)
-    run = agent_sub.add_parser("run", help="send records to the server")
-    run.add_argument("--config", type=Path, required=True, help="agent config file (JSON, 0600)")
-    run.add_argument("--replay", type=Path, required=True, help="capture file to replay")
+    enroll = agent_sub.add_parser(
+        "enroll", help="get this agent's certificate with a one-time token"
+    )
+    enroll.add_argument(
+        "--server", required=True, help="agent gateway, e.g. wss://soc.example:8443"
+    )
+    secret = enroll.add_mutually_exclusive_group(required=True)
+    secret.add_argument(
+        "--token-file", type=Path, help="file holding the enrollment token (preferred)"
+    )
+    secret.add_argument("--token", help="the enrollment token (visible in the process list)")
+    enroll.add_argument("--ca-pin", required=True, help="SHA-256 of the server's agent root CA")
+    enroll.add_argument(
+        "--dir", type=Path, default=Path("a2z-agent"), help="where to keep the identity"
+    )
+    enroll.add_argument("--name", default=socket.gethostname(), help="name shown in the console")
+    run = agent_sub.add_parser(
+        "run",
+        help="capture live (--interface: JSON lines on stdout) or send a capture's records to "
+        "the server (--config with --replay)",
+    )
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--replay", type=Path, help="capture file to replay to the server")
+    source.add_argument("-i", "--interface", help="capture live from this interface (AF_PACKET)")
+    run.add_argument("--config", type=Path, help="agent config file (JSON, 0600); with --replay")
     run.add_argument("--rate", type=float, help="records per second (default: full speed)")
+    run.add_argument("--spool-dir", type=Path, help="disk spool for undelivered batches")
+    run.add_argument("--spool-max-bytes", type=int, help="spool cap (default 1 GiB)")
+    run.add_argument("--bpf", help="kernel capture filter (tcpdump syntax)")
+    run.add_argument("--workers", type=int, default=1, help="processes sharing the interface")
+    run.add_argument("--max-packets", type=int, help="stop after this many packets")
+    run.add_argument("--max-seconds", type=float, help="stop after this many seconds")
 
     admin = sub.add_parser("admin", help="manage tenants, users, keys and enrollment tokens")
     admin.add_argument("--db", help="database URL (default: SQLite under --data-dir)")
@@ -90,10 +135,21 @@ def _server(args: argparse.Namespace) -> int:
 
     from a2z.records import MAX_FRAME_BYTES
     from a2z.server.app import create_app
-    from a2z.server.config import Settings
+    from a2z.server.config import JetStreamSettings, ServerRole, Settings
 
     host, port = args.listen
-    settings = Settings(data_dir=args.data_dir, db_url=args.db, host=host, port=port)
+    agent_host, agent_port = args.agent_listen
+    settings = Settings(
+        data_dir=args.data_dir, db_url=args.db, host=host, port=port,
+        agent_host=agent_host, agent_port=agent_port,
+        gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
+        bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
+        roles=frozenset(ServerRole(r) for r in args.role) if args.role else frozenset(ServerRole),
+    )  # fmt: skip
+    if settings.roles == {ServerRole.INGEST}:
+        from a2z.server.ingest.runner import run_ingest
+
+        return run_ingest(settings)
     uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_FRAME_BYTES)
     return 0
 
@@ -103,22 +159,53 @@ def _agent(args: argparse.Namespace) -> int:
         from a2z.agent.replay import run_replay
 
         return run_replay(str(args.file), sys.stdout, sys.stderr)
+    if args.agent_command == "enroll":
+        return _enroll(args)
+    if args.interface:
+        from a2z.agent.live import run_live
+
+        return run_live(
+            args.interface, args.bpf, args.workers, sys.stdout, sys.stderr,
+            max_packets=args.max_packets, max_seconds=args.max_seconds,
+        )  # fmt: skip
+    if args.config is None:
+        print("a2z agent run: --replay needs --config (from `a2z agent enroll`)", file=sys.stderr)
+        return 2
     from a2z.agent.capture import CaptureError
     from a2z.agent.config import ConfigError, load_config
-    from a2z.agent.service import ship_capture
+    from a2z.agent.enroll import EnrollmentError, renew
+    from a2z.agent.identity import IdentityFiles
+    from a2z.agent.service import describe, ship_capture
     from a2z.agent.ship.channel import ChannelRefused
+    from a2z.agent.ship.spool import SpoolError
 
     try:
         config = load_config(args.config)
-        stats = asyncio.run(ship_capture(config, args.replay, rate=args.rate))
-    except (ConfigError, CaptureError, ChannelRefused) as exc:
+        if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
+            asyncio.run(renew(config))
+        stats = asyncio.run(
+            ship_capture(
+                config, args.replay, rate=args.rate, spool_dir=args.spool_dir,
+                spool_max_bytes=args.spool_max_bytes,
+            )
+        )  # fmt: skip
+    except (ConfigError, CaptureError, ChannelRefused, EnrollmentError, SpoolError) as exc:
         print(f"a2z agent: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"a2z agent: delivered {stats.records_acked} records in {stats.batches_acked} batches "
-        f"({stats.resends} re-sent, {stats.reconnects} reconnects, {len(stats.refused)} refused)",
-        file=sys.stderr,
-    )
+    print(f"a2z agent: {describe(stats)}", file=sys.stderr)
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from a2z.agent.enroll import EnrollmentError, enroll
+
+    try:
+        token = args.token if args.token else args.token_file.read_text().strip()
+        config = enroll(args.server, token, args.ca_pin, args.dir, args.name)
+    except (EnrollmentError, OSError) as exc:
+        print(f"a2z agent enroll: {exc}", file=sys.stderr)
+        return 2
+    print(f"enrolled as agent {config.agent_id}; config in {args.dir / 'agent.json'}")
     return 0
 
 

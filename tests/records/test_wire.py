@@ -134,3 +134,39 @@ def test_records_serialise_with_zeek_field_names() -> None:
     assert doc["id.orig_h"] == "10.0.0.1"
     assert doc["id.resp_p"] == 53
     assert {"conn_state", "history", "orig_pkts", "resp_ip_bytes"} <= doc.keys()
+
+
+def test_concurrent_encode_and_decode_from_many_threads() -> None:
+    # Regression: a shared zstd context crashed the process when ingest decoded in threads.
+    import threading
+
+    conns = [
+        Conn(
+            ts=float(i),
+            uid=f"C{i}",
+            orig_h="10.0.0.1",
+            orig_p=i % 65535,
+            resp_h="10.0.0.2",
+            resp_p=80,
+            proto="tcp",
+        )
+        for i in range(2000)
+    ]
+    batch = Batch(agent_id="a", boot_epoch=1, seq=1, sent_at=0.0, records=conns)
+    frame = encode_batch(batch)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(100):
+                assert decode_batch(frame) == batch
+                assert decode_batch(encode_batch(batch)) == batch
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []

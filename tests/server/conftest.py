@@ -10,11 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from a2z.agent.config import AgentConfig
+from a2z.agent.enroll import enroll
 from a2z.server.agents import service as agents
 from a2z.server.app import build_context, create_app
 from a2z.server.auth.keys import create_api_key
@@ -60,7 +63,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def ctx(store_url: str, tmp_path: Path) -> Iterator[ServerContext]:
-    context = build_context(Settings(data_dir=tmp_path, db_url=store_url, pool_size=2))
+    settings = Settings(
+        data_dir=tmp_path, db_url=store_url, pool_size=2, agent_port=0, cert_recheck_s=0.5
+    )
+    context = build_context(settings)
     yield context
     context.sessions.engine.dispose()
 
@@ -98,3 +104,32 @@ def login(client: TestClient, tenant: TenantFixture, email: str | None = None) -
     )
     assert resp.status_code == 200, resp.text
     return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+
+@pytest.fixture
+def gateway(client: TestClient) -> str:
+    """URL of the running app's agent gateway (mutual TLS, ephemeral port)."""
+    port = client.app.state.gateway.port  # type: ignore[attr-defined]
+    return f"wss://127.0.0.1:{port}"
+
+
+def token_for(
+    ctx: ServerContext,
+    tenant: TenantFixture,
+    *,
+    uses: int = 1,
+    ttl: timedelta = timedelta(minutes=5),
+) -> str:
+    """A new enrollment token of ``tenant``."""
+    with ctx.sessions.tenant(tenant.id) as session:
+        _, token = agents.create_enrollment_token(
+            session=session, ttl=ttl, uses=uses, created_by="test"
+        )
+    return token
+
+
+def enrolled(
+    ctx: ServerContext, tenant: TenantFixture, gateway: str, tmp_path: Path, name: str = "sensor-1"
+) -> AgentConfig:
+    """An agent enrolled the way an operator does it (token + pinned CA), its config returned."""
+    return enroll(gateway, token_for(ctx, tenant), ctx.root.pin, tmp_path / name, name)

@@ -1,17 +1,18 @@
-"""The agent channel: authentication, acks after storage, de-duplication, bad frames."""
+"""The record channel: acks after storage, de-duplication, bad frames, spoofed agent ids."""
 
 from __future__ import annotations
 
-import msgspec
-import pytest
-from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+import asyncio
+from pathlib import Path
 
+import msgspec
+from fastapi.testclient import TestClient
+from websockets.asyncio.client import connect
+
+from a2z.agent.identity import IdentityFiles
 from a2z.records import Batch, Conn, encode_batch
 from a2z.server.context import ServerContext
-from tests.server.conftest import TenantFixture, login
-
-CHANNEL = "/api/v1/agent/channel"
+from tests.server.conftest import TenantFixture, enrolled, login
 
 
 def conn(i: int) -> Conn:
@@ -21,15 +22,11 @@ def conn(i: int) -> Conn:
     )  # fmt: skip
 
 
-def batch(tenant: TenantFixture, seq: int, n: int = 3, epoch: int = 1) -> Batch:
+def frame(agent_id: str, seq: int, n: int = 3, epoch: int = 1) -> bytes:
     records = [conn(seq * 100 + i) for i in range(n)]
-    return Batch(
-        agent_id=str(tenant.agent_id), boot_epoch=epoch, seq=seq, sent_at=0.0, records=records
+    return encode_batch(
+        Batch(agent_id=agent_id, boot_epoch=epoch, seq=seq, sent_at=0.0, records=records)
     )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def events(client: TestClient, tenant: TenantFixture) -> list[dict[str, object]]:
@@ -39,65 +36,65 @@ def events(client: TestClient, tenant: TenantFixture) -> list[dict[str, object]]
     return items
 
 
-def test_batch_is_acked_and_stored(client: TestClient, tenant_a: TenantFixture) -> None:
-    with client.websocket_connect(CHANNEL, headers=bearer(tenant_a.agent_token)) as ws:
-        ws.send_bytes(encode_batch(batch(tenant_a, seq=1)))
-        assert msgspec.json.decode(ws.receive_text()) == {"ack": 1, "epoch": 1}
-    stored = events(client, tenant_a)
-    assert sorted(e["uid"] for e in stored) == ["C100", "C101", "C102"]
+def exchange(url: str, files: IdentityFiles, frames: list[bytes]) -> list[dict[str, object]]:
+    async def run() -> list[dict[str, object]]:
+        async with connect(url, ssl=files.client_context()) as ws:
+            out = []
+            for f in frames:
+                await ws.send(f)
+                out.append(msgspec.json.decode(await ws.recv()))
+            return out
+
+    return asyncio.run(run())
 
 
-def test_resent_batch_adds_no_rows(
-    client: TestClient, tenant_a: TenantFixture, ctx: ServerContext
+def test_resent_batch_adds_no_rows_on_same_or_new_connection(
+    client: TestClient,
+    ctx: ServerContext,
+    tenant_a: TenantFixture,
+    gateway: str,
+    tmp_path: Path,
 ) -> None:
-    frame = encode_batch(batch(tenant_a, seq=7))
-    for _ in range(2):  # same batch on two connections, as after a lost ack
-        with client.websocket_connect(CHANNEL, headers=bearer(tenant_a.agent_token)) as ws:
-            ws.send_bytes(frame)
-            ws.send_bytes(frame)
-            assert msgspec.json.decode(ws.receive_text())["ack"] == 7
-            assert msgspec.json.decode(ws.receive_text())["ack"] == 7
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+    files = IdentityFiles(Path(config.identity_dir))
+    f = frame(config.agent_id, seq=7)
+    for _ in range(2):  # as after a lost ack: twice on one connection, then on a new one
+        assert [r["ack"] for r in exchange(config.server, files, [f, f])] == [7, 7]
     assert len(events(client, tenant_a)) == 3
     assert ctx.metrics.events_duplicate._value.get() == 9
 
 
-@pytest.mark.parametrize("token", ["", "a2z_nothere_secret", "not-a-jwt"])
-def test_bad_credential_is_refused_at_upgrade(client: TestClient, token: str) -> None:
-    with (
-        pytest.raises(WebSocketDisconnect) as info,
-        client.websocket_connect(CHANNEL, headers=bearer(token)),
-    ):
-        pass
-    assert info.value.code == 1008
-
-
-def test_human_token_cannot_stream(client: TestClient, tenant_a: TenantFixture) -> None:
-    headers = login(client, tenant_a)
-    with pytest.raises(WebSocketDisconnect), client.websocket_connect(CHANNEL, headers=headers):
-        pass
-
-
 def test_garbage_frame_is_refused_and_stream_continues(
-    client: TestClient, tenant_a: TenantFixture, ctx: ServerContext
+    client: TestClient,
+    ctx: ServerContext,
+    tenant_a: TenantFixture,
+    gateway: str,
+    tmp_path: Path,
 ) -> None:
-    with client.websocket_connect(CHANNEL, headers=bearer(tenant_a.agent_token)) as ws:
-        ws.send_bytes(b"\x28\xb5\x2f\xfd garbage")
-        reply = msgspec.json.decode(ws.receive_text())
-        assert "ack" not in reply
-        assert "zstd" in reply["error"]
-        ws.send_bytes(encode_batch(batch(tenant_a, seq=2)))
-        assert msgspec.json.decode(ws.receive_text())["ack"] == 2
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+    replies = exchange(
+        config.server,
+        IdentityFiles(Path(config.identity_dir)),
+        [b"\x28\xb5\x2f\xfd garbage", frame(config.agent_id, 2)],
+    )
+    assert "ack" not in replies[0]
+    assert "zstd" in str(replies[0]["error"])
+    assert replies[1]["ack"] == 2
     assert len(events(client, tenant_a)) == 3
     assert ctx.metrics.wire_errors.labels("decode")._value.get() == 1
 
 
 def test_batch_naming_another_agent_is_refused(
-    client: TestClient, tenant_a: TenantFixture, tenant_b: TenantFixture
+    client: TestClient,
+    ctx: ServerContext,
+    tenant_a: TenantFixture,
+    tenant_b: TenantFixture,
+    gateway: str,
+    tmp_path: Path,
 ) -> None:
-    spoofed = batch(tenant_b, seq=1)  # tenant B's agent id, sent with A's credential
-    with client.websocket_connect(CHANNEL, headers=bearer(tenant_a.agent_token)) as ws:
-        ws.send_bytes(encode_batch(spoofed))
-        reply = msgspec.json.decode(ws.receive_text())
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+    spoofed = frame(str(tenant_b.agent_id), seq=1)  # tenant B's agent id, sent with A's certificate
+    reply = exchange(config.server, IdentityFiles(Path(config.identity_dir)), [spoofed])[0]
     assert reply["nack"] == 1
     assert "retry" not in reply
     assert events(client, tenant_a) == []

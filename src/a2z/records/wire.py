@@ -7,6 +7,8 @@ at each start and numbers batches from 1 within it.
 
 from __future__ import annotations
 
+import threading
+
 import msgspec
 import zstandard
 
@@ -34,13 +36,30 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Batch)
-_compressor = zstandard.ZstdCompressor(level=3)
-_decompressor = zstandard.ZstdDecompressor()
+# zstandard's (de)compressor objects are not safe to share between threads (concurrent use
+# crashed the interpreter in the ingest fault tests), so each thread gets its own.
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    try:
+        return _local.compressor  # type: ignore[no-any-return]
+    except AttributeError:
+        _local.compressor = zstandard.ZstdCompressor(level=3)
+        return _local.compressor  # type: ignore[no-any-return]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    try:
+        return _local.decompressor  # type: ignore[no-any-return]
+    except AttributeError:
+        _local.decompressor = zstandard.ZstdDecompressor()
+        return _local.decompressor  # type: ignore[no-any-return]
 
 
 def encode_batch(batch: Batch) -> bytes:
     """Serialise a batch into one wire frame."""
-    return _compressor.compress(_encoder.encode(batch))
+    return _compressor().compress(_encoder.encode(batch))
 
 
 def decode_batch(frame: bytes) -> Batch:
@@ -49,7 +68,7 @@ def decode_batch(frame: bytes) -> Batch:
         raise WireError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
         # stream_reader with a bounded read: a frame header may lie about its content size.
-        with _decompressor.stream_reader(frame) as reader:
+        with _decompressor().stream_reader(frame) as reader:
             raw = reader.read(MAX_BATCH_BYTES + 1)
     except zstandard.ZstdError as exc:
         raise WireError(f"frame is not valid zstd: {exc}") from exc

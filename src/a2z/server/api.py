@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from a2z.server.agents import channel
 from a2z.server.agents import views as agents
 from a2z.server.audit import views as audit
 from a2z.server.auth import views as auth
@@ -17,7 +16,7 @@ from a2z.server.web import views as web
 
 def mount(app: FastAPI) -> None:
     """Attach every router and the operational endpoints."""
-    for module in (auth, tenants, agents, events, audit, channel, web):
+    for module in (auth, tenants, agents, events, audit, web):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -8,34 +8,46 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from a2z import __version__
-from a2z.server import api, problems
-from a2z.server.bus.memory import MemoryBus
-from a2z.server.config import Settings, load_secret
+from a2z.server import api, openapi, problems
+from a2z.server.bus import open_bus
+from a2z.server.config import ServerRole, Settings, load_secret
 from a2z.server.context import ServerContext
-from a2z.server.ingest.worker import IngestWorker
+from a2z.server.deps import reject_unknown_query
+from a2z.server.gateway import Gateway
+from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
+from a2z.server.pki.root import load_or_create_root
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 
 
 def build_context(settings: Settings) -> ServerContext:
-    """Open (and migrate) the store, and wire the in-process bus to the ingest worker."""
+    """Open (and migrate) the store, pick the bus, and wire ingest if this process runs it.
+
+    The bus connects (and the ingest consumer starts) in the app's lifespan.
+    """
+    if settings.bus_url is None and ServerRole.INGEST not in settings.roles:
+        # Nothing else could ever read the in-process bus: batches would be acked and lost.
+        raise ValueError("the in-process bus needs the ingest role in the same process")
     engine = open_store(
         settings.database_url, app_role=settings.app_role, pool_size=settings.pool_size
     )
     sessions = SessionFactory(engine)
+    secret = load_secret(settings.data_dir)
     metrics = ServerMetrics()
-    bus = MemoryBus()
-    bus.subscribe("a2z.events.", IngestWorker(sessions, metrics).handle)
+    bus = open_bus(settings, metrics)
+    if ServerRole.INGEST in settings.roles:
+        wire_ingest(bus, sessions, metrics)
     return ServerContext(
         settings=settings,
         sessions=sessions,
         bus=bus,
         metrics=metrics,
-        secret=load_secret(settings.data_dir),
+        secret=secret,
+        root=load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names)),
     )
 
 
@@ -45,12 +57,32 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await ctx.bus.start()
+        gateway = None
+        if ctx.settings.agent_port is not None:
+            gateway = Gateway(
+                ctx,
+                ctx.root,
+                ctx.settings.agent_host,
+                ctx.settings.agent_port,
+                recheck_s=ctx.settings.cert_recheck_s,
+            )
+            await gateway.start()
+        app.state.gateway = gateway
         yield
+        if gateway is not None:
+            await gateway.close()
         await ctx.bus.close()
         ctx.sessions.engine.dispose()
 
-    app = FastAPI(title="A2Z SOC", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="A2Z SOC",
+        version=__version__,
+        lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
+    )
     app.state.ctx = ctx
     problems.install(app)
+    openapi.install(app)
     api.mount(app)
     return app

@@ -8,6 +8,7 @@ from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
 from a2z.server.metrics import ServerMetrics
+from a2z.server.pki.root import AgentRoot
 from a2z.server.store.session import SessionFactory
 
 
@@ -19,5 +20,6 @@ class ServerContext:
     sessions: SessionFactory
     bus: Bus
     metrics: ServerMetrics
-    secret: bytes  # signs access tokens
+    secret: bytes  # signs access tokens, encrypts CA keys
+    root: AgentRoot  # the agent root CA and the gateway certificate
     throttle: LoginThrottle = field(default_factory=LoginThrottle)

@@ -6,13 +6,34 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 
 from a2z.server.auth import credentials
 from a2z.server.auth import service as auth
 from a2z.server.auth.policy import Permission, allows
 from a2z.server.auth.principal import Principal
 from a2z.server.context import ServerContext
-from a2z.server.errors import Forbidden, Unauthenticated
+from a2z.server.errors import Forbidden, InvalidInput, Unauthenticated
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 for query parameters the route does not declare: in a search API a misspelt filter
+    (``?tyep=dns``) must not be silently ignored and return everything."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(map(repr, unknown))}")
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
 
 
 def get_context(request: Request) -> ServerContext:

@@ -4,10 +4,12 @@ from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.events.models import Event
+from a2z.server.pki.models import AgentCert, TenantCA
 from a2z.server.tenants.models import Membership, Role, Tenant, User
 
 __all__ = [
     "Agent",
+    "AgentCert",
     "ApiKey",
     "AuditEvent",
     "AuthSession",
@@ -16,5 +18,6 @@ __all__ = [
     "Membership",
     "Role",
     "Tenant",
+    "TenantCA",
     "User",
 ]

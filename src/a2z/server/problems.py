@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from a2z.server.errors import A2ZServerError, RateLimited
 
@@ -37,5 +38,20 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http(_req: Request, exc: HTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+    async def _http(req: Request, exc: HTTPException) -> JSONResponse:
+        resp = problem(exc.status_code, str(exc.detail), str(exc.detail))
+        resp.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            resp.headers["Allow"] = ", ".join(_allowed_methods(req))
+        return resp
+
+
+def _allowed_methods(req: Request) -> list[str]:
+    # Starlette answers 405 from the first route whose path matches, listing only that route's
+    # methods; a path served by several routes (GET list + POST create) needs all of them.
+    methods: set[str] = set()
+    for route in req.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(req.scope)[0] is not Match.NONE:
+            methods |= set(route_methods)
+    return sorted(methods)

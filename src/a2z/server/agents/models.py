@@ -20,12 +20,11 @@ class Agent(TenantOwned, Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
-    boot_epoch: Mapped[int | None] = mapped_column(
-        BigInteger, default=None
-    )  # epoch of the last stream
-    last_seq: Mapped[int | None] = mapped_column(
-        BigInteger, default=None
-    )  # highest batch seq stored
+    # The epoch of the agent's last stream, and the highest batch seq stored within it.
+    boot_epoch: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Set when two live connections presented this agent's identity at once (a copied key).
+    clone_suspected_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class EnrollmentToken(TenantOwned, Base):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.auth import credentials
-from a2z.server.auth.models import ApiKey
+from a2z.server.pki.models import AgentCert
 from a2z.server.store.base import utcnow
 from a2z.server.store.pagination import Page, paginate
 from a2z.server.store.session import ScopedSession
@@ -36,10 +36,15 @@ def get(*, session: ScopedSession, agent_id: uuid.UUID) -> Agent | None:
 
 
 def delete_agent(*, session: ScopedSession, agent: Agent) -> None:
-    """Remove an agent and revoke its keys; its stored events stay (they are evidence)."""
-    now = utcnow()
-    for key in session.scalars(select(ApiKey).where(ApiKey.agent_id == agent.id)):
-        key.revoked_at = key.revoked_at or now
+    """Remove an agent and revoke its certificates; its stored events stay (they are evidence).
+
+    Its open connections close at their next certificate re-check.
+    """
+    session.execute(
+        update(AgentCert)
+        .where(AgentCert.agent_id == agent.id, AgentCert.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
     session.execute(delete(Agent).where(Agent.id == agent.id))
 
 

@@ -124,9 +124,10 @@ class EnrollmentTokenOut(Out):
 
 
 class EnrollmentTokenCreated(EnrollmentTokenOut):
-    """A new token: the secret is shown this once."""
+    """A new token (the secret is shown this once) and the pin of the CA agents must trust."""
 
     token: str
+    ca_pin: str  # SHA-256 of the agent root certificate: `a2z agent enroll --ca-pin`
 
 
 class EnrollmentTokenPage(Out):
@@ -170,7 +171,7 @@ def create_enrollment_token(
             detail={"ttl_seconds": body.ttl_seconds, "uses": body.uses},
         )
         return EnrollmentTokenCreated(
-            **EnrollmentTokenOut.model_validate(row).model_dump(), token=token
+            **EnrollmentTokenOut.model_validate(row).model_dump(), token=token, ca_pin=ctx.root.pin
         )
 
 

@@ -42,7 +42,7 @@ def list_audit(
     ctx: Context,
     limit: Limit = 50,
     cursor: CursorParam = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
 ) -> AuditPage:
     """The caller's tenant's audit log."""
     with ctx.sessions.tenant(principal.tenant_id) as session:

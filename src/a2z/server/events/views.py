@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from a2z.server.deps import Context, Reader
 from a2z.server.events import service as events
+from a2z.server.schemas import CursorParam
 from a2z.server.store.pagination import BadCursor
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
@@ -28,7 +29,7 @@ def list_events(
     ctx: Context,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     type: Annotated[str | None, Query(max_length=32, pattern="^[a-z_]+$")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorParam = None,
 ) -> EventPage:
     """The caller's tenant's records, newest first, with an opaque cursor for the next page."""
     try:

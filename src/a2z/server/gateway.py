@@ -1,0 +1,276 @@
+"""The agent gateway: the TLS listener agents talk to (separate from the REST API).
+
+Paths:
+- ``GET /ca.pem`` — the agent root certificate (agents compare its SHA-256 with their pin);
+- ``/enroll`` (WebSocket, no client certificate) — enrollment token + CSR in, certificate out;
+- ``/renew`` (WebSocket, client certificate) — CSR in, a fresh certificate for the same agent;
+- ``/channel`` (WebSocket, client certificate) — record batches in, acks out.
+
+The agent's identity is read from its verified client certificate and nothing else. Open
+channels re-check their certificate every ``recheck_s`` seconds, so revoking an agent closes
+its connection within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from a2z.records import MAX_FRAME_BYTES
+from a2z.server.agents import channel
+from a2z.server.agents.models import Agent
+from a2z.server.audit import service as audit
+from a2z.server.context import ServerContext
+from a2z.server.errors import Unauthenticated
+from a2z.server.pki import service as pki
+from a2z.server.pki.root import AgentRoot
+from a2z.server.pki.x509 import AgentIdentity, cert_pem
+from a2z.server.store.base import utcnow
+
+log = logging.getLogger(__name__)
+_CONTROL_MAX = 64 * 1024  # enrollment and renewal messages are small
+
+
+class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """What an agent sends to /enroll."""
+
+    token: str
+    csr: str
+    name: str = "agent"
+
+
+class RenewRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """What an agent sends to /renew."""
+
+    csr: str
+
+
+class Issued(msgspec.Struct):
+    """The answer to /enroll and /renew."""
+
+    tenant_id: str
+    agent_id: str
+    cert: str  # agent certificate + tenant CA, PEM
+    root: str  # the root to pin, PEM
+    not_after: str
+
+
+@dataclass
+class _Live:
+    """An open channel and what it authenticated as."""
+
+    identity: AgentIdentity
+    serial: str
+
+
+@dataclass
+class Gateway:
+    """Serves agents on ``host:port`` with mutual TLS."""
+
+    ctx: ServerContext
+    root: AgentRoot
+    host: str = "127.0.0.1"
+    port: int = 8443
+    recheck_s: float = 30.0
+    _live: dict[Any, set[ServerConnection]] = field(default_factory=lambda: defaultdict(set))
+    _server: Server | None = None
+
+    async def start(self) -> None:
+        """Listen; returns once the socket is bound."""
+        self._server = await serve(
+            self._route,
+            self.host,
+            self.port,
+            ssl=self.root.server_context(),
+            process_request=self._process_request,
+            max_size=MAX_FRAME_BYTES,
+        )
+        if self.port == 0:
+            self.port = next(iter(self._server.sockets)).getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    # -- handshake -----------------------------------------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ca.pem":
+            return Response(
+                HTTPStatus.OK.value,
+                "OK",
+                Headers([("Content-Type", "application/x-pem-file")]),
+                cert_pem(self.root.cert),
+            )
+        if path == "/enroll":
+            return None
+        if path not in ("/channel", "/renew"):
+            return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        der = _peer_certificate(conn)
+        if der is None:
+            self.ctx.metrics.auth_failures.labels("agent").inc()
+            return conn.respond(HTTPStatus.UNAUTHORIZED, "client certificate required\n")
+        try:
+            identity = pki.authenticate_certificate(sessions=self.ctx.sessions, der=der)
+        except Unauthenticated as exc:
+            self.ctx.metrics.auth_failures.labels("agent").inc()
+            log.warning("refused agent certificate: %s", exc)
+            return conn.respond(HTTPStatus.FORBIDDEN, "certificate refused\n")
+        conn.a2z_live = _Live(identity, _serial(der))  # type: ignore[attr-defined]
+        return None
+
+    async def _route(self, conn: ServerConnection) -> None:
+        assert conn.request is not None
+        path = conn.request.path.split("?", 1)[0]
+        if path == "/enroll":
+            await self._enroll(conn)
+        elif path == "/renew":
+            await self._renew(conn, conn.a2z_live)  # type: ignore[attr-defined]
+        else:
+            await self._channel(conn, conn.a2z_live)  # type: ignore[attr-defined]
+
+    # -- enrollment and renewal ----------------------------------------------------------
+
+    async def _enroll(self, conn: ServerConnection) -> None:
+        try:
+            raw = await asyncio.wait_for(conn.recv(), timeout=30)
+            if not isinstance(raw, str) or len(raw) > _CONTROL_MAX:
+                raise Unauthenticated("enrollment expects one JSON text message")
+            req = msgspec.json.decode(raw, type=EnrollRequest)
+            issued = await asyncio.to_thread(
+                pki.enroll,
+                sessions=self.ctx.sessions,
+                root=self.root,
+                secret=self.ctx.secret,
+                token=req.token,
+                csr_pem=req.csr.encode(),
+                name=req.name[:200],
+                source=_peer_host(conn),
+            )
+        except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
+            self.ctx.metrics.auth_failures.labels("enroll").inc()
+            await conn.close(1008, str(exc)[:120])
+            return
+        await conn.send(msgspec.json.encode(_issued(issued)).decode())
+        await conn.close()
+
+    async def _renew(self, conn: ServerConnection, live: _Live) -> None:
+        try:
+            raw = await asyncio.wait_for(conn.recv(), timeout=30)
+            if not isinstance(raw, str) or len(raw) > _CONTROL_MAX:
+                raise Unauthenticated("renewal expects one JSON text message")
+            req = msgspec.json.decode(raw, type=RenewRequest)
+            issued = await asyncio.to_thread(
+                pki.renew,
+                sessions=self.ctx.sessions,
+                root=self.root,
+                secret=self.ctx.secret,
+                identity=live.identity,
+                csr_pem=req.csr.encode(),
+            )
+        except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
+            await conn.close(1008, str(exc)[:120])
+            return
+        await conn.send(msgspec.json.encode(_issued(issued)).decode())
+        await conn.close()
+
+    # -- the record channel --------------------------------------------------------------
+
+    async def _channel(self, conn: ServerConnection, live: _Live) -> None:
+        agent = live.identity.agent_id
+        peers = self._live[agent]
+        if peers:
+            await asyncio.to_thread(self._flag_clone, live.identity, conn, peers)
+        peers.add(conn)
+        watchdog = asyncio.create_task(self._watch(conn, live))
+        try:
+            async for frame in conn:
+                if isinstance(frame, str):
+                    await conn.close(1003, "binary batch frames only")
+                    break
+                await conn.send(await channel.handle_frame(self.ctx, live.identity, frame))
+        except ConnectionClosed:
+            pass
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            peers.discard(conn)
+
+    async def _watch(self, conn: ServerConnection, live: _Live) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            ok = await asyncio.to_thread(
+                pki.still_valid,
+                sessions=self.ctx.sessions,
+                identity=live.identity,
+                serial=live.serial,
+            )
+            if not ok:
+                log.warning(
+                    "closing channel of agent %s: certificate revoked", live.identity.agent_id
+                )
+                await conn.close(1008, "certificate revoked")
+                return
+
+    def _flag_clone(
+        self, identity: AgentIdentity, conn: ServerConnection, peers: set[ServerConnection]
+    ) -> None:
+        # Two live connections with one identity: the agent's key was copied (or an old process
+        # lingers). Flag it for a person to look at; both keep streaming (dedup makes it safe).
+        self.ctx.metrics.clones.inc()
+        with self.ctx.sessions.tenant(identity.tenant_id) as session:
+            agent = session.get(Agent, (identity.tenant_id, identity.agent_id))
+            if agent is not None:
+                agent.clone_suspected_at = utcnow()
+            others = sorted(_peer_host(p) for p in peers)
+            audit.record(
+                session=session,
+                actor=f"agent:{identity.agent_id}",
+                action="agent.clone_suspected",
+                target=f"agent:{identity.agent_id}",
+                source=_peer_host(conn),
+                outcome="failure",
+                detail={"other_connections": others},
+            )
+
+
+def _issued(issued: pki.Issued) -> Issued:
+    return Issued(
+        tenant_id=str(issued.identity.tenant_id),
+        agent_id=str(issued.identity.agent_id),
+        cert=issued.cert_pem,
+        root=issued.root_pem,
+        not_after=issued.not_after,
+    )
+
+
+def _peer_certificate(conn: ServerConnection) -> bytes | None:
+    ssl_object: ssl.SSLObject | None = conn.transport.get_extra_info("ssl_object")
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
+def _serial(der: bytes) -> str:
+    from cryptography import x509
+
+    return format(x509.load_der_x509_certificate(der).serial_number, "x")
+
+
+def _peer_host(conn: ServerConnection) -> str:
+    addr = conn.remote_address
+    return str(addr[0]) if addr else ""

@@ -1,0 +1,1 @@
+"""Agent identity: per-tenant certificate authorities, agent certificates, the gateway's own."""
