@@ -29,6 +29,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     spool_max_bytes: Annotated[int, msgspec.Meta(ge=MIN_SPOOL_BYTES)] = 1 << 30  # past it: drop
     spool_fsync_interval_s: float = 0.5  # 0: fsync every batch; kill -9 loses nothing anyway
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # reconnect backoff ceiling
+    heartbeat_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # health report period
 
 
 def load_config(path: Path) -> AgentConfig:

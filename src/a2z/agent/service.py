@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
+from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.replay import iter_records
 from a2z.agent.ship.batcher import batches
@@ -86,6 +87,14 @@ async def ship_records(
         token=config.token,
         max_backoff_s=config.reconnect_max_s,
         ssl=ssl if ssl is not None else client_tls(config),
+        heartbeat_interval_s=config.heartbeat_interval_s,
+    )
+    stats = client.stats
+    client.heartbeat = HeartbeatSource(
+        records_acked=lambda: stats.records_acked,
+        reconnects=lambda: stats.reconnects,
+        drops=lambda: stats.spool.total("dropped").records if stats.spool else 0,
+        spool_bytes=lambda: stats.spool.bytes if stats.spool else 0,
     )
     if spool is None:
         stream = batches(

@@ -52,6 +52,9 @@ class Settings:
     # Names agents use to reach the gateway; its certificate is issued for these.
     gateway_names: tuple[str, ...] = ("127.0.0.1", "localhost")
     cert_recheck_s: float = 30.0  # open channels re-check revocation this often
+    # An agent is shown offline when no heartbeat came for this long (3 missed at the 30 s
+    # default interval).
+    agent_offline_after_s: float = 90.0
 
     @property
     def database_url(self) -> str:

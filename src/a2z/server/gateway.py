@@ -201,8 +201,8 @@ class Gateway:
         try:
             async for frame in conn:
                 if isinstance(frame, str):
-                    await conn.close(1003, "binary batch frames only")
-                    break
+                    await asyncio.to_thread(channel.handle_control, self.ctx, live.identity, frame)
+                    continue
                 await conn.send(await channel.handle_frame(self.ctx, live.identity, frame))
         except ConnectionClosed:
             pass

@@ -23,6 +23,7 @@ class ServerMetrics:
         self.wire_errors = Counter(
             "a2z_wire_errors", "Agent frames refused as invalid", ["reason"], registry=r
         )
+        self.heartbeats = Counter("a2z_agent_heartbeats", "Agent heartbeats received", registry=r)
         self.clones = Counter(
             "a2z_agent_clones", "Second live connection with one agent identity", registry=r
         )

@@ -12,7 +12,7 @@ import logging
 import random
 import ssl as _ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,10 @@ class ChannelClient:
     max_backoff_s: float = 30.0
     ssl: _ssl.SSLContext | None = None
     stats: ShipStats = field(default_factory=ShipStats)
+    # Called every ``heartbeat_interval_s`` while connected (and once at connect); its text
+    # frame goes to the server, which keeps the latest and does not answer it.
+    heartbeat: Callable[[], str] | None = None
+    heartbeat_interval_s: float = 30.0
 
     async def ship(self, batches: AsyncIterator[Batch]) -> ShipStats:
         """Deliver every batch, holding the unacked ones in memory; return once all are acked."""
@@ -120,11 +124,15 @@ class ChannelClient:
         slots = asyncio.Semaphore(self.window)
         try:
             async with asyncio.TaskGroup() as tg:
-                sender = tg.create_task(self._send_loop(ws, outbox, inflight, slots))
-                receiver = tg.create_task(self._receive_loop(ws, outbox, inflight, slots))
+                tasks = [
+                    tg.create_task(self._send_loop(ws, outbox, inflight, slots)),
+                    tg.create_task(self._receive_loop(ws, outbox, inflight, slots)),
+                ]
+                if self.heartbeat is not None:
+                    tasks.append(tg.create_task(self._heartbeat_loop(ws, self.heartbeat)))
                 await outbox.wait_finished()
-                sender.cancel()
-                receiver.cancel()
+                for task in tasks:
+                    task.cancel()
         except BaseExceptionGroup as group:
             retryable, other = group.split(_RETRYABLE)
             if other is not None or retryable is None:
@@ -150,6 +158,11 @@ class ChannelClient:
             await ws.send(item.frame)
             self.stats.batches_sent += 1
             self.stats.resends += item.resend
+
+    async def _heartbeat_loop(self, ws: ClientConnection, beat: Callable[[], str]) -> None:
+        while True:
+            await ws.send(beat())
+            await asyncio.sleep(self.heartbeat_interval_s)
 
     async def _receive_loop(
         self,

@@ -5,7 +5,7 @@ per batch: ``{"ack": seq, "epoch": boot_epoch}`` once the batch is durable on th
 ``{"nack": seq, "error": "...", "retry": true}`` when it could not store it (re-send), or
 ``{"nack": seq, "error": "..."}`` when it refuses it for good. A bad frame is refused and
 counted; the stream goes on. The tenant and agent come from the agent's certificate, never
-from the frame.
+from the frame. Text frames carry control messages (heartbeats), which get no answer.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import logging
 
 import msgspec
 
-from a2z.records import WireError, decode_batch
+from a2z.records import MAX_CONTROL_BYTES, Control, WireError, decode_batch
+from a2z.server.agents.models import Agent
 from a2z.server.bus.base import Message, events_subject
 from a2z.server.context import ServerContext
 from a2z.server.pki.x509 import AgentIdentity
+from a2z.server.store.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +61,27 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
             Ack(nack=batch.seq, epoch=batch.boot_epoch, error="not stored", retry=True)
         ).decode()
     return _encode(Ack(ack=batch.seq, epoch=batch.boot_epoch)).decode()
+
+
+_control = msgspec.json.Decoder(Control)
+
+
+def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> None:
+    """Apply one control message (today: a heartbeat). A bad one is counted and dropped."""
+    if len(text) > MAX_CONTROL_BYTES:
+        ctx.metrics.wire_errors.labels("control_too_large").inc()
+        return
+    try:
+        beat = _control.decode(text)
+    except msgspec.DecodeError:
+        ctx.metrics.wire_errors.labels("control").inc()
+        return
+    with ctx.sessions.tenant(identity.tenant_id) as session:
+        agent = session.get(Agent, (identity.tenant_id, identity.agent_id))
+        if agent is None:
+            return
+        agent.last_heartbeat_at = utcnow()
+        agent.version = beat.version[:40]
+        agent.config_version = beat.config_version
+        agent.health = msgspec.json.encode(beat).decode()
+    ctx.metrics.heartbeats.inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, String
+from sqlalchemy import BigInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a2z.server.store.base import Base, TenantOwned, utcnow
@@ -25,6 +25,11 @@ class Agent(TenantOwned, Base):
     last_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # Set when two live connections presented this agent's identity at once (a copied key).
     clone_suspected_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The latest heartbeat: when it came, the software and config versions, and its metrics.
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    version: Mapped[str | None] = mapped_column(String(40), default=None)
+    config_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    health: Mapped[str | None] = mapped_column(Text, default=None)  # heartbeat metrics, JSON
 
 
 class EnrollmentToken(TenantOwned, Base):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
 
+import msgspec
 from fastapi import APIRouter, Response
 from pydantic import Field
 
 from a2z.server.agents import service as agents
+from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
 from a2z.server.deps import AgentAdmin, Context, Reader, Source
 from a2z.server.errors import NotFound
@@ -16,6 +20,14 @@ from a2z.server.schemas import Body, CursorParam, Limit, Out
 from a2z.server.store.base import utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
+
+
+class AgentStatus(StrEnum):
+    """Liveness from heartbeats."""
+
+    ONLINE = "online"  # a heartbeat within the offline threshold
+    OFFLINE = "offline"  # heartbeats stopped
+    NEVER = "never"  # no heartbeat yet
 
 
 class AgentOut(Out):
@@ -27,6 +39,31 @@ class AgentOut(Out):
     last_seen_at: datetime | None
     boot_epoch: int | None
     last_seq: int | None
+    status: AgentStatus
+    last_heartbeat_at: datetime | None
+    version: str | None
+    config_version: int | None
+    health: dict[str, Any] | None  # the latest heartbeat's metrics
+    clone_suspected_at: datetime | None
+
+    @classmethod
+    def of(cls, agent: Agent, offline_after_s: float) -> AgentOut:
+        """Project a row; the status is derived from the last heartbeat's age."""
+        beat = agent.last_heartbeat_at
+        if beat is None:
+            status = AgentStatus.NEVER
+        elif utcnow() - beat > timedelta(seconds=offline_after_s):
+            status = AgentStatus.OFFLINE
+        else:
+            status = AgentStatus.ONLINE
+        return cls(
+            id=agent.id, name=agent.name, created_at=agent.created_at,
+            last_seen_at=agent.last_seen_at, boot_epoch=agent.boot_epoch,
+            last_seq=agent.last_seq, status=status, last_heartbeat_at=beat,
+            version=agent.version, config_version=agent.config_version,
+            health=msgspec.json.decode(agent.health) if agent.health else None,
+            clone_suspected_at=agent.clone_suspected_at,
+        )  # fmt: skip
 
 
 class AgentPage(Out):
@@ -50,7 +87,8 @@ def list_agents(
     with ctx.sessions.tenant(principal.tenant_id) as session:
         page = agents.list_page(session=session, limit=limit, cursor=cursor)
         return AgentPage(
-            items=[AgentOut.model_validate(a) for a in page.items], next_cursor=page.next_cursor
+            items=[AgentOut.of(a, ctx.settings.agent_offline_after_s) for a in page.items],
+            next_cursor=page.next_cursor,
         )
 
 
@@ -61,7 +99,7 @@ def get_agent(agent_id: uuid.UUID, principal: Reader, ctx: Context) -> AgentOut:
         agent = agents.get(session=session, agent_id=agent_id)
         if agent is None:
             raise NotFound("no such agent")
-        return AgentOut.model_validate(agent)
+        return AgentOut.of(agent, ctx.settings.agent_offline_after_s)
 
 
 @router.patch("/agents/{agent_id}")
@@ -82,7 +120,7 @@ def update_agent(
             source=source,
             detail={"name": body.name},
         )
-        return AgentOut.model_validate(agent)
+        return AgentOut.of(agent, ctx.settings.agent_offline_after_s)
 
 
 @router.delete("/agents/{agent_id}", status_code=204)

@@ -50,7 +50,9 @@ async function refresh() {
     $("#status").textContent = `${page.items.length} most recent records · refreshed ${new Date().toLocaleTimeString()}`;
     const agents = await api("/api/v1/agents");
     $("#agents").textContent = "Agents: " + agents.items.map(
-      (a) => `${a.name} (last seen ${a.last_seen_at || "never"}, batches to #${a.last_seq || 0})`).join("; ");
+      (a) => `${a.name} — ${a.status}` +
+        (a.health ? ` (v${a.version}, ${a.health.records_acked} records, spool ${a.health.spool_bytes} B)` : "") +
+        (a.clone_suspected_at ? " — CLONE SUSPECTED" : "")).join("; ");
   } catch (err) {
     $("#status").textContent = "Could not refresh: " + err.message;
   }
