@@ -133,6 +133,8 @@ class ChannelClient:
                 await outbox.wait_finished()
                 for task in tasks:
                     task.cancel()
+                if self.heartbeat is not None:
+                    await ws.send(self.heartbeat())  # a last report, with the final counters
         except BaseExceptionGroup as group:
             retryable, other = group.split(_RETRYABLE)
             if other is not None or retryable is None:
