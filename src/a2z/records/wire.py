@@ -42,19 +42,17 @@ _local = threading.local()
 
 
 def _compressor() -> zstandard.ZstdCompressor:
-    try:
-        return _local.compressor  # type: ignore[no-any-return]
-    except AttributeError:
-        _local.compressor = zstandard.ZstdCompressor(level=3)
-        return _local.compressor  # type: ignore[no-any-return]
+    ctx: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
+    if ctx is None:
+        ctx = _local.compressor = zstandard.ZstdCompressor(level=3)
+    return ctx
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
-    try:
-        return _local.decompressor  # type: ignore[no-any-return]
-    except AttributeError:
-        _local.decompressor = zstandard.ZstdDecompressor()
-        return _local.decompressor  # type: ignore[no-any-return]
+    ctx: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if ctx is None:
+        ctx = _local.decompressor = zstandard.ZstdDecompressor()
+    return ctx
 
 
 def encode_batch(batch: Batch) -> bytes:

@@ -18,17 +18,20 @@ import contextlib
 import logging
 import ssl
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import msgspec
+from cryptography import x509
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from a2z.records import MAX_FRAME_BYTES
+from a2z.records import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
 from a2z.server.agents import channel
 from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
@@ -40,7 +43,6 @@ from a2z.server.pki.x509 import AgentIdentity, cert_pem
 from a2z.server.store.base import utcnow
 
 log = logging.getLogger(__name__)
-_CONTROL_MAX = 64 * 1024  # enrollment and renewal messages are small
 
 
 class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,6 +87,8 @@ class Gateway:
     port: int = 8443
     recheck_s: float = 30.0
     _live: dict[Any, set[ServerConnection]] = field(default_factory=lambda: defaultdict(set))
+    # What each connection authenticated as during its handshake, until it goes away.
+    _who: WeakKeyDictionary[ServerConnection, _Live] = field(default_factory=WeakKeyDictionary)
     _server: Server | None = None
 
     async def start(self) -> None:
@@ -131,7 +135,7 @@ class Gateway:
             self.ctx.metrics.auth_failures.labels("agent").inc()
             log.warning("refused agent certificate: %s", exc)
             return conn.respond(HTTPStatus.FORBIDDEN, "certificate refused\n")
-        conn.a2z_live = _Live(identity, _serial(der))  # type: ignore[attr-defined]
+        self._who[conn] = _Live(identity, _serial(der))
         return None
 
     async def _route(self, conn: ServerConnection) -> None:
@@ -140,54 +144,49 @@ class Gateway:
         if path == "/enroll":
             await self._enroll(conn)
         elif path == "/renew":
-            await self._renew(conn, conn.a2z_live)  # type: ignore[attr-defined]
+            await self._renew(conn, self._who[conn])
         else:
-            await self._channel(conn, conn.a2z_live)  # type: ignore[attr-defined]
+            await self._channel(conn, self._who[conn])
 
     # -- enrollment and renewal ----------------------------------------------------------
 
     async def _enroll(self, conn: ServerConnection) -> None:
-        try:
-            raw = await asyncio.wait_for(conn.recv(), timeout=30)
-            if not isinstance(raw, str) or len(raw) > _CONTROL_MAX:
-                raise Unauthenticated("enrollment expects one JSON text message")
+        async def issue(raw: str) -> pki.Issued:
             req = msgspec.json.decode(raw, type=EnrollRequest)
-            issued = await asyncio.to_thread(
-                pki.enroll,
-                sessions=self.ctx.sessions,
-                root=self.root,
-                secret=self.ctx.secret,
-                token=req.token,
-                csr_pem=req.csr.encode(),
-                name=req.name[:200],
+            return await asyncio.to_thread(
+                pki.enroll, sessions=self.ctx.sessions, root=self.root, secret=self.ctx.secret,
+                token=req.token, csr_pem=req.csr.encode(), name=req.name[:200],
                 source=_peer_host(conn),
-            )
-        except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
+            )  # fmt: skip
+
+        if not await self._exchange(conn, issue):
             self.ctx.metrics.auth_failures.labels("enroll").inc()
-            await conn.close(1008, str(exc)[:120])
-            return
-        await conn.send(msgspec.json.encode(_issued(issued)).decode())
-        await conn.close()
 
     async def _renew(self, conn: ServerConnection, live: _Live) -> None:
+        async def issue(raw: str) -> pki.Issued:
+            req = msgspec.json.decode(raw, type=RenewRequest)
+            return await asyncio.to_thread(
+                pki.renew, sessions=self.ctx.sessions, root=self.root, secret=self.ctx.secret,
+                identity=live.identity, csr_pem=req.csr.encode(),
+            )  # fmt: skip
+
+        await self._exchange(conn, issue)
+
+    async def _exchange(
+        self, conn: ServerConnection, issue: Callable[[str], Awaitable[pki.Issued]]
+    ) -> bool:
+        """One JSON request in, one certificate out; any refusal closes with 1008."""
         try:
             raw = await asyncio.wait_for(conn.recv(), timeout=30)
-            if not isinstance(raw, str) or len(raw) > _CONTROL_MAX:
-                raise Unauthenticated("renewal expects one JSON text message")
-            req = msgspec.json.decode(raw, type=RenewRequest)
-            issued = await asyncio.to_thread(
-                pki.renew,
-                sessions=self.ctx.sessions,
-                root=self.root,
-                secret=self.ctx.secret,
-                identity=live.identity,
-                csr_pem=req.csr.encode(),
-            )
+            if not isinstance(raw, str) or len(raw) > MAX_CONTROL_BYTES:
+                raise Unauthenticated("expected one JSON text message")
+            issued = await issue(raw)
         except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
             await conn.close(1008, str(exc)[:120])
-            return
+            return False
         await conn.send(msgspec.json.encode(_issued(issued)).decode())
         await conn.close()
+        return True
 
     # -- the record channel --------------------------------------------------------------
 
@@ -266,8 +265,6 @@ def _peer_certificate(conn: ServerConnection) -> bytes | None:
 
 
 def _serial(der: bytes) -> str:
-    from cryptography import x509
-
     return format(x509.load_der_x509_certificate(der).serial_number, "x")
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, update
 
 from a2z.server.agents import service as agents
@@ -46,8 +47,9 @@ class Issued:
 
 def _tenant_ca(
     session: ScopedSession, root: AgentRoot, secret: bytes
-) -> tuple[x509.Certificate, object]:
-    row = session.scalars(select(TenantCA)).first()
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The tenant's signing CA, created at its first enrollment (the oldest one signs)."""
+    row = session.scalars(select(TenantCA).order_by(TenantCA.created_at, TenantCA.id)).first()
     if row is None:
         tenant_id = session.tenant_id
         cert, key = make_ca(
@@ -77,7 +79,7 @@ def _issue(
 ) -> Issued:
     ca_cert, ca_key = _tenant_ca(session, root, secret)
     try:
-        cert = sign_agent_csr(ca_cert, ca_key, csr_pem, identity, lifetime=lifetime)  # type: ignore[arg-type]
+        cert = sign_agent_csr(ca_cert, ca_key, csr_pem, identity, lifetime=lifetime)
     except CertificateError as exc:
         raise Unauthenticated(f"certificate request refused: {exc}") from exc
     session.add(
@@ -176,10 +178,14 @@ def authenticate_certificate(*, sessions: SessionFactory, der: bytes) -> AgentId
         raise Unauthenticated(f"unusable client certificate: {exc}") from exc
     serial = format(cert.serial_number, "x")
     with sessions.tenant(identity.tenant_id) as session:
-        ca = session.scalars(select(TenantCA)).first()
+        # Any of the tenant's CAs (two first enrollments racing may each have made one).
+        cas = [
+            x509.load_pem_x509_certificate(ca.cert_pem.encode())
+            for ca in session.scalars(select(TenantCA))
+        ]
         issued = session.get(AgentCert, (identity.tenant_id, serial))
         agent = agents.get(session=session, agent_id=identity.agent_id)
-        if ca is None or not issued_by(cert, x509.load_pem_x509_certificate(ca.cert_pem.encode())):
+        if not any(issued_by(cert, ca) for ca in cas):
             raise Unauthenticated("certificate was not issued by its tenant's CA")
         if issued is None or issued.revoked_at is not None or issued.agent_id != identity.agent_id:
             raise Unauthenticated("certificate is revoked or unknown")
