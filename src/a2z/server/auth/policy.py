@@ -16,7 +16,6 @@ class Permission(enum.StrEnum):
     MANAGE_USERS = "manage_users"  # memberships
     READ_AUDIT = "read_audit"
     MANAGE_TENANTS = "manage_tenants"  # list granted tenants, create tenants (MSSP)
-    STREAM = "stream"  # the agent channel
 
 
 _ADMINS = {Role.OWNER, Role.ADMIN, Role.OPERATOR}
@@ -27,7 +26,6 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.MANAGE_USERS: frozenset(_ADMINS),
     Permission.READ_AUDIT: frozenset(_ADMINS),
     Permission.MANAGE_TENANTS: frozenset({Role.OPERATOR}),
-    Permission.STREAM: frozenset({Role.AGENT}),
 }
 
 # Roles a principal may hand out (to users or keys): never more than it holds.

@@ -20,7 +20,8 @@ class Role(enum.StrEnum):
     ANALYST = "analyst"  # read and work the data
     VIEWER = "viewer"  # read the data
     OPERATOR = "operator"  # MSSP staff: admin in each tenant explicitly granted, creates tenants
-    AGENT = "agent"  # machine role: may only stream records over the agent channel
+    AGENT = "agent"  # machine role held by agent-bound keys: nothing on the REST API (agents
+    # authenticate to the gateway with their certificate instead)
 
 
 class Tenant(Base):
