@@ -8,6 +8,11 @@ real capture. Then, per capture: our full pipeline (decode, reassembly, flows, p
 analyzers, records encoded to JSON) in a fresh process, and tshark on the same file, once
 computing conversation statistics and once extracting IP/DNS/HTTP/TLS fields; tcpdump -nn is
 shown for scale. Wall time, CPU time and peak RSS come from each child.
+
+Last, the memory worst case: a SYN flood with random source addresses and ports (every packet
+a new flow; ``--flood-flows``, default 1.2 million) written by a small struct-based pcap writer
+into the same temporary directory, replayed with the default bounded flow table; it reports
+peak RSS and the flows evicted because the table was full.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -61,6 +67,8 @@ class Run:
     packets: int
     records: int = 0  # records we emitted (0 for the reference tools)
     wire_bytes: int = 0
+    evictions: int = 0  # flows we emitted early because the flow table was full
+    max_flows: int = 0  # the flow table's bound in that run
 
     @property
     def pps(self) -> float:
@@ -100,6 +108,66 @@ def build_capture(source: Path, out: Path, packets: int) -> tuple[int, int]:
     return frames, wire
 
 
+FLOOD_PPS = 100_000  # packet rate of the flood in capture time (hping3 --flood on one core)
+_FLOOD_RECORD = struct.Struct("<IIII")
+_FLOOD_FRAME = struct.Struct("!6s6sH BBHHHBBH4s4s HHIIBBHHH")
+
+
+def build_syn_flood(out: Path, packets: int, seed: int = 1) -> tuple[int, int]:
+    """Write ``packets`` TCP SYNs, each from a random address and port: one new flow apiece.
+
+    Ethernet/IPv4/TCP, 54-byte frames, ``FLOOD_PPS`` packets per second of capture time, to one
+    victim (10.9.9.9:80). Addresses are drawn from 10.0.0.0/8 and ports from 1024-65535 (about
+    1e12 pairs: repeats among a million draws are a handful, counted as distinct flows by the
+    output anyway). Returns (frames, wire bytes).
+    """
+    rng = random.Random(seed)  # a reproducible capture
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    victim = bytes([10, 9, 9, 9])
+    start_us = 1_700_000_000 * 1_000_000
+    size = _FLOOD_FRAME.size
+    with out.open("wb") as fh:
+        fh.write(header)
+        chunk: list[bytes] = []
+        for i in range(packets):
+            src = (0x0A000000 | rng.getrandbits(24)).to_bytes(4, "big")
+            sport = rng.randint(1024, 65535)
+            seq = rng.getrandbits(32)
+            sec, usec = divmod(start_us + i * 1_000_000 // FLOOD_PPS, 1_000_000)
+            chunk.append(_FLOOD_RECORD.pack(sec, usec, size, size))
+            chunk.append(
+                _FLOOD_FRAME.pack(
+                    b"\x02\x00\x00\x00\x00\x02",
+                    b"\x02\x00\x00\x00\x00\x01",
+                    0x0800,
+                    0x45,
+                    0,
+                    40,
+                    i & 0xFFFF,
+                    0,
+                    64,
+                    6,
+                    0,
+                    src,
+                    victim,
+                    sport,
+                    80,
+                    seq,
+                    0,
+                    0x50,
+                    0x02,  # SYN
+                    64240,
+                    0,
+                    0,
+                )
+            )
+            if len(chunk) >= 20_000:
+                fh.write(b"".join(chunk))
+                chunk.clear()
+        fh.write(b"".join(chunk))
+    return packets, packets * size
+
+
 def measure(
     argv: list[str], stdout: int | None = subprocess.DEVNULL
 ) -> tuple[float, float, float, bytes]:
@@ -117,7 +185,7 @@ def measure(
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
 
 
-def run_ours(path: Path, repeat: int) -> Run:
+def run_ours(path: Path, repeat: int, max_flows: int | None = None) -> Run:
     """The pipeline in a fresh interpreter (``--child``), so its RSS and CPU are its own.
 
     The child times the replay itself (interpreter start-up and imports are not the pipeline);
@@ -125,9 +193,10 @@ def run_ours(path: Path, repeat: int) -> Run:
     """
     runs = []
     for _ in range(repeat):
-        _, _, rss, output = measure(
-            [sys.executable, __file__, "--child", str(path)], stdout=subprocess.PIPE
-        )
+        argv = [sys.executable, __file__, "--child", str(path)]
+        if max_flows is not None:
+            argv += ["--max-flows", str(max_flows)]
+        _, _, rss, output = measure(argv, stdout=subprocess.PIPE)
         stats = json.loads(output)
         runs.append(
             Run(
@@ -138,20 +207,24 @@ def run_ours(path: Path, repeat: int) -> Run:
                 stats["packets"],
                 stats["records"],
                 stats["bytes"],
+                stats["evictions"],
+                stats["max_flows"],
             )
         )
     return min(runs, key=lambda run: run.seconds)
 
 
-def child(path: str) -> None:
+def child(path: str, max_flows: int | None) -> None:
     """Replay ``path`` exactly as ``a2z agent replay`` does, records to /dev/null; print stats."""
     import msgspec
 
+    from a2z.agent.flows.table import FlowConfig
     from a2z.agent.replay import replay
 
     started = time.perf_counter()
     cpu_started = time.process_time()
-    records, pipeline, _capture = replay(path)
+    config = FlowConfig() if max_flows is None else FlowConfig(max_flows=max_flows)
+    records, pipeline, _capture = replay(path, config)
     encode = msgspec.json.Encoder().encode
     with open(os.devnull, "w") as sink:
         write = sink.write
@@ -169,6 +242,8 @@ def child(path: str) -> None:
                 "packets": stats.packets,
                 "bytes": stats.bytes,
                 "records": sum(stats.records.values()),
+                "evictions": stats.evictions,
+                "max_flows": pipeline.table.config.max_flows,
             }
         )
     )
@@ -214,28 +289,59 @@ def report(title: str, frames: int, wire: int, runs: list[Run]) -> None:
         )
 
 
+def report_flood(frames: int, wire: int, ours: Run, target_mib: float = 50.0) -> None:
+    """The memory worst case: peak RSS against the target, and what the bound cost."""
+    print(
+        f"\nSYN flood, random source address and port: {frames:,} packets = {frames:,} "
+        f"distinct flows, {FLOOD_PPS:,} packets/s of capture time, {wire / 1e6:,.1f} MB"
+    )
+    verdict = "within" if ours.rss_mib <= target_mib else "OVER"
+    print(
+        f"  a2z pipeline: peak RSS {ours.rss_mib:.1f} MiB ({verdict} the {target_mib:.0f} MiB "
+        f"target), flow table bound {ours.max_flows:,}, evictions {ours.evictions:,}, "
+        f"conn records {ours.records:,}"
+    )
+    print(
+        f"  {ours.packets / ours.cpu:,.0f} packets per CPU second, "
+        f"{ours.cpu / ours.packets * 1e6:.1f} CPU s per million packets"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--packets", type=int, default=1_000_000, help="packets per capture")
     parser.add_argument("--repeat", type=int, default=1, help="runs of ours; the best counts")
+    parser.add_argument(
+        "--flood-flows", type=int, default=1_200_000, help="SYN-flood packets (0 = skip)"
+    )
+    parser.add_argument("--flood-only", action="store_true", help="run only the SYN flood")
+    parser.add_argument(
+        "--max-flows", type=int, help="flow-table bound for our runs (default: the agent's)"
+    )
     parser.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.max_flows)
         return
     version = sys.version.split()[0]
     load = os.getloadavg()[0]
     print(f"agent pipeline vs tshark, {args.packets:,} packets per capture, python {version}")
     print(f"{os.cpu_count()} CPUs, load average {load:.1f} at start (wall figures suffer if busy)")
+    captures = [
+        ("attack mix (attack.pcap repeated)", ATTACK),
+        ("TCP-heavy (smb2-peter.pcap repeated)", TCP_HEAVY),
+    ]
     with tempfile.TemporaryDirectory(prefix="a2z-bench-") as tmp:
-        for title, source in (
-            ("attack mix (attack.pcap repeated)", ATTACK),
-            ("TCP-heavy (smb2-peter.pcap repeated)", TCP_HEAVY),
-        ):
+        for title, source in [] if args.flood_only else captures:
             path = Path(tmp) / f"{source.stem}-x.pcap"
             frames, wire = build_capture(source, path, args.packets)
-            runs = [run_ours(path, args.repeat), *run_tools(path, frames)]
+            runs = [run_ours(path, args.repeat, args.max_flows), *run_tools(path, frames)]
             report(title, frames, wire, runs)
+            path.unlink()
+        if args.flood_flows > 0:
+            path = Path(tmp) / "syn-flood.pcap"
+            frames, wire = build_syn_flood(path, args.flood_flows)
+            report_flood(frames, wire, run_ours(path, args.repeat, args.max_flows))
             path.unlink()
 
 

@@ -79,7 +79,10 @@ class Pipeline:
         stats.packets += 1
         stats.bytes += pkt.wirelen
         self._process(pkt)
-        self._collect()
+        if self.table.has_ended():
+            self._collect()
+        elif not self._out:
+            return []  # the common case: nothing finished with this packet
         out, self._out = self._out, []
         return out
 

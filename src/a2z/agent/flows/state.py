@@ -308,38 +308,48 @@ def _init_endpoint(endpoint: TcpEndpoint, syn: bool, seq: int, seq_end: int) -> 
 def _update_history(
     hist: History, endpoint: TcpEndpoint, flags: int, rel_seq: int, length: int
 ) -> None:
-    shift = 0 if endpoint.is_orig else 16
+    is_orig = endpoint.is_orig
     syn, fin, rst = flags & SYN, flags & FIN, flags & RST
+    if not (syn or fin or rst):  # the common case: a data segment or a bare ACK
+        if length:
+            if is_orig:
+                hist.check(HIST_DATA, "D")
+            else:
+                hist.check(HIST_DATA << 16, "d")
+        elif flags & ACK:
+            if is_orig:
+                hist.check(HIST_ACK, "A")
+            else:
+                hist.check(HIST_ACK << 16, "a")
+        return
+    shift = 0 if is_orig else 16
+    letters = _ORIG_LETTERS if is_orig else _RESP_LETTERS
     bits = bool(syn) + bool(fin) + bool(rst)
-
-    def letter(code: str) -> str:
-        return code if endpoint.is_orig else code.lower()
-
     if bits > 1:
         if fin and rst:
-            hist.check(HIST_FIN_RST << shift, letter("I"))
+            hist.check(HIST_FIN_RST << shift, letters["I"])
         else:
-            hist.check(HIST_MULTI_FLAG << shift, letter("Q"))
-    elif bits == 1:
-        if syn:
-            code = letter("H" if flags & ACK else "S")
-            if hist.check(HIST_SYN << shift, code) and rel_seq != endpoint.hist_last_syn:
-                hist.add(code)
-            endpoint.hist_last_syn = rel_seq
-        if fin:
-            if hist.check(HIST_FIN << shift, letter("F")) and (
-                rel_seq + length != endpoint.hist_last_fin
-            ):
-                hist.add(letter("F"))
-            endpoint.hist_last_fin = rel_seq + length
-        if rst:
-            if hist.check(HIST_RST << shift, letter("R")) and rel_seq != endpoint.hist_last_rst:
-                hist.add(letter("R"))
-            endpoint.hist_last_rst = rel_seq
-    elif length:
-        hist.check(HIST_DATA << shift, letter("D"))
-    elif flags & ACK:
-        hist.check(HIST_ACK << shift, letter("A"))
+            hist.check(HIST_MULTI_FLAG << shift, letters["Q"])
+        return
+    if syn:
+        code = letters["H" if flags & ACK else "S"]
+        if hist.check(HIST_SYN << shift, code) and rel_seq != endpoint.hist_last_syn:
+            hist.add(code)
+        endpoint.hist_last_syn = rel_seq
+    if fin:
+        if hist.check(HIST_FIN << shift, letters["F"]) and (
+            rel_seq + length != endpoint.hist_last_fin
+        ):
+            hist.add(letters["F"])
+        endpoint.hist_last_fin = rel_seq + length
+    if rst:
+        if hist.check(HIST_RST << shift, letters["R"]) and rel_seq != endpoint.hist_last_rst:
+            hist.add(letters["R"])
+        endpoint.hist_last_rst = rel_seq
+
+
+_ORIG_LETTERS = {code: code for code in "IQHSFR"}
+_RESP_LETTERS = {code: code.lower() for code in "IQHSFR"}
 
 
 def _update_last_seq(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,8 +27,16 @@ PROTO_UDP = 17
 PROTO_ICMP6 = 58
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_UID_LEN = 17  # base62 digits after the "C": about 101 random bits, as Zeek's uids
+_UID_POOL_BYTES = 4096  # random bytes drawn per refill (about 220 uids)
+# Random byte -> base62 digit: bytes 248..255 are dropped, so 0..247 map 4:1 onto the 62
+# digits and every digit is equally likely.
+_B62_TABLE = bytes(ord(_B62[i % 62]) for i in range(256))
+_B62_DROP = bytes(range(248, 256))
 _HIST_ORIG_DATA = 0x1  # Zeek's UDP HIST_ORIG_DATA_PKT
 _HIST_RESP_DATA = 0x2
+
+_TIMER_SLACK = 4096  # stale timer entries tolerated beyond 1.5 times the live flows
 
 FlowKey = tuple[int, bytes, int, bytes, int, bool]
 """(ip proto, address, port, address, port, one_way); two-way keys list the lower end first."""
@@ -43,7 +52,7 @@ class FlowConfig:
     tcp_close_delay: float = 5.0  # tcp_close_delay: linger after FIN/RST close before emitting
     udp_timeout: float = 60.0  # udp_inactivity_timeout
     icmp_timeout: float = 60.0  # icmp_inactivity_timeout
-    max_flows: int = 262_144  # table bound; the least recently active flow is evicted beyond it
+    max_flows: int = 12_288  # table bound (about 1.5 KB each); least recently active evicted beyond
     flip_syn_ack: bool = True  # a flow first seen as a SYN-ACK gets the SYN-ACK's receiver as orig
     uid_seed: int | None = None  # seed the uid generator (tests); None = unpredictable
 
@@ -123,10 +132,19 @@ class FlowTable:
         self.config = config or FlowConfig()
         self.evictions = 0  # flows pushed out because the table was full
         self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()  # least recently active first
-        self._timers: list[tuple[float, int, Flow]] = []
-        self._timer_seq = 0
+        # (deadline, flow key): a min-heap with lazy deletion. Entries name the key, not the
+        # flow, so a stale entry never keeps an ended (e.g. evicted) flow in memory; keys are
+        # unique among live flows, so equal deadlines need no tie-breaker.
+        self._timers: list[tuple[float, FlowKey]] = []
         self._ended: list[Flow] = []
-        self._rng = random.Random(self.config.uid_seed)  # noqa: S311 - ids, not secrets
+        seed = self.config.uid_seed
+        # uids: base62 digits cut from a pool of random bytes (os.urandom, or a seeded
+        # generator for reproducible tests), refilled once per couple of hundred flows.
+        self._random_bytes = (
+            os.urandom if seed is None else random.Random(seed).randbytes  # noqa: S311
+        )
+        self._uid_pool = ""
+        self._uid_pos = 0
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -137,28 +155,38 @@ class FlowTable:
         self, ts: float, src: bytes, dst: bytes, hdr: TCPHeader, payload_len: int, ip_len: int
     ) -> Flow:
         """Account one TCP segment; ``payload_len`` comes from the IP length fields."""
-        self.expire(ts)
-        key = _two_way_key(PROTO_TCP, src, hdr.sport, dst, hdr.dport)
-        flow = self._flows.get(key)
+        if self._timers and self._timers[0][0] <= ts:
+            self.expire(ts)
+        sport = hdr.sport
+        dport = hdr.dport
+        flags = hdr.flags
+        # The two-way key, inlined (this is the hottest call of the agent).
+        if src < dst or (src == dst and sport <= dport):
+            key: FlowKey = (PROTO_TCP, src, sport, dst, dport, False)
+        else:
+            key = (PROTO_TCP, dst, dport, src, sport, False)
+        flows = self._flows
+        flow = flows.get(key)
         if flow is not None:
-            assert flow.tcp is not None
-            if flow.tcp.is_reuse(hdr.flags, hdr.seq):
+            tcp = flow.tcp
+            assert tcp is not None
+            if flags & SYN and tcp.is_reuse(flags, hdr.seq):
                 self._end(flow)
                 flow = None
             else:
-                self._flows.move_to_end(key)
+                flows.move_to_end(key)
         if flow is None:
-            flip = self.config.flip_syn_ack and hdr.flags & (SYN | ACK) == SYN | ACK
-            if flip:
-                flow = self._new(key, ts, (dst, hdr.dport), (src, hdr.sport))
+            if self.config.flip_syn_ack and flags & (SYN | ACK) == SYN | ACK:
+                flow = self._new(key, ts, (dst, dport), (src, sport))
                 flow.history.add("^")
             else:
-                flow = self._new(key, ts, (src, hdr.sport), (dst, hdr.dport))
-            flow.tcp = TcpSession()
-        tcp = flow.tcp
-        assert tcp is not None
-        is_orig = src == flow.orig_h and hdr.sport == flow.orig_p
-        if not tcp.both_closed():
+                flow = self._new(key, ts, (src, sport), (dst, dport))
+            tcp = flow.tcp = TcpSession()
+        else:
+            tcp = flow.tcp
+            assert tcp is not None
+        is_orig = sport == flow.orig_p and src == flow.orig_h
+        if not (tcp.orig.did_close and tcp.resp.did_close):
             flow.last = ts
         if is_orig:
             flow.orig_pkts += 1
@@ -167,9 +195,9 @@ class FlowTable:
             flow.resp_pkts += 1
             flow.resp_ip_bytes += ip_len
         _do_close, complete = tcp.process(
-            is_orig, hdr.flags, hdr.seq, hdr.ack, payload_len, hdr.window, flow.history
+            is_orig, flags, hdr.seq, hdr.ack, payload_len, hdr.window, flow.history
         )
-        if flow.attempt_at is None and is_orig and hdr.flags & SYN and tcp.is_attempt():
+        if flow.attempt_at is None and is_orig and flags & SYN and tcp.is_attempt():
             flow.attempt_at = ts + self.config.tcp_attempt_timeout
         if complete and flow.close_at is None:
             flow.close_at = flow.last + self.config.tcp_close_delay
@@ -187,7 +215,8 @@ class FlowTable:
         ip_len: int,
     ) -> Flow:
         """Account one UDP datagram; ``payload_len`` is the UDP length field minus 8 (as Zeek)."""
-        self.expire(ts)
+        if self._timers and self._timers[0][0] <= ts:
+            self.expire(ts)
         key = _two_way_key(PROTO_UDP, src, sport, dst, dport)
         flow = self._touch(key, ts, (src, sport), (dst, dport))
         if src == flow.orig_h and sport == flow.orig_p:
@@ -238,15 +267,23 @@ class FlowTable:
     def expire(self, now: float) -> None:
         """End every flow whose timer is due at packet time ``now``."""
         timers = self._timers
+        if not timers or timers[0][0] > now:
+            return
+        flows = self._flows
         while timers and timers[0][0] <= now:
-            when, _, flow = heapq.heappop(timers)
-            if flow.ended or when != flow.sched:
+            when, key = heapq.heappop(timers)
+            flow = flows.get(key)
+            if flow is None or when != flow.sched:
                 continue  # a stale entry: the flow ended or has an earlier live entry
             flow.sched = math.inf
             if self._due(flow, now):
                 self._end(flow)
             else:
                 self._schedule(flow)
+
+    def has_ended(self) -> bool:
+        """Whether flows ended since the last ``pop_ended`` (a cheap per-packet test)."""
+        return bool(self._ended)
 
     def pop_ended(self) -> list[Flow]:
         """Take the flows that ended since the last call, oldest first."""
@@ -280,9 +317,17 @@ class FlowTable:
             _, victim = self._flows.popitem(last=False)
             self.evictions += 1
             victim.ended = True
+            victim.sched = math.inf  # its timer entry is stale now
             self._ended.append(victim)
-        uid = "C" + "".join(self._rng.choices(_B62, k=17))
-        flow = Flow(key, uid, ts, orig, resp)
+        pos = self._uid_pos
+        end = pos + _UID_LEN
+        if end > len(self._uid_pool):
+            self._uid_pool = (
+                self._random_bytes(_UID_POOL_BYTES).translate(_B62_TABLE, _B62_DROP).decode()
+            )
+            pos, end = 0, _UID_LEN
+        self._uid_pos = end
+        flow = Flow(key, "C" + self._uid_pool[pos:end], ts, orig, resp)
         self._flows[key] = flow
         return flow
 
@@ -290,6 +335,7 @@ class FlowTable:
         if flow.ended:
             return
         flow.ended = True
+        flow.sched = math.inf  # any timer entry left is stale
         if self._flows.get(flow.key) is flow:
             del self._flows[flow.key]
         self._ended.append(flow)
@@ -302,14 +348,6 @@ class FlowTable:
             return cfg.udp_timeout
         return cfg.icmp_timeout
 
-    def _deadline(self, flow: Flow) -> float:
-        deadline = flow.last + self._inactivity(flow)
-        if flow.close_at is not None:
-            deadline = min(deadline, flow.close_at)
-        if flow.attempt_at is not None:
-            deadline = min(deadline, flow.attempt_at)
-        return deadline
-
     def _due(self, flow: Flow, now: float) -> bool:
         if flow.close_at is not None and flow.close_at <= now:
             return True
@@ -320,8 +358,42 @@ class FlowTable:
         return flow.last + self._inactivity(flow) <= now
 
     def _schedule(self, flow: Flow) -> None:
-        deadline = self._deadline(flow)
+        # _deadline, inlined for the per-packet call.
+        tcp = flow.tcp
+        cfg = self.config
+        if tcp is not None:
+            deadline = flow.last + (
+                cfg.tcp_handshake_timeout if tcp.in_handshake() else cfg.tcp_timeout
+            )
+        elif flow.proto == PROTO_UDP:
+            deadline = flow.last + cfg.udp_timeout
+        else:
+            deadline = flow.last + cfg.icmp_timeout
+        close_at = flow.close_at
+        if close_at is not None and close_at < deadline:
+            deadline = close_at
+        attempt_at = flow.attempt_at
+        if attempt_at is not None and attempt_at < deadline:
+            deadline = attempt_at
         if deadline < flow.sched:
             flow.sched = deadline
-            self._timer_seq += 1
-            heapq.heappush(self._timers, (deadline, self._timer_seq, flow))
+            timers = self._timers
+            heapq.heappush(timers, (deadline, flow.key))
+            if len(timers) > len(self._flows) * 3 // 2 + _TIMER_SLACK:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop stale timer entries (ended or rescheduled flows) and re-heap the live ones.
+
+        A stale entry holds its key (about 200 bytes) until it comes due; under a SYN flood
+        with a full table every packet leaves one. Runs when stale entries exceed half the
+        live flows, so its O(n) cost is amortised.
+        """
+        flows = self._flows
+        live = [
+            entry
+            for entry in self._timers
+            if (flow := flows.get(entry[1])) is not None and entry[0] == flow.sched
+        ]
+        heapq.heapify(live)
+        self._timers = live
