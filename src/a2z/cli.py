@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("--replay", type=Path, help="capture file to replay to the server")
     source.add_argument("-i", "--interface", help="capture live from this interface (AF_PACKET)")
-    run.add_argument("--config", type=Path, help="agent config file (JSON, 0600); with --replay")
+    run.add_argument(
+        "--config", type=Path, help="agent config (from `a2z agent enroll`): ship to the server"
+    )
     run.add_argument("--rate", type=float, help="records per second (default: full speed)")
     run.add_argument("--spool-dir", type=Path, help="disk spool for undelivered batches")
     run.add_argument("--spool-max-bytes", type=int, help="spool cap (default 1 GiB)")
@@ -161,7 +163,7 @@ def _agent(args: argparse.Namespace) -> int:
         return run_replay(str(args.file), sys.stdout, sys.stderr)
     if args.agent_command == "enroll":
         return _enroll(args)
-    if args.interface:
+    if args.interface and args.config is None:
         from a2z.agent.live import run_live
 
         return run_live(
@@ -171,11 +173,17 @@ def _agent(args: argparse.Namespace) -> int:
     if args.config is None:
         print("a2z agent run: --replay needs --config (from `a2z agent enroll`)", file=sys.stderr)
         return 2
+    return _ship(args)
+
+
+def _ship(args: argparse.Namespace) -> int:
+    """Replay a capture, or capture live, and deliver the records to the server."""
     from a2z.agent.capture import CaptureError
     from a2z.agent.config import ConfigError, load_config
     from a2z.agent.enroll import EnrollmentError, renew
     from a2z.agent.identity import IdentityFiles
-    from a2z.agent.service import describe, ship_capture
+    from a2z.agent.live import live_records
+    from a2z.agent.service import describe, ship_capture, ship_records, spool_settings
     from a2z.agent.ship.channel import ChannelRefused
     from a2z.agent.ship.spool import SpoolError
 
@@ -183,12 +191,24 @@ def _agent(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
             asyncio.run(renew(config))
-        stats = asyncio.run(
-            ship_capture(
-                config, args.replay, rate=args.rate, spool_dir=args.spool_dir,
-                spool_max_bytes=args.spool_max_bytes,
+        if args.interface:
+            records = live_records(
+                args.interface, args.bpf, max_packets=args.max_packets, max_seconds=args.max_seconds
             )
-        )  # fmt: skip
+            stats = asyncio.run(
+                ship_records(
+                    config, records, spool=spool_settings(
+                        config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
+                    ),
+                )
+            )  # fmt: skip
+        else:
+            stats = asyncio.run(
+                ship_capture(
+                    config, args.replay, rate=args.rate, spool_dir=args.spool_dir,
+                    spool_max_bytes=args.spool_max_bytes,
+                )
+            )  # fmt: skip
     except (ConfigError, CaptureError, ChannelRefused, EnrollmentError, SpoolError) as exc:
         print(f"a2z agent: {exc}", file=sys.stderr)
         return 2
@@ -222,7 +242,7 @@ def _admin(args: argparse.Namespace) -> int:
 
     settings = Settings(data_dir=args.data_dir, db_url=args.db)
     engine = open_store(settings.database_url, app_role=settings.app_role, pool_size=1)
-    admin = Admin(SessionFactory(engine))
+    admin = Admin(SessionFactory(engine), settings.data_dir)
     try:
         if args.object == "tenant":
             out = admin.create_tenant(args.name)

@@ -181,6 +181,42 @@ def _capture_loop(
             return
 
 
+def live_records(
+    interface: str,
+    bpf: str | None,
+    *,
+    max_packets: int | None = None,
+    max_seconds: float | None = None,
+    ring: RingConfig | None = None,
+) -> Iterator[Record | None]:
+    """Records from a live capture for shipping, with ``None`` as a tick after each idle poll
+    (the batcher cuts a waiting batch on it). Opens the capture now, so a bad interface or
+    filter raises CaptureError here rather than inside the shipping loop."""
+    source = AfPacketSource(interface, bpf=bpf, ring=ring)
+    return _live_stream(source, max_packets, max_seconds)
+
+
+def _live_stream(
+    source: AfPacketSource, max_packets: int | None, max_seconds: float | None
+) -> Iterator[Record | None]:
+    pipeline = Pipeline()
+    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+    seen = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            for pkt in source.batch(POLL_SECONDS):
+                yield from pipeline.feed(pkt)
+                seen += 1
+                if max_packets is not None and seen >= max_packets:
+                    yield from pipeline.flush()
+                    return
+            yield from pipeline.advance(time.time())
+            yield None
+        yield from pipeline.flush()
+    finally:
+        source.close()
+
+
 def _writer(out: TextIO) -> Callable[[list[Record]], None]:
     encode = msgspec.json.Encoder().encode
 

@@ -69,7 +69,7 @@ async def ship_capture(
 
 async def ship_records(
     config: AgentConfig,
-    records: Iterable[Record],
+    records: Iterable[Record | None],
     *,
     rate: float | None = None,
     spool: SpoolSettings | None = None,
@@ -78,6 +78,8 @@ async def ship_records(
     progress_interval_s: float = 1.0,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
+
+    A live source may yield ``None`` ticks so that a waiting batch goes out within a second.
 
     Without a spool, unacked batches live in memory only (lost if the agent dies).
     ``progress`` is called every ``progress_interval_s`` with the live counters.

@@ -7,11 +7,15 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from a2z.server.agents import service as agents
 from a2z.server.audit import service as audit
 from a2z.server.auth import keys
+from a2z.server.config import load_secret
 from a2z.server.errors import InvalidInput, NotFound
+from a2z.server.pki.root import load_or_create_ca
+from a2z.server.pki.x509 import fingerprint
 from a2z.server.store.session import SessionFactory
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role, Tenant
@@ -31,9 +35,10 @@ def parse_duration(text: str) -> timedelta:
 
 @dataclass
 class Admin:
-    """The admin commands, over one session factory."""
+    """The admin commands, over one session factory and the server's data directory."""
 
     sessions: SessionFactory
+    data_dir: Path
 
     def resolve_tenant(self, ref: str) -> uuid.UUID:
         """A tenant by id or name."""
@@ -118,10 +123,12 @@ class Admin:
                 target=f"enrollment_token:{row.id}",
                 detail={"uses": uses},
             )
+        root, _ = load_or_create_ca(self.data_dir / "pki", load_secret(self.data_dir))
         return {
             "id": str(row.id),
             "tenant_id": str(tenant_id),
             "token": token,
             "expires_at": row.expires_at.isoformat(),
             "uses": str(uses),
+            "ca_pin": fingerprint(root),  # for `a2z agent enroll --ca-pin`
         }

@@ -4,19 +4,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from itertools import islice
 
 from a2z.records import Batch, Record
 
 
 def batches(
-    records: Iterable[Record], *, agent_id: str, boot_epoch: int, size: int = 500
+    records: Iterable[Record | None],
+    *,
+    agent_id: str,
+    boot_epoch: int,
+    size: int = 500,
+    max_wait_s: float = 1.0,
 ) -> Iterator[Batch]:
-    """Cut ``records`` into batches of at most ``size``, numbered from 1 within the epoch."""
-    it = iter(records)
+    """Cut ``records`` into batches of at most ``size``, numbered from 1 within the epoch.
+
+    A live source yields ``None`` as a clock tick when it has nothing: a batch that has waited
+    ``max_wait_s`` is then cut short, so a quiet network still delivers within about a second.
+    """
     seq = 0
-    while chunk := list(islice(it, size)):
+    chunk: list[Record] = []
+    started = 0.0
+    for record in records:
+        if record is not None:
+            if not chunk:
+                started = time.monotonic()
+            chunk.append(record)
+            if len(chunk) < size:
+                continue
+        elif not chunk or time.monotonic() - started < max_wait_s:
+            continue
         seq += 1
         yield Batch(
             agent_id=agent_id, boot_epoch=boot_epoch, seq=seq, sent_at=time.time(), records=chunk
+        )
+        chunk = []
+    if chunk:
+        yield Batch(
+            agent_id=agent_id,
+            boot_epoch=boot_epoch,
+            seq=seq + 1,
+            sent_at=time.time(),
+            records=chunk,
         )

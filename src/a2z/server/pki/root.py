@@ -58,17 +58,25 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         fh.write(data)
 
 
-def load_or_create_root(directory: Path, secret: bytes, names: list[str]) -> AgentRoot:
-    """Load the root (creating it on first start) and (re)issue the gateway certificate."""
+def load_or_create_ca(
+    directory: Path, secret: bytes
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The root CA, created on first use (the server's start, or `a2z admin`)."""
     directory.mkdir(parents=True, exist_ok=True)
     root_pem, root_key = directory / "root.pem", directory / "root.key"
     if root_pem.exists():
-        cert = x509.load_pem_x509_certificate(root_pem.read_bytes())
-        key = load_key(root_key.read_bytes(), secret)
-    else:
-        cert, key = make_ca("A2Z SOC agent root")
-        _write(root_key, key_pem(key, secret), 0o600)
-        _write(root_pem, cert_pem(cert), 0o644)
+        return x509.load_pem_x509_certificate(root_pem.read_bytes()), load_key(
+            root_key.read_bytes(), secret
+        )
+    cert, key = make_ca("A2Z SOC agent root")
+    _write(root_key, key_pem(key, secret), 0o600)
+    _write(root_pem, cert_pem(cert), 0o644)
+    return cert, key
+
+
+def load_or_create_root(directory: Path, secret: bytes, names: list[str]) -> AgentRoot:
+    """Load the root (creating it on first start) and (re)issue the gateway certificate."""
+    cert, key = load_or_create_ca(directory, secret)
     gateway_key = new_key()
     gateway = server_cert(cert, key, gateway_key, names)
     _write(directory / "gateway.key", key_pem(gateway_key), 0o600)
