@@ -283,3 +283,22 @@ def test_renewal_issues_a_new_certificate_that_streams(
     assert files.key.stat().st_mode & 0o777 == 0o600
     replies = asyncio.run(send(config.server, files.client_context(), [batch(config.agent_id, 3)]))
     assert replies[0]["ack"] == 3
+
+
+def test_oversize_frame_closes_the_channel_with_1009(
+    ctx: ServerContext, tenant_a: TenantFixture, gateway: str, tmp_path: Path
+) -> None:
+    from a2z.records import MAX_FRAME_BYTES
+
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+
+    async def run() -> int | None:
+        tls = IdentityFiles(Path(config.identity_dir)).client_context()
+        async with connect(config.server, ssl=tls, max_size=None) as ws:
+            await ws.send(b"\0" * (MAX_FRAME_BYTES + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), timeout=30)
+            return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert asyncio.run(run()) == 1009
+    assert count(ctx, tenant_a, Event) == 0
