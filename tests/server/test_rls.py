@@ -13,13 +13,16 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Table, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from a2z.server.agents import service as agents
 from a2z.server.agents.models import Agent
 from a2z.server.app import build_context
 from a2z.server.config import Settings
 from a2z.server.context import ServerContext
+from a2z.server.events.models import Event
+from a2z.server.store import bulk
 from a2z.server.store.tenancy import APPEND_ONLY_TABLES
 from tests.server.conftest import APP_ROLE, TenantFixture, make_tenant
 from tests.services import pg_url, scratch_database
@@ -196,3 +199,22 @@ def test_pool_bleed_interleaved_tenants_over_one_connection(pg: tuple[str, Serve
     for t in threads:
         t.join(timeout=300)
     assert errors == []
+
+
+def test_bulk_copy_path_is_under_rls_with_check(pg: tuple[str, ServerContext]) -> None:
+    # COPY lands in a private staging table; the move into events is the app role's INSERT, so
+    # a row claiming another tenant is refused by the policy, not just by the Python code.
+    _, ctx = pg
+    a, b = make_tenant(ctx, "alpha"), make_tenant(ctx, "bravo")
+    table = Event.__table__
+    assert isinstance(table, Table)
+    forged = {c.name: None for c in table.columns} | {
+        "tenant_id": b.id, "agent_id": b.agent_id, "boot_epoch": 1, "seq": 1, "idx": 0,
+        "ts": 1.0, "path": "conn", "uid": "C", "orig_h": "1.1.1.1", "orig_p": 1,
+        "resp_h": "2.2.2.2", "resp_p": 2, "data": "{}",
+    }  # fmt: skip
+    with pytest.raises(DBAPIError) as caught, ctx.sessions.tenant(a.id) as session:
+        bulk.copy_insert_ignoring_duplicates(session, table, [forged])
+    assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege)
+    with ctx.sessions.tenant(b.id) as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0

@@ -50,6 +50,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("delete", "/api/v1/enrollment-tokens/{token_id}"): ADMINS,
     ("get", "/api/v1/audit"): ADMINS,
     ("get", "/api/v1/events"): READERS,
+    ("get", "/api/v1/events/histogram"): READERS,
+    ("get", "/api/v1/events/top"): READERS,
 }
 # Not in the matrix: login and refresh take no principal; logout ends the caller's own session.
 UNAUTHENTICATED = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"}

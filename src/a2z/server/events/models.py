@@ -9,6 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from a2z.server.store.base import Base, TenantOwned
 
+SHORT_TEXT = 255
+"""Length kept of the indexed search strings (a DNS name is at most 253 characters)."""
+
 
 class Event(TenantOwned, Base):
     """A stored record.
@@ -19,7 +22,15 @@ class Event(TenantOwned, Base):
     """
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_tenant_ts", "tenant_id", "ts"),)
+    __table_args__ = (
+        Index("ix_events_tenant_ts", "tenant_id", "ts"),
+        Index("ix_events_tenant_path_ts", "tenant_id", "path", "ts"),
+        Index("ix_events_tenant_orig_ip", "tenant_id", "orig_ip"),
+        Index("ix_events_tenant_resp_ip", "tenant_id", "resp_ip"),
+        Index("ix_events_tenant_query", "tenant_id", "query"),
+        Index("ix_events_tenant_host", "tenant_id", "host"),
+        Index("ix_events_tenant_server_name", "tenant_id", "server_name"),
+    )
 
     agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     boot_epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -33,3 +44,14 @@ class Event(TenantOwned, Base):
     resp_h: Mapped[str] = mapped_column(String(64))
     resp_p: Mapped[int]
     data: Mapped[str] = mapped_column(Text)  # the full record as JSON, Zeek field names
+    # Search columns (migration 0004), filled from the record by ``store_batch``; NULL when the
+    # record type has no such field. Indexed strings keep their first ``SHORT_TEXT`` characters.
+    orig_ip: Mapped[str | None] = mapped_column(String(32))  # orig_h sortable: search.ip_key
+    resp_ip: Mapped[str | None] = mapped_column(String(32))  # resp_h likewise
+    query: Mapped[str | None] = mapped_column(String(SHORT_TEXT))  # dns: queried name
+    host: Mapped[str | None] = mapped_column(String(SHORT_TEXT))  # http: Host header
+    server_name: Mapped[str | None] = mapped_column(String(SHORT_TEXT))  # ssl: SNI
+    uri: Mapped[str | None] = mapped_column(Text)  # http: request target
+    user_agent: Mapped[str | None] = mapped_column(Text)  # http: User-Agent header
+    status_code: Mapped[int | None]  # http: response status
+    title: Mapped[str | None] = mapped_column(Text)  # alert: one-line summary

@@ -5,17 +5,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, and_, insert, or_, select
+from sqlalchemy import ColumnElement, Insert, Table, and_, insert, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from a2z.records import Batch
-from a2z.server.events.models import Event
+from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
+from a2z.server.events import search
+from a2z.server.events.models import SHORT_TEXT, Event
+from a2z.server.store import bulk
 from a2z.server.store.session import ScopedSession
 
 _json = msgspec.json.Encoder()
+_EVENTS = cast(Table, Event.__table__)
+
+COPY_MIN_ROWS = 10
+"""On PostgreSQL, batches of at least this many records are written with COPY (``store.bulk``),
+smaller ones with the multi-row INSERT; COPY measured faster from 10 records up
+(docs/benchmarks.md, Ingest)."""
 
 
 def store_batch(*, session: ScopedSession, agent_id: uuid.UUID, batch: Batch) -> int:
@@ -25,8 +33,19 @@ def store_batch(*, session: ScopedSession, agent_id: uuid.UUID, batch: Batch) ->
     """
     if not batch.records:
         return 0
-    tenant_id = session.tenant_id
-    rows = [
+    rows = event_rows(session.tenant_id, agent_id, batch)
+    if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        return bulk.copy_insert_ignoring_duplicates(session, _EVENTS, rows)
+    # One statement executed over many parameter sets: SQLAlchemy batches it ("insertmanyvalues")
+    # without compiling a new 500-row VALUES clause per batch, which cost ~80% of ingest time.
+    # RETURNING counts what was really inserted; rowcount is not reliable across drivers.
+    stmt = _insert_ignoring_duplicates(session).returning(Event.idx)
+    return len(session.execute(stmt, rows).all())
+
+
+def event_rows(tenant_id: uuid.UUID, agent_id: uuid.UUID, batch: Batch) -> list[dict[str, Any]]:
+    """The ``events`` rows of a batch, one value per column."""
+    return [
         {
             "tenant_id": tenant_id,
             "agent_id": agent_id,
@@ -41,14 +60,35 @@ def store_batch(*, session: ScopedSession, agent_id: uuid.UUID, batch: Batch) ->
             "resp_h": rec.resp_h,
             "resp_p": rec.resp_p,
             "data": _json.encode(rec).decode(),
+            **search_columns(rec),
         }
         for idx, rec in enumerate(batch.records)
     ]
-    # One statement executed over many parameter sets: SQLAlchemy batches it ("insertmanyvalues")
-    # without compiling a new 500-row VALUES clause per batch, which cost ~80% of ingest time.
-    # RETURNING counts what was really inserted; rowcount is not reliable across drivers.
-    stmt = _insert_ignoring_duplicates(session).returning(Event.idx)
-    return len(session.execute(stmt, rows).all())
+
+
+def search_columns(rec: Record) -> dict[str, Any]:
+    """The record's values for the typed search columns (None where its type has no such field)."""
+    return {
+        "orig_ip": search.ip_key(rec.orig_h),
+        "resp_ip": search.ip_key(rec.resp_h),
+        "query": _short(rec.query) if isinstance(rec, Dns) else None,
+        "host": _short(rec.host) if isinstance(rec, Http) else None,
+        "server_name": _short(rec.server_name) if isinstance(rec, Ssl) else None,
+        "uri": _clean(rec.uri) if isinstance(rec, Http) else None,
+        "user_agent": _clean(rec.user_agent) if isinstance(rec, Http) else None,
+        "status_code": rec.status_code if isinstance(rec, Http) else None,
+        "title": _clean(rec.title) if isinstance(rec, Alert) else None,
+    }
+
+
+def _clean(text: str | None) -> str | None:
+    # NUL is legal in a record (the JSON copy escapes it) but PostgreSQL text refuses it.
+    return text.replace("\x00", "") if text is not None else None
+
+
+def _short(text: str | None) -> str | None:
+    cleaned = _clean(text)
+    return cleaned[:SHORT_TEXT] if cleaned is not None else None
 
 
 def _insert_ignoring_duplicates(session: ScopedSession) -> Insert:
@@ -89,14 +129,14 @@ def list_recent(
     *,
     session: ScopedSession,
     limit: int,
-    path: str | None = None,
+    flt: search.EventFilter | None = None,
     cursor: Cursor | None = None,
 ) -> tuple[list[Event], Cursor | None]:
-    """The tenant's events, newest first, one page; returns the page and the next cursor."""
+    """The tenant's events matching ``flt``, newest first, one page; and the next cursor."""
     key = (Event.ts, Event.agent_id, Event.boot_epoch, Event.seq, Event.idx)
     stmt = select(Event).order_by(*(col.desc() for col in key)).limit(limit + 1)
-    if path is not None:
-        stmt = stmt.where(Event.path == path)
+    if flt is not None:
+        stmt = search.where(stmt, flt, session.get_bind().dialect.name)
     if cursor is not None:
         after = (cursor.ts, cursor.agent_id, cursor.boot_epoch, cursor.seq, cursor.idx)
         stmt = stmt.where(_tuple_less_than(key, after))

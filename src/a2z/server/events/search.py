@@ -1,0 +1,250 @@
+"""Event search: filters over the typed columns, and the aggregations dashboards draw.
+
+Every statement here is an ORM ``select`` on ``Event``, so the session factory adds the tenant
+(and PostgreSQL row-level security applies underneath): a filter can narrow a tenant's rows,
+never widen them to another tenant's.
+
+Matching, the same on SQLite and PostgreSQL:
+
+- strings: equality, or a prefix when the value ends in ``*`` (case-sensitive; no other
+  character is special);
+- addresses: one address or a CIDR block, compared on ``orig_ip``/``resp_ip``, the address as
+  32 sortable hex digits (IPv4 mapped into ``::ffff:0:0/96``), so a block is an indexed range
+  on both stores with no per-row address parsing;
+- free text ``q``: a case-insensitive substring of any of the main strings (PostgreSQL
+  ``ILIKE``; SQLite ``lower() LIKE``, ASCII case only). It is not indexed: it scans the
+  tenant's rows left by the other filters, so pair it with a time range.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Integer, Select, cast, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute
+
+from a2z.server.errors import InvalidInput
+from a2z.server.events.models import Event
+from a2z.server.store.session import ScopedSession
+
+MAX_BUCKETS = 10_000
+"""A histogram with more non-empty buckets than this is refused: widen the bucket."""
+
+_V4_MAPPED = 0xFFFF << 32
+
+
+def ip_key(address: str) -> str | None:
+    """``address`` as 32 hex digits that sort like the address; None if it is not one."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return _hex(_as_int(ip))
+
+
+def _as_int(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return _V4_MAPPED | int(ip) if ip.version == 4 else int(ip)
+
+
+def _hex(value: int) -> str:
+    return f"{value:032x}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddressMatch:
+    """An inclusive range of ``ip_key`` values: one address or a CIDR block."""
+
+    low: str
+    high: str
+
+    @classmethod
+    def parse(cls, text: str) -> AddressMatch:
+        """``10.0.0.1``, ``10.0.0.0/8``, ``2001:db8::/32``; InvalidInput otherwise."""
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError as exc:
+            raise InvalidInput(f"not an address or CIDR block: {text!r}") from exc
+        return cls(_hex(_as_int(net.network_address)), _hex(_as_int(net.broadcast_address)))
+
+    def clause(self, column: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
+        if self.low == self.high:
+            return column == self.low
+        return column.between(self.low, self.high)
+
+
+@dataclass(frozen=True, slots=True)
+class TextMatch:
+    """Equality, or a prefix when the query value ended in ``*``."""
+
+    value: str
+    prefix: bool
+
+    @classmethod
+    def parse(cls, text: str) -> TextMatch:
+        if text.endswith("*"):
+            return cls(text[:-1], True)
+        return cls(text, False)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What a search or an aggregation is narrowed to; every field optional (None = any)."""
+
+    since: float | None = None  # inclusive, epoch seconds
+    until: float | None = None  # exclusive
+    path: str | None = None  # record type
+    uid: TextMatch | None = None
+    orig_h: AddressMatch | None = None
+    resp_h: AddressMatch | None = None
+    orig_p: int | None = None
+    resp_p: int | None = None
+    query: TextMatch | None = None
+    host: TextMatch | None = None
+    uri: TextMatch | None = None
+    server_name: TextMatch | None = None
+    user_agent: TextMatch | None = None
+    status_code: int | None = None
+    q: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise InvalidInput("since must be before until")
+
+
+_TEXT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
+    "uid": Event.uid,
+    "query": Event.query,
+    "host": Event.host,
+    "uri": Event.uri,
+    "server_name": Event.server_name,
+    "user_agent": Event.user_agent,
+}
+_FREE_TEXT = (Event.query, Event.host, Event.uri, Event.server_name, Event.user_agent, Event.title)
+
+
+def where(stmt: Select[Any], flt: EventFilter, dialect: str) -> Select[Any]:
+    """``stmt`` narrowed by ``flt``."""
+    clauses: list[ColumnElement[bool]] = []
+    if flt.since is not None:
+        clauses.append(Event.ts >= flt.since)
+    if flt.until is not None:
+        clauses.append(Event.ts < flt.until)
+    if flt.path is not None:
+        clauses.append(Event.path == flt.path)
+    for name, column in _TEXT_COLUMNS.items():
+        match: TextMatch | None = getattr(flt, name)
+        if match is not None:
+            clauses.append(_text_clause(column, match, dialect))
+    if flt.orig_h is not None:
+        clauses.append(flt.orig_h.clause(Event.orig_ip))
+    if flt.resp_h is not None:
+        clauses.append(flt.resp_h.clause(Event.resp_ip))
+    for column, number in (
+        (Event.orig_p, flt.orig_p),
+        (Event.resp_p, flt.resp_p),
+        (Event.status_code, flt.status_code),
+    ):
+        if number is not None:
+            clauses.append(column == number)
+    if flt.q is not None:
+        pattern = "%" + _escape_like(flt.q) + "%"
+        clauses.append(or_(*(col.ilike(pattern, escape="\\") for col in _FREE_TEXT)))
+    return stmt.where(*clauses) if clauses else stmt
+
+
+def _text_clause(
+    column: InstrumentedAttribute[Any], match: TextMatch, dialect: str
+) -> ColumnElement[bool]:
+    if not match.prefix:
+        return column == match.value
+    if dialect == "sqlite":
+        # SQLite's LIKE ignores ASCII case; GLOB is case-sensitive like PostgreSQL's LIKE.
+        return column.op("GLOB")(_escape_glob(match.value) + "*")
+    return column.like(_escape_like(match.value) + "%", escape="\\")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _escape_glob(text: str) -> str:
+    # GLOB has no escape character: a metacharacter is matched literally inside brackets.
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Events whose ts falls in ``[start, start + size)``."""
+
+    start: float
+    count: int
+
+
+def histogram(*, session: ScopedSession, flt: EventFilter, bucket: int) -> list[Bucket]:
+    """Counts per time bucket of ``bucket`` seconds, oldest first; empty buckets are left out."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        slot: ColumnElement[Any] = func.floor(Event.ts / bucket)
+    else:  # SQLite has floor() only when built with math functions; ts >= 0 truncates alike.
+        slot = cast(Event.ts / bucket, Integer)
+    stmt = where(select(slot.label("slot"), func.count()), flt, dialect)
+    stmt = stmt.group_by(slot).order_by(slot).limit(MAX_BUCKETS + 1)
+    rows = session.execute(stmt).all()
+    if len(rows) > MAX_BUCKETS:
+        raise InvalidInput(f"more than {MAX_BUCKETS} buckets: narrow the range or widen the bucket")
+    return [Bucket(float(int(row[0]) * bucket), int(row[1])) for row in rows]
+
+
+class TopField(enum.StrEnum):
+    """Fields whose most frequent values ``top`` can count."""
+
+    TYPE = "type"
+    UID = "uid"
+    ORIG_H = "orig_h"
+    RESP_H = "resp_h"
+    ORIG_P = "orig_p"
+    RESP_P = "resp_p"
+    QUERY = "query"
+    HOST = "host"
+    URI = "uri"
+    SERVER_NAME = "server_name"
+    USER_AGENT = "user_agent"
+    STATUS_CODE = "status_code"
+    TITLE = "title"
+
+
+_TOP_COLUMNS: dict[TopField, InstrumentedAttribute[Any]] = {
+    TopField.TYPE: Event.path,
+    TopField.UID: Event.uid,
+    TopField.ORIG_H: Event.orig_h,
+    TopField.RESP_H: Event.resp_h,
+    TopField.ORIG_P: Event.orig_p,
+    TopField.RESP_P: Event.resp_p,
+    TopField.QUERY: Event.query,
+    TopField.HOST: Event.host,
+    TopField.URI: Event.uri,
+    TopField.SERVER_NAME: Event.server_name,
+    TopField.USER_AGENT: Event.user_agent,
+    TopField.STATUS_CODE: Event.status_code,
+    TopField.TITLE: Event.title,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TopValue:
+    """One value of a field and how many events carry it."""
+
+    value: str | int
+    count: int
+
+
+def top(*, session: ScopedSession, flt: EventFilter, field: TopField, n: int) -> list[TopValue]:
+    """The ``n`` most frequent non-null values of ``field``, most frequent first (ties by value)."""
+    column = _TOP_COLUMNS[field]
+    count = func.count().label("n")
+    stmt = where(select(column, count), flt, session.get_bind().dialect.name)
+    stmt = stmt.where(column.is_not(None)).group_by(column).order_by(count.desc(), column).limit(n)
+    return [TopValue(row[0], int(row[1])) for row in session.execute(stmt).all()]
