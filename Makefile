@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck unit clean lock fuzz bench-agent bench-api bench-channel
+.PHONY: install demo test lint typecheck unit clean lock fuzz bench-agent bench-api bench-channel \
+	bench-rules bench-ingest
 
 install: $(STAMP)
 
@@ -70,6 +71,18 @@ bench-api: install
 # options (e.g. --records 100000).
 bench-channel: install
 	$(BIN)/python bench/bench_channel.py $(BENCH_CHANNEL_ARGS)
+
+# Event-store writes: rows/s of store_batch on PostgreSQL with INSERT and with COPY, the raw
+# COPY ceiling, and SQLite; needs PostgreSQL (A2Z_BENCH_PG). A few minutes; see
+# docs/benchmarks.md. BENCH_INGEST_ARGS passes options (e.g. --batches 100).
+bench-ingest: install
+	$(BIN)/python bench/bench_ingest.py $(BENCH_INGEST_ARGS)
+
+# Sigma rule matching: records/s with 10, 100 and 1,000 rules (SigmaHQ network/web rules plus
+# variants) over the demo capture, indexed and prefiltered against every-rule-on-every-record.
+# Under a minute; see docs/benchmarks.md. BENCH_RULES_ARGS passes options (e.g. --seconds 5).
+bench-rules: install
+	$(BIN)/python bench/bench_rules.py $(BENCH_RULES_ARGS)
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: install
