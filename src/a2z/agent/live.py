@@ -13,7 +13,6 @@ import argparse
 import multiprocessing
 import multiprocessing.connection
 import os
-import resource
 import signal
 import sys
 import time
@@ -29,6 +28,7 @@ import msgspec
 from a2z.agent.capture.af_packet import AfPacketSource, RingConfig, fanout_group_id
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.pipeline import Pipeline
+from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
 
 POLL_SECONDS = 0.1  # longest wait for packets before we look at signals, deadlines and timeouts
@@ -393,30 +393,19 @@ def _describe(bpf: str | None, workers: int) -> str:
 def _summary(interface: str, totals: LiveTotals, seconds: float, why: str) -> str:
     rate = totals.packets / seconds if seconds > 0 else 0.0
     frag = totals.fragments
+    rss = peak_rss_mib(children=True)  # the workers' peak counts too
     lines = [
         f"live {interface}: stopped by {why}",
         f"  packets {totals.packets}  bytes {totals.bytes}  evictions {totals.evictions}",
         f"  kernel: received {totals.kernel_received}  dropped {totals.kernel_dropped}",
         f"  workers: {len(totals.per_worker)}  packets each: "
         + " ".join(str(n) for n in totals.per_worker),
-        f"  records: {_pairs(totals.records)}",
-        f"  weird: {_pairs(totals.weirds)}",
-        f"  fragments: {_pairs({k: v for k, v in frag.items() if v})}",
-        f"  seconds {seconds:.3f}  packets/s {rate:,.0f}  peak RSS {_peak_rss_mib():.1f} MiB",
+        f"  records: {pairs(totals.records)}",
+        f"  weird: {pairs(totals.weirds)}",
+        f"  fragments: {pairs({k: v for k, v in frag.items() if v})}",
+        f"  seconds {seconds:.3f}  packets/s {rate:,.0f}  peak RSS {rss:.1f} MiB",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _pairs(counts: dict[str, int]) -> str:
-    if not counts:
-        return "none"
-    return " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
-
-
-def _peak_rss_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, workers) / 1024  # KiB on Linux, the only platform with AF_PACKET
 
 
 def main(argv: list[str] | None = None) -> int:

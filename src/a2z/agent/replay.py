@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import time
 from collections.abc import Iterator
 from typing import NamedTuple, TextIO
@@ -19,6 +17,7 @@ from a2z.agent.capture.errors import CaptureError
 from a2z.agent.capture.pcap_file import CaptureReader, CaptureStats, open_capture
 from a2z.agent.flows.table import FlowConfig
 from a2z.agent.pipeline import Pipeline
+from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
 
 
@@ -82,24 +81,12 @@ def summarize(path: str, pipeline: Pipeline, capture: CaptureStats, seconds: flo
         f"  packets {stats.packets}  bytes {stats.bytes}  evictions {stats.evictions}",
         f"  capture: truncated {capture.truncated}  corrupt {capture.corrupt}"
         f"  skipped blocks {capture.skipped_blocks}  bad packets {capture.bad_packets}",
-        f"  records: {_pairs(stats.records)}",
-        f"  weird: {_pairs(stats.weirds)}",
-        f"  ignored: {_pairs(stats.ignored)}",
-        f"  seconds {seconds:.3f}  packets/s {rate:,.0f}  peak RSS {_peak_rss_mib():.1f} MiB",
+        f"  records: {pairs(stats.records)}",
+        f"  weird: {pairs(stats.weirds)}",
+        f"  ignored: {pairs(stats.ignored)}",
+        f"  seconds {seconds:.3f}  packets/s {rate:,.0f}  peak RSS {peak_rss_mib():.1f} MiB",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _pairs(counts: dict[str, int]) -> str:
-    if not counts:
-        return "none"
-    return " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
-
-
-def _peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 __all__ = ["Replay", "iter_records", "replay", "run_replay", "summarize"]
