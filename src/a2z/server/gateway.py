@@ -17,11 +17,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
 from weakref import WeakKeyDictionary
 
 import msgspec
@@ -86,7 +86,7 @@ class Gateway:
     host: str = "127.0.0.1"
     port: int = 8443
     recheck_s: float = 30.0
-    _live: dict[Any, set[ServerConnection]] = field(default_factory=lambda: defaultdict(set))
+    _live: dict[uuid.UUID, set[ServerConnection]] = field(default_factory=lambda: defaultdict(set))
     # What each connection authenticated as during its handshake, until it goes away.
     _who: WeakKeyDictionary[ServerConnection, _Live] = field(default_factory=WeakKeyDictionary)
     _server: Server | None = None
