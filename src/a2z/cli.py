@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="NATS JetStream servers, e.g. nats://h1:4222,nats://h2:4222 (default: in-process)",
     )
     server.add_argument(
-        "--role", action="append", choices=["api", "ingest"],
-        help="what this process runs (repeatable; default: both); ingest alone serves /metrics",
+        "--role", action="append", choices=["api", "ingest", "detect"],
+        help="what this process runs (repeatable; default: all); without api only /metrics",
     )  # fmt: skip
     server.add_argument("--bus-replicas", type=int, default=1, help="JetStream stream replicas")
     server.add_argument(
@@ -148,10 +148,10 @@ def _server(args: argparse.Namespace) -> int:
         bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
         roles=frozenset(ServerRole(r) for r in args.role) if args.role else frozenset(ServerRole),
     )  # fmt: skip
-    if settings.roles == {ServerRole.INGEST}:
-        from a2z.server.ingest.runner import run_ingest
+    if ServerRole.API not in settings.roles:
+        from a2z.server.workers import run_workers
 
-        return run_ingest(settings)
+        return run_workers(settings)
     uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_FRAME_BYTES)
     return 0
 

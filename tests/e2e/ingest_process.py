@@ -1,7 +1,7 @@
 """A headless ingest worker for the fault tests: ``python -m tests.e2e.ingest_process CONFIG``.
 
 CONFIG is JSON: ``db_url``, ``bus_url``, ``data_dir`` and the ``jetstream`` settings. The process
-is what ``a2z server --role ingest`` runs: ``run_ingest`` until SIGTERM (or kill -9).
+is what ``a2z server --role ingest`` runs: ``run_workers`` until SIGTERM (or kill -9).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from a2z.server.config import JetStreamSettings, ServerRole, Settings
-from a2z.server.ingest.runner import run_ingest
+from a2z.server.workers import run_workers
 
 
 def main(argv: list[str]) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         port=0,  # /metrics on any free port
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run_ingest(settings)
+    return run_workers(settings)
 
 
 if __name__ == "__main__":

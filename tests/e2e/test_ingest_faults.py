@@ -127,7 +127,7 @@ async def scratch_streams() -> AsyncIterator[list[JetStreamSettings]]:
 
 
 class IngestProcess:
-    """``run_ingest`` in a child process (tests/e2e/ingest_process.py), restartable."""
+    """``run_workers`` in a child process (tests/e2e/ingest_process.py), restartable."""
 
     def __init__(self, config: dict[str, object], logdir: Path) -> None:
         self.config = json.dumps(config)

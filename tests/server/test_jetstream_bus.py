@@ -28,10 +28,11 @@ from a2z.server.bus.base import events_subject
 from a2z.server.config import JetStreamSettings, ServerRole, Settings
 from a2z.server.context import ServerContext
 from a2z.server.events.models import Event
-from a2z.server.ingest.runner import INGEST_GROUP, serve_ingest, wire_ingest
+from a2z.server.ingest.runner import INGEST_GROUP, wire_ingest
 from a2z.server.ingest.worker import IngestWorker
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.x509 import AgentIdentity
+from a2z.server.workers import serve_workers
 from tests.nats_servers import (
     NatsNode,
     delete_streams,
@@ -295,7 +296,7 @@ async def test_api_role_publishes_and_a_separate_ingest_role_stores(
 
     stop = asyncio.Event()
     ingest = replace(api_only.settings, roles=frozenset({ServerRole.INGEST}), port=0)
-    worker = asyncio.create_task(serve_ingest(ingest, stop))
+    worker = asyncio.create_task(serve_workers(ingest, stop))
     try:
         await eventually(
             lambda: stored(api_only, tenant) == 20 or worker.done(), 30, "the ingest role"

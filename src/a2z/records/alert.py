@@ -25,3 +25,4 @@ class Alert(RecordBase, tag="alert", frozen=True, kw_only=True):
     attack: list[str] = []  # ATT&CK technique ids, e.g. T1046
     uids: list[str] = []  # uids of the evidence records
     dedup_key: str = ""  # alerts with the same key within a window are counted, not repeated
+    score: float | None = None  # the detector's score where it has one (anomaly model: 0..1)

@@ -16,6 +16,7 @@ from a2z.server.bus import open_bus
 from a2z.server.config import ServerRole, Settings, load_secret
 from a2z.server.context import ServerContext
 from a2z.server.deps import reject_unknown_query
+from a2z.server.detect.runner import wire_detect
 from a2z.server.gateway import Gateway
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
@@ -25,7 +26,7 @@ from a2z.server.store.session import SessionFactory
 
 
 def build_context(settings: Settings) -> ServerContext:
-    """Open (and migrate) the store, pick the bus, and wire ingest if this process runs it.
+    """Open (and migrate) the store, pick the bus, and wire the worker roles this process runs.
 
     The bus connects (and the ingest consumer starts) in the app's lifespan.
     """
@@ -41,6 +42,7 @@ def build_context(settings: Settings) -> ServerContext:
     bus = open_bus(settings, metrics)
     if ServerRole.INGEST in settings.roles:
         wire_ingest(bus, sessions, metrics)
+    detect = wire_detect(bus, sessions, metrics) if ServerRole.DETECT in settings.roles else None
     return ServerContext(
         settings=settings,
         sessions=sessions,
@@ -48,6 +50,7 @@ def build_context(settings: Settings) -> ServerContext:
         metrics=metrics,
         secret=secret,
         root=load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names)),
+        detect=detect,
     )
 
 
@@ -73,6 +76,8 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
         if gateway is not None:
             await gateway.close()
         await ctx.bus.close()
+        if ctx.detect is not None:
+            ctx.detect.close()
         ctx.sessions.engine.dispose()
 
     app = FastAPI(

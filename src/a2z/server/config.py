@@ -16,6 +16,7 @@ class ServerRole(StrEnum):
 
     API = "api"  # REST, dashboard and the agent channel (publishes to the bus)
     INGEST = "ingest"  # consumes the bus and writes the event store
+    DETECT = "detect"  # consumes the bus, runs backend detections, writes their alerts
 
 
 @dataclass(frozen=True, slots=True)

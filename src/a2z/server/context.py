@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
+from a2z.server.detect.worker import DetectWorker
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import AgentRoot
 from a2z.server.store.session import SessionFactory
@@ -23,3 +24,4 @@ class ServerContext:
     secret: bytes  # signs access tokens, encrypts CA keys
     root: AgentRoot  # the agent root CA and the gateway certificate
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    detect: DetectWorker | None = None  # the detect role's worker when this process runs it

@@ -83,3 +83,16 @@ class ServerMetrics:
         self.bus_handle_seconds = Histogram(
             "a2z_bus_handle_seconds", "Handler time per message", ["group"], registry=r
         )
+        # The detect stage: backend detections over every batch.
+        self.detect_records = Counter(
+            "a2z_detect_records", "Records the backend detections examined", registry=r
+        )
+        self.detect_alerts = Counter(
+            "a2z_detect_alerts", "Alerts the backend detections raised", ["detector"], registry=r
+        )
+        self.detect_errors = Counter(
+            "a2z_detect_errors", "Batches a detector failed on (skipped)", ["detector"], registry=r
+        )
+        self.detect_seconds = Histogram(
+            "a2z_detect_seconds", "Detection time per batch (all detectors)", registry=r
+        )

@@ -1,26 +1,16 @@
-"""The ingest role: the bus's ``ingest`` group writing through IngestWorker, in-process or alone.
+"""The ingest role: the bus's ``ingest`` group writing through IngestWorker.
 
-``run_ingest`` is the headless worker process (``a2z server --role ingest``): it consumes the
-JetStream stream until SIGINT/SIGTERM, then drains, and serves only ``/metrics``.
+The embedded server wires it in-process (``a2z.server.app``); ``a2z server --role ingest`` runs
+it headless (``a2z.server.workers``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
-
-from prometheus_client import start_http_server
-
-from a2z.server.bus import Bus, open_bus
+from a2z.server.bus import Bus
 from a2z.server.bus.jetstream import EVENTS_PREFIX
-from a2z.server.config import Settings
 from a2z.server.ingest.worker import IngestWorker
 from a2z.server.metrics import ServerMetrics
-from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
-
-log = logging.getLogger(__name__)
 
 INGEST_GROUP = "ingest"  # the durable consumer every ingest process shares
 
@@ -28,44 +18,3 @@ INGEST_GROUP = "ingest"  # the durable consumer every ingest process shares
 def wire_ingest(bus: Bus, sessions: SessionFactory, metrics: ServerMetrics) -> None:
     """Subscribe the ingest worker to every tenant's event batches."""
     bus.subscribe(EVENTS_PREFIX, IngestWorker(sessions, metrics).handle, group=INGEST_GROUP)
-
-
-async def serve_ingest(settings: Settings, stop: asyncio.Event) -> None:
-    """Consume and store until ``stop`` is set, then let the batches in hand finish."""
-    if settings.bus_url is None:
-        raise ValueError("a separate ingest process needs the JetStream bus (bus_url)")
-    engine = open_store(
-        settings.database_url, app_role=settings.app_role, pool_size=settings.pool_size
-    )
-    metrics = ServerMetrics()
-    bus = open_bus(settings, metrics)
-    wire_ingest(bus, SessionFactory(engine), metrics)
-    server, thread = start_http_server(settings.port, addr=settings.host, registry=metrics.registry)
-    try:
-        await bus.start()
-        log.info(
-            "ingest worker consuming %s; metrics on %s:%d",
-            settings.bus_url, settings.host, server.server_port,
-        )  # fmt: skip
-        await stop.wait()
-        log.info("ingest worker draining")
-    finally:
-        await bus.close()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        engine.dispose()
-
-
-def run_ingest(settings: Settings) -> int:
-    """Run a headless ingest worker until SIGINT or SIGTERM; returns the exit status."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve_ingest(settings, stop)
-
-    asyncio.run(main())
-    return 0

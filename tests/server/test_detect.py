@@ -1,0 +1,129 @@
+"""The detect role: backend detections run on every batch, per tenant, and their alerts land in
+the tenant's store exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from a2z.records import Batch, Conn, encode_batch
+from a2z.rules.anomaly import RULE_ID, AnomalySettings
+from a2z.server.bus.base import Message, events_subject
+from a2z.server.context import ServerContext
+from a2z.server.detect.detectors import ConnAnomalyDetector
+from a2z.server.detect.worker import DetectWorker, derived_stream_id
+from a2z.server.events.models import Event
+from tests.rules.test_anomaly import EXFILTRATION, usual_traffic
+from tests.server.conftest import TenantFixture, login
+
+
+def message(tenant: TenantFixture, seq: int, records: list[Conn]) -> Message:
+    batch = Batch(
+        agent_id=str(tenant.agent_id), boot_epoch=1, seq=seq, sent_at=0.0, records=list(records)
+    )
+    return Message(
+        subject=events_subject(str(tenant.id), str(tenant.agent_id)),
+        payload=encode_batch(batch),
+        msg_id=f"{tenant.agent_id}:1:{seq}",
+    )
+
+
+def alerts(client: TestClient, tenant: TenantFixture) -> list[dict[str, object]]:
+    resp = client.get("/api/v1/events?type=alert", headers=login(client, tenant))
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["items"])
+
+
+def alert_rows(ctx: ServerContext, tenant: TenantFixture) -> int:
+    with ctx.sessions.tenant(tenant.id) as session:
+        return int(session.scalar(select(func.count()).where(Event.path == "alert")) or 0)
+
+
+def small_worker(ctx: ServerContext) -> DetectWorker:
+    detector = ConnAnomalyDetector(AnomalySettings(warm_up=1_000, window=250))
+    return DetectWorker(ctx.sessions, ctx.metrics, [detector])
+
+
+def test_embedded_server_alerts_on_an_unusual_connection(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """Batches go through the server's own bus, as the agent channel sends them."""
+    training = usual_traffic(random.Random(7), 1_500)
+
+    async def send() -> None:
+        await ctx.bus.publish(message(tenant_a, 1, training))
+        await ctx.bus.publish(message(tenant_a, 2, [EXFILTRATION]))
+
+    asyncio.run(send())
+    found = alerts(client, tenant_a)
+    assert [(a["rule_id"], a["uids"]) for a in found] == [(RULE_ID, ["Cexfil"])]
+    assert isinstance(found[0]["score"], float) and found[0]["score"] >= 0.9
+    assert ctx.metrics.detect_alerts.labels(detector="anomaly")._value.get() == 1
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        stream = session.scalar(select(Event.agent_id).where(Event.path == "alert"))
+    assert stream == derived_stream_id(tenant_a.agent_id)
+
+
+def test_redelivered_batch_adds_no_alert_rows(ctx: ServerContext, tenant_a: TenantFixture) -> None:
+    worker = small_worker(ctx)
+    outlier = message(tenant_a, 2, [EXFILTRATION])
+
+    async def run() -> None:
+        await worker.handle(message(tenant_a, 1, usual_traffic(random.Random(7), 1_500)))
+        await worker.handle(outlier)
+        await worker.handle(outlier)  # the bus redelivers: the ack was lost
+
+    asyncio.run(run())
+    worker.close()
+    assert alert_rows(ctx, tenant_a) == 1
+
+
+def test_one_tenants_traffic_never_trains_anothers_model(
+    ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    worker = small_worker(ctx)
+
+    async def run() -> None:
+        await worker.handle(message(tenant_a, 1, usual_traffic(random.Random(7), 1_500)))
+        await worker.handle(message(tenant_b, 1, [EXFILTRATION]))  # b's model is still cold
+
+    asyncio.run(run())
+    worker.close()
+    assert alert_rows(ctx, tenant_b) == 0
+    assert alert_rows(ctx, tenant_a) == 0
+
+
+def test_derived_stream_ids_are_stable_and_distinct_from_the_agent() -> None:
+    agent = uuid.UUID("0b7d1c8e-6a57-4c36-9f0e-3b1f5c2d7a90")
+    assert derived_stream_id(agent) == derived_stream_id(agent) != agent
+    assert derived_stream_id(agent) != derived_stream_id(uuid.uuid4())
+
+
+class Broken:
+    name = "broken"
+
+    def prepare(self) -> None:
+        pass
+
+    def detect(self, tenant: str, records: object) -> list[object]:
+        raise RuntimeError("a bug in one detector")
+
+
+def test_a_failing_detector_is_counted_and_the_others_still_run(
+    ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    anomaly = ConnAnomalyDetector(AnomalySettings(warm_up=1_000, window=250))
+    worker = DetectWorker(ctx.sessions, ctx.metrics, [Broken(), anomaly])  # type: ignore[list-item]
+
+    async def run() -> None:
+        await worker.handle(message(tenant_a, 1, usual_traffic(random.Random(7), 1_500)))
+        await worker.handle(message(tenant_a, 2, [EXFILTRATION]))
+
+    asyncio.run(run())
+    worker.close()
+    assert ctx.metrics.detect_errors.labels(detector="broken")._value.get() == 2
+    assert alert_rows(ctx, tenant_a) == 1
