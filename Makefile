@@ -77,6 +77,7 @@ bench-channel: install
 # docs/benchmarks.md. BENCH_INGEST_ARGS passes options (e.g. --batches 100).
 bench-ingest: install
 	$(BIN)/python bench/bench_ingest.py $(BENCH_INGEST_ARGS)
+	$(BIN)/python bench/bench_pipeline.py $(BENCH_PIPELINE_ARGS)
 
 # Sigma rule matching: records/s with 10, 100 and 1,000 rules (SigmaHQ network/web rules plus
 # variants) over the demo capture, indexed and prefiltered against every-rule-on-every-record.

@@ -1,0 +1,453 @@
+"""``make bench-ingest``, end to end: agent batches in -> queryable in the store, and search.
+
+What runs, in one process tree on this machine:
+
+- **PostgreSQL + JetStream**: a private nats-server (JetStream, ``sync_interval: always``, as
+  docs/operating.md requires) and a scratch PostgreSQL database; ``--workers`` headless ingest
+  processes (``a2z server --role ingest``); this process plays the api role's gateway: it
+  validates each agent-format frame (``decode_batch``) and publishes it on the JetStream bus,
+  ``--inflight`` publishes outstanding, as many agent connections would.
+  * throughput: every batch published as fast as the bus takes them; events/s from the first
+    publish to the moment the last row is queryable;
+  * latency: a second run paced at ``--paced-share`` of that throughput; for each batch, the time
+    from its publish to its first row being visible to a query (polled every few ms; the poll
+    interval is printed, it bounds the resolution).
+- **Embedded default**: in-process bus -> SQLite, the same batches; ``publish`` returns once the
+  batch is committed, so its duration is the ingest-to-queryable latency.
+- **Search**: the PostgreSQL store grown to ``--search-rows`` events (the run's rows copied with
+  shifted sequence numbers and times, server-side), then the REST search API (``/api/v1/events``
+  with the dashboard's filters, histogram and top-N) for random tenants as the unprivileged
+  application role with row-level security: p50/p99 per query kind.
+
+The raw COPY ceiling for the same rows comes from ``bench/bench_ingest.py`` (the first half of
+``make bench-ingest``); the ratio is printed there. Figures: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nats
+import nats.js.errors
+import psycopg
+from fastapi.testclient import TestClient
+
+from a2z.records import Batch, decode_batch, encode_batch
+from a2z.server.agents import service as agents
+from a2z.server.app import build_context, create_app
+from a2z.server.bus import JetStreamBus, Message
+from a2z.server.bus.base import events_subject
+from a2z.server.config import JetStreamSettings, ServerRole, Settings
+from a2z.server.ingest.runner import INGEST_GROUP
+from a2z.server.metrics import ServerMetrics
+from a2z.server.store.engine import open_store
+from a2z.server.store.session import SessionFactory
+from a2z.server.tenants import service as tenants
+from a2z.server.tenants.models import Role
+from bench_ingest import records, scratch_database
+
+APP_ROLE = "a2z_app"
+PASSWORD = "bench-password-123"
+Process = subprocess.Popen[bytes]
+Work = list[tuple[uuid.UUID, uuid.UUID, bytes, int]]  # tenant, agent, frame, seq
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def nats_server(workdir: Path) -> Iterator[str]:
+    """A private JetStream server that fsyncs before it acknowledges."""
+    port = free_port()
+    conf = workdir / "nats.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"jetstream {{ store_dir: {workdir / 'js'}, sync_interval: always }}\n"
+    )
+    binary = Path(sys.executable).parent / "nats-server"
+    proc = subprocess.Popen([str(binary), "-c", str(conf)], stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                asyncio.run(_ping(url))
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+async def _quiet(_exc: Exception) -> None:
+    """nats-py prints every failed connect attempt; polling a starting server expects some."""
+
+
+async def _ping(url: str) -> None:
+    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, error_cb=_quiet)
+    await nc.close()
+
+
+async def _pulling(url: str, group: str) -> int:
+    """Pull requests the group's consumer has waiting: one per fetching worker (0 if none)."""
+    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, error_cb=_quiet)
+    try:
+        info = await nc.jetstream().consumer_info(JetStreamSettings().stream, group)
+        return int(info.num_waiting or 0)
+    except nats.js.errors.NotFoundError:
+        return 0
+    finally:
+        await nc.close()
+
+
+def wait_for_workers(url: str, n: int, timeout: float = 120) -> None:
+    """Start the clock only once every worker process is up and fetching."""
+    deadline = time.monotonic() + timeout
+    while asyncio.run(_pulling(url, INGEST_GROUP)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n} ingest workers did not start fetching")
+        time.sleep(0.2)
+
+
+def workload(
+    sessions: SessionFactory, n_tenants: int, n_batches: int, size: int, first_seq: int = 1
+) -> Work:
+    """Tenants with one agent each in the store, and their encoded batches (round-robin)."""
+    rng = random.Random(7)
+    owners = []
+    for t in range(n_tenants):
+        with sessions.system() as session:
+            tenant = tenants.create_tenant(session=session, name=f"bench-{t}")
+        with sessions.tenant(tenant.id) as session:
+            owners.append((tenant.id, agents.create(session=session, name="sensor").id))
+            if t == 0:
+                tenants.create_user(
+                    session=session, email="bench@example.test", password=PASSWORD,
+                    role=Role.VIEWER,
+                )  # fmt: skip
+    return frames(owners, rng, n_batches, size, first_seq)
+
+
+def frames(
+    owners: list[tuple[uuid.UUID, uuid.UUID]],
+    rng: random.Random,
+    n_batches: int,
+    size: int,
+    first_seq: int,
+) -> Work:
+    work = []
+    now = time.time()
+    for b in range(n_batches):
+        tenant_id, agent_id = owners[b % len(owners)]
+        seq = first_seq + b // len(owners)
+        recs = records(rng, size, now - 3600 + b * 0.01)
+        batch = Batch(agent_id=str(agent_id), boot_epoch=1, seq=seq, sent_at=now, records=recs)
+        work.append((tenant_id, agent_id, encode_batch(batch), seq))
+    return work
+
+
+class Visibility:
+    """Polls the store (as its owner) for the first row of each published batch."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.published: dict[tuple[uuid.UUID, int], float] = {}
+        self.tenant_of: dict[uuid.UUID, uuid.UUID] = {}
+        self.latencies: list[float] = []
+        self.rounds = 0
+        self.round_seconds = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def mark(self, tenant_id: uuid.UUID, agent_id: uuid.UUID, seq: int) -> None:
+        with self._lock:
+            self.tenant_of[agent_id] = tenant_id
+            self.published[(agent_id, seq)] = time.perf_counter()
+
+    def wait_all(self, total: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.latencies) < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.latencies)}/{total} batches visible")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        sql = (
+            "SELECT seq FROM events WHERE tenant_id = %s AND agent_id = %s AND boot_epoch = 1"
+            " AND seq = ANY(%s) AND idx = 0"
+        )
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                with self._lock:
+                    pending: dict[uuid.UUID, list[int]] = {}
+                    for agent_id, seq in self.published:
+                        pending.setdefault(agent_id, []).append(seq)
+                for agent_id, seqs in pending.items():
+                    rows = conn.execute(sql, (self.tenant_of[agent_id], agent_id, seqs)).fetchall()
+                    seen = time.perf_counter()
+                    with self._lock:
+                        for (seq,) in rows:
+                            sent = self.published.pop((agent_id, seq), None)
+                            if sent is not None:
+                                self.latencies.append(seen - sent)
+                self.rounds += 1
+                self.round_seconds += time.perf_counter() - started
+                time.sleep(0.002)
+
+
+async def publish(
+    url: str, work: Work, inflight: int, rate: float | None, visible: Visibility
+) -> float:
+    """Publish every frame as the gateway does; returns the seconds it took."""
+    bus = JetStreamBus(url, JetStreamSettings(), ServerMetrics())
+    await bus.start()
+    gate = asyncio.Semaphore(inflight)
+    started = time.perf_counter()
+
+    async def one(i: int, tenant: uuid.UUID, agent: uuid.UUID, frame: bytes, seq: int) -> None:
+        if rate is not None:  # paced: batch i leaves at i / rate seconds
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        async with gate:
+            batch = decode_batch(frame)  # the gateway validates every frame before publishing
+            visible.mark(tenant, agent, seq)
+            await bus.publish(
+                Message(
+                    subject=events_subject(str(tenant), str(agent)),
+                    payload=frame,
+                    msg_id=f"{agent}:{batch.boot_epoch}:{batch.seq}",
+                )
+            )
+
+    await asyncio.gather(*(one(i, *w) for i, w in enumerate(work)))
+    elapsed = time.perf_counter() - started
+    await bus.close()
+    return elapsed
+
+
+def start_workers(n: int, db_url: str, bus_url: str, data_dir: Path) -> list[Process]:
+    command = [
+        sys.executable, "-m", "a2z", "server", "--role", "ingest", "--db", db_url,
+        "--bus", bus_url, "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
+    ]  # fmt: skip
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
+    wait_for_workers(bus_url, n)
+    return workers
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
+    with scratch_database() as db_url, nats_server(tmp) as bus_url:
+        engine = open_store(db_url, app_role=APP_ROLE, pool_size=2)
+        sessions = SessionFactory(engine)
+        work = workload(sessions, args.tenants, args.batches, args.batch_size)
+        owners = sorted({(t, a) for t, a, _, _ in work})
+        dsn = db_url.replace("+psycopg", "")
+        workers = start_workers(args.workers, db_url, bus_url, tmp)
+        try:
+            total = len(work) * args.batch_size
+            visible = Visibility(dsn)
+            visible.start()
+            started = time.perf_counter()
+            publish_s = asyncio.run(publish(bus_url, work, args.inflight, None, visible))
+            visible.wait_all(len(work), timeout=1800)
+            elapsed = time.perf_counter() - started
+            rate = total / elapsed
+            print(
+                f"PostgreSQL + JetStream, {args.workers} ingest processes: {total:,} events in "
+                f"{elapsed:.1f} s = {rate:,.0f} events/s end to end "
+                f"(publishing took {publish_s:.1f} s = {total / publish_s:,.0f} events/s)"
+            )
+            # Latency at a steady offered load below capacity.
+            paced_rate = args.paced_share * rate / args.batch_size  # batches/s
+            n_paced = max(len(owners), int(paced_rate * args.paced_seconds))
+            paced = frames(owners, random.Random(8), n_paced, args.batch_size, first_seq=10**6)
+            visible.latencies.clear()
+            visible.rounds, visible.round_seconds = 0, 0.0
+            asyncio.run(publish(bus_url, paced, args.inflight, paced_rate, visible))
+            visible.wait_all(len(paced), timeout=600)
+            visible.stop()
+            lat = visible.latencies
+            poll = visible.round_seconds / max(visible.rounds, 1)
+            print(
+                f"  ingest-to-queryable at {paced_rate * args.batch_size:,.0f} events/s "
+                f"({args.paced_share:.0%} of the above), {len(lat)} batches: "
+                f"p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms "
+                f"(poll round {poll * 1000:.0f} ms)"
+            )
+        finally:
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(timeout=60)
+        engine.dispose()
+        search(args, db_url, dsn, tmp)
+
+
+def grow(dsn: str, target: int) -> int:
+    """Copy the stored rows with shifted seq and ts (server-side) until ``target`` rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        base = conn.execute("SELECT count(*) FROM events").fetchone()
+        assert base is not None
+        have = int(base[0])
+        cols = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'events' AND table_schema = 'public' ORDER BY ordinal_position"
+            ).fetchall()
+        ]
+        copies = 0
+        while have * (copies + 1) < target:
+            copies += 1
+            shifted = [
+                f"seq + {copies * 10**7}"
+                if c == "seq"
+                else f"ts - {copies * 3600}"
+                if c == "ts"
+                else c
+                for c in cols
+            ]
+            conn.execute(
+                f"INSERT INTO events ({', '.join(cols)}) SELECT {', '.join(shifted)} FROM events"
+                f" WHERE seq < {10**7}"
+            )
+        conn.execute("ANALYZE events")
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+QUERIES = {
+    "newest page": "",
+    "type=dns": "type=dns",
+    "query prefix": "type=dns&query=host12*",
+    "orig_h CIDR": "orig_h=10.1.0.0/16",
+    "resp_p=443": "resp_p=443",
+    "free text": "q=example.net",
+}
+
+
+def search(args: argparse.Namespace, db_url: str, dsn: str, tmp: Path) -> None:
+    started = time.perf_counter()
+    rows = grow(dsn, args.search_rows)
+    print(f"search over {rows:,} stored events (grown in {time.perf_counter() - started:.0f} s):")
+    settings = Settings(
+        data_dir=tmp / "api", db_url=db_url, agent_port=None, roles=frozenset({ServerRole.API}),
+        bus_url="nats://127.0.0.1:1",  # never connected: the api role here only reads
+    )  # fmt: skip
+    ctx = build_context(settings)
+    app = create_app(context=ctx)
+    client = TestClient(app)
+    token = client.post(
+        "/api/v1/auth/login", json={"email": "bench@example.test", "password": PASSWORD}
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    paths = {f"events {k}": f"/api/v1/events?limit=50&{v}" for k, v in QUERIES.items()}
+    paths["histogram 1h"] = "/api/v1/events/histogram?bucket=3600"
+    paths["top resp_h"] = "/api/v1/events/top?field=resp_h"
+    for name, path in paths.items():
+        times = []
+        for _ in range(args.search_repeat):
+            t = time.perf_counter()
+            resp = client.get(path, headers=headers)
+            times.append(time.perf_counter() - t)
+            assert resp.status_code == 200, (path, resp.text)
+        p50, p99 = pct(times, 0.5) * 1000, pct(times, 0.99) * 1000
+        print(f"  {name:<22} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+    ctx.sessions.engine.dispose()
+
+
+def run_embedded(args: argparse.Namespace, tmp: Path) -> None:
+    ctx = build_context(
+        Settings(
+            data_dir=tmp / "embedded",
+            agent_port=None,
+            roles=frozenset({ServerRole.API, ServerRole.INGEST}),
+        )
+    )
+    work = workload(ctx.sessions, args.tenants, args.embedded_batches, args.batch_size)
+
+    async def run() -> list[float]:
+        latencies = []
+        for tenant_id, agent_id, frame, _ in work:
+            t = time.perf_counter()
+            batch = decode_batch(frame)
+            await ctx.bus.publish(
+                Message(
+                    subject=events_subject(str(tenant_id), str(agent_id)),
+                    payload=frame,
+                    msg_id=f"{agent_id}:{batch.boot_epoch}:{batch.seq}",
+                )
+            )
+            latencies.append(time.perf_counter() - t)
+        return latencies
+
+    started = time.perf_counter()
+    lat = asyncio.run(run())
+    elapsed = time.perf_counter() - started
+    total = len(work) * args.batch_size
+    p50, p99 = pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000
+    print(
+        f"embedded (in-process bus -> SQLite): {total:,} events, {total / elapsed:,.0f} events/s;"
+        f" ingest-to-queryable p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+    )
+    ctx.sessions.engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--batches", type=int, default=2000, help="batches in the throughput run")
+    parser.add_argument("--batch-size", type=int, default=500, help="records per batch")
+    parser.add_argument("--workers", type=int, default=2, help="ingest processes")
+    parser.add_argument("--inflight", type=int, default=64, help="publishes outstanding")
+    parser.add_argument("--paced-share", type=float, default=0.5)
+    parser.add_argument("--paced-seconds", type=float, default=20.0)
+    parser.add_argument("--embedded-batches", type=int, default=400)
+    parser.add_argument("--search-rows", type=int, default=10_000_000)
+    parser.add_argument("--search-repeat", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_postgres(args, Path(tmp))
+        run_embedded(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
