@@ -73,8 +73,10 @@ bench-channel: install
 	$(BIN)/python bench/bench_channel.py $(BENCH_CHANNEL_ARGS)
 
 # Event-store writes: rows/s of store_batch on PostgreSQL with INSERT and with COPY, the raw
-# COPY ceiling, and SQLite; needs PostgreSQL (A2Z_BENCH_PG). A few minutes; see
-# docs/benchmarks.md. BENCH_INGEST_ARGS passes options (e.g. --batches 100).
+# COPY ceiling, and SQLite; then end to end (JetStream -> ingest processes -> PostgreSQL, the
+# embedded default) with latencies, and search over 10M events. Needs PostgreSQL
+# (A2Z_BENCH_PG); about 20 minutes; see docs/benchmarks.md. BENCH_INGEST_ARGS and
+# BENCH_PIPELINE_ARGS pass options (e.g. --batches 100, --search-rows 1000000).
 bench-ingest: install
 	$(BIN)/python bench/bench_ingest.py $(BENCH_INGEST_ARGS)
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_PIPELINE_ARGS)
