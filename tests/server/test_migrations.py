@@ -54,3 +54,27 @@ def test_upgrade_from_every_revision_and_back(empty_engine: Engine) -> None:
         assert schema_drift(empty_engine) == [], f"drift after upgrading from {rev}"
         migrate.downgrade(empty_engine, "base")
         assert set(inspect(empty_engine).get_table_names()) <= {"alembic_version"}
+
+
+def _start_process(url: str) -> None:
+    """What each server process does first (run in a spawned child)."""
+    from a2z.server.store.engine import open_store
+
+    open_store(url, app_role="a2z_app", pool_size=1).dispose()
+
+
+def test_processes_starting_together_migrate_once(empty_engine: Engine) -> None:
+    """api, ingest and detect processes started at once each call ``open_store``: they take
+    turns on a lock (PostgreSQL: an advisory lock; SQLite: a lock file beside the database), so
+    none fails half-way through a migration another one is running."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    url = empty_engine.url.render_as_string(hide_password=False)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=4, mp_context=spawn) as pool:
+        list(pool.map(_start_process, [url] * 4))  # re-raises the first failure
+    with empty_engine.connect() as conn:
+        version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    assert version == revisions(empty_engine)[-1]
+    assert schema_drift(empty_engine) == []

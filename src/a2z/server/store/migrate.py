@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from a2z.server.store.tenancy import APPEND_ONLY_TABLES
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Key of the PostgreSQL advisory lock that serialises schema changes: api, ingest and detect
+# processes starting together would otherwise run the same migration at once and all but one
+# fail half-way. Any constant works; this is "a2z-migr" in ASCII.
+_MIGRATION_LOCK = 0x61327A2D6D696772
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -23,11 +31,37 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``."""
+    """Bring the schema to ``revision``; processes starting together take turns."""
     config = alembic_config(engine)
-    with engine.begin() as conn:
+    with _sqlite_file_lock(engine), engine.begin() as conn:
+        _lock_schema(conn)
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+
+
+def _lock_schema(conn: Connection) -> None:
+    """PostgreSQL: hold the migration lock until this transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: an exclusive lock on ``<database>.migrate.lock`` while migrating.
+
+    SQLite runs DDL outside the driver's implicit transactions, so two processes can both see
+    "no alembic_version table" and both try to create it; a lock file orders them.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -47,9 +81,18 @@ def ensure_app_role(owner: Engine, role: str) -> None:
     if not _ROLE_NAME.match(role):
         raise ValueError(f"invalid role name {role!r}")
     with owner.begin() as conn:
+        _lock_schema(conn)
         exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
         if not exists:
-            conn.execute(text(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB"))
+            # Roles belong to the cluster, not the database, so a process migrating another
+            # database may create it at the same moment: the loser's duplicate is no error.
+            conn.execute(
+                text(
+                    "DO $$ BEGIN"
+                    f" CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB;"
+                    " EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+                )
+            )
         conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
         conn.execute(
             text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
