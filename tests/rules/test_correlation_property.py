@@ -193,3 +193,50 @@ def test_correlator_matches_brute_force(
     got = sorted((a.dedup_key, a.ts, a.uid, tuple(a.uids)) for a in alerts)
     assert got == brute_force(spec, records)
     assert correlator.open_groups("t") == 0  # flush leaves no state behind
+
+
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 5),
+    st.text(max_size=6),
+    st.sampled_from(["conn_s0", "conn_rej", "id.orig_h", "5m", "0s", "1x", "gte", "nosuch"]),
+)
+fields = st.one_of(junk, st.lists(junk, max_size=3), st.dictionaries(st.text(max_size=5), junk))
+sections = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(
+            st.sampled_from(["event_count", "value_count", "temporal", "temporal_ordered"]),
+            st.sampled_from(["value_sum", "value_avg", "value_percentile", "bogus"]),
+            junk,
+        ),
+        "rules": fields,
+        "group-by": fields,
+        "timespan": st.one_of(st.sampled_from(["10s", "5m", "1h", "0m", "h"]), junk),
+        "condition": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["gt", "gte", "lt", "lte", "eq", "neq", "field", "x"]),
+                st.one_of(junk, st.floats(allow_nan=True)),
+                max_size=3,
+            ),
+            junk,
+        ),
+        "aliases": st.one_of(
+            junk, st.dictionaries(st.text(max_size=4), st.dictionaries(st.text(max_size=8), junk))
+        ),
+        "generate": junk,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(section=st.one_of(sections, junk), name=st.one_of(st.none(), st.text(max_size=6)))
+def test_random_correlation_documents_compile_or_are_reported(section: Any, name: Any) -> None:
+    doc = {"title": "fuzz", "id": RULE_ID, "name": name, "correlation": section}
+    load = compile_correlations([(None, yaml.safe_dump_all([doc, *BASE]))])
+    assert len(load.rules) + len(load.errors) == 1
+    correlator = Correlator(load.rules, clock=lambda: T0)
+    for i, state in enumerate(STATES * 3):
+        correlator.process("t", conn(ts=T0 + i, conn_state=state, uid=f"U{i}"))
+    correlator.flush("t")
