@@ -213,3 +213,20 @@ def test_lookups_agree_with_a_linear_scan(
         assert got_ip == want_ip
         got_dns = {i.value for entries in s.lookup_domain(name) for i in entries}
         assert got_dns == {d for d in domains if name == d or name.endswith("." + d)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.from_regex(r"[A-Za-z0-9.-]{1,20}(:[0-9]{1,5})?", fullmatch=True),
+    uri=st.from_regex(r"/[ -~]{0,30}", fullmatch=True),
+)
+def test_record_url_fast_path_equals_normalise_url(host: str, uri: str) -> None:
+    """Where a URL indicator could match (its value normalises), both ways agree."""
+    from a2z.rules.intel.indicators import InvalidIndicator, normalise_url
+    from a2z.rules.intel.matcher import _record_url
+
+    try:
+        want = normalise_url(f"http://{host}{uri}")
+    except InvalidIndicator:
+        return
+    assert _record_url(http(host=host, uri=uri)) == want

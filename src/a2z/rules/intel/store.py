@@ -23,6 +23,17 @@ from a2z.rules.intel.indicators import (
 )
 
 Entries = tuple[Indicator, ...]
+Slot = Indicator | Entries  # stored: a lone indicator as itself (a 1-tuple costs 56 bytes)
+
+
+def _entries(slot: Slot | None) -> Entries:
+    if slot is None:
+        return ()
+    return (slot,) if isinstance(slot, Indicator) else slot
+
+
+def _pack(entries: Entries) -> Slot:
+    return entries[0] if len(entries) == 1 else entries
 
 
 class _Trie(Protocol):
@@ -31,10 +42,10 @@ class _Trie(Protocol):
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[str]: ...
     def __contains__(self, key: str) -> bool: ...
-    def __getitem__(self, key: str) -> Entries: ...
-    def __setitem__(self, key: str, value: Entries) -> None: ...
+    def __getitem__(self, key: str) -> Slot: ...
+    def __setitem__(self, key: str, value: Slot) -> None: ...
     def __delitem__(self, key: str) -> None: ...
-    def get(self, key: str) -> Entries | None: ...
+    def get(self, key: str) -> Slot | None: ...
     def get_key(self, key: str) -> str | None: ...
     def parent(self, key: str) -> str | None: ...
     def has_key(self, key: str) -> bool: ...
@@ -64,10 +75,10 @@ class IndicatorSet:
     def __iter__(self) -> Iterator[Indicator]:
         for trie in (self._v4, self._v6):
             for prefix in list(trie):
-                yield from trie[prefix]
+                yield from _entries(trie[prefix])
         for table in self._values.values():
-            for entries in table.values():
-                yield from entries
+            for slot in table.values():
+                yield from _entries(slot)
 
     def _trie_key(self, value: str) -> tuple[_Trie, str]:
         if _family(value) == 6:
@@ -79,12 +90,14 @@ class IndicatorSet:
         if indicator.type is IndicatorType.IP:
             trie, key = self._trie_key(indicator.value)
             # has_key is exact; ``in``/get would answer for any covering block.
-            old = trie[key] if trie.has_key(key) else ()
-            merged = trie[key] = _merge(old, indicator)
+            old = _entries(trie[key]) if trie.has_key(key) else ()
+            merged = _merge(old, indicator)
+            trie[key] = _pack(merged)
         else:
             table = self._values[indicator.type]
-            old = table.get(indicator.value, ())
-            merged = table[indicator.value] = _merge(old, indicator)
+            old = _entries(table.get(indicator.value))
+            merged = _merge(old, indicator)
+            table[indicator.value] = _pack(merged)
         new = len(merged) > len(old)
         self._count += new
         return new
@@ -95,18 +108,18 @@ class IndicatorSet:
             trie, key = self._trie_key(value)
             if not trie.has_key(key):
                 return False
-            old = trie[key]
+            old = _entries(trie[key])
             kept = tuple(i for i in old if i.source != source)
             if kept:
-                trie[key] = kept
+                trie[key] = _pack(kept)
             else:
                 del trie[key]
         else:
             table = self._values[kind]
-            old = table.get(value, ())
+            old = _entries(table.get(value))
             kept = tuple(i for i in old if i.source != source)
             if kept:
-                table[value] = kept
+                table[value] = _pack(kept)
             elif value in table:
                 del table[value]
         removed = len(old) - len(kept)
@@ -117,7 +130,7 @@ class IndicatorSet:
         """Remove every indicator (the version stays)."""
         self._v4 = _trie(32)
         self._v6 = _trie(128)
-        self._values: dict[IndicatorType, dict[str, Entries]] = {
+        self._values: dict[IndicatorType, dict[str, Slot]] = {
             kind: {} for kind in IndicatorType if kind is not IndicatorType.IP
         }
         self._count = 0
@@ -133,7 +146,7 @@ class IndicatorSet:
         """Indicators of the most specific block (or address) holding ``address``."""
         trie = self._v6 if _family(address) == 6 else self._v4
         try:
-            return trie.get(address) or ()
+            return _entries(trie.get(address))
         except (ValueError, KeyError, SystemError):  # pytricia: not an address
             return ()
 
@@ -145,7 +158,7 @@ class IndicatorSet:
         except (ValueError, KeyError, SystemError):
             return
         while prefix is not None:
-            yield trie[prefix]
+            yield _entries(trie[prefix])
             prefix = trie.parent(prefix)
 
     def lookup_domain(self, name: str) -> Iterator[Entries]:
@@ -155,7 +168,7 @@ class IndicatorSet:
         while True:
             hit = table.get(rest)
             if hit is not None:
-                yield hit
+                yield _entries(hit)
             dot = rest.find(".")
             if dot < 0:
                 return
@@ -163,7 +176,7 @@ class IndicatorSet:
 
     def lookup(self, kind: IndicatorType, value: str) -> Entries:
         """Exact lookup of a normalised value (URL, JA3, JA4, hashes)."""
-        return self._values[kind].get(value, ())
+        return _entries(self._values[kind].get(value))
 
 
 def _merge(old: Entries, indicator: Indicator) -> Entries:
