@@ -533,6 +533,7 @@ def _output_getter(inner: CorrelationRule) -> Callable[[str], Extract]:
 # Evaluating
 
 GroupKey = tuple[object, ...]
+SWEEP_EVERY = 1.0  # seconds of event time between sweeps of a tenant's windows and groups
 
 
 @dataclass(slots=True)
@@ -573,6 +574,7 @@ class _Tenant:
     groups: list[OrderedDict[GroupKey, _Group]]  # per correlation, least recently updated first
     closing: list[deque[tuple[float, GroupKey, _Window]]]  # per correlation: window ends
     max_ts: float = -math.inf
+    next_sweep: float = -math.inf  # watermark at which windows are next judged and expired
     seq: int = 0
     pending: list[tuple[float, int, str, RuleRecord]] = field(default_factory=list)  # heap
     stats: CorrelationStats = field(default_factory=CorrelationStats)
@@ -647,13 +649,13 @@ class Correlator:
         """
         st = self._tenant(tenant)
         st.max_ts = max(st.max_ts, ts)
-        return self._release(st, st.max_ts - self.settings.tolerance)
+        return self._release(st, st.max_ts - self.settings.tolerance, sweep=True)
 
     def flush(self, tenant: str) -> list[Alert]:
         """End of the stream: evaluate every pending match and judge every open window."""
-        return self._release(self._tenant(tenant), math.inf)
+        return self._release(self._tenant(tenant), math.inf, sweep=True)
 
-    def _release(self, st: _Tenant, watermark: float) -> list[Alert]:
+    def _release(self, st: _Tenant, watermark: float, *, sweep: bool = False) -> list[Alert]:
         out: list[Alert] = []
         pending = st.pending
         while pending and pending[0][0] <= watermark:
@@ -661,6 +663,13 @@ class Correlator:
             ev = _Event(ts, record, (record.uid,))
             for ci, inp in self.rules.consumers.get(key, ()):
                 self._feed(st, ci, inp, ev, out)
+        # Judging ended windows and dropping idle groups walks every correlation, so it runs
+        # once per SWEEP_EVERY of event time, not per record. Waiting changes no result: a
+        # window is also judged when its group's next match arrives, and an idle group's
+        # entries would all have left its window by then.
+        if not sweep and watermark < st.next_sweep:
+            return out
+        st.next_sweep = watermark + SWEEP_EVERY
         for ci, corr in enumerate(self.rules.correlations):
             table = st.groups[ci]
             closing = st.closing[ci]
