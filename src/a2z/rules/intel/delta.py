@@ -16,7 +16,7 @@ from a2z.rules.intel.indicators import (
     IndicatorType,
     IntelError,
     InvalidIndicator,
-    make,
+    normalise,
 )
 from a2z.rules.intel.store import IndicatorSet
 
@@ -105,14 +105,11 @@ def decode_delta(data: bytes) -> IntelDelta:
         raise DeltaError(f"invalid delta: {exc}") from exc
     for indicator in delta.added:  # a value not in normal form would never match, or crash
         try:
-            checked = make(
-                indicator.type,
-                indicator.value,
-                source=indicator.source,
-                confidence=indicator.confidence,
-            )
+            normal = normalise(indicator.type, indicator.value)
         except InvalidIndicator as exc:
             raise DeltaError(f"invalid indicator in delta: {exc}") from exc
-        if checked.value != indicator.value:
+        if normal != indicator.value:
             raise DeltaError(f"indicator not in normal form: {indicator.value!r}")
+        if not 0 <= indicator.confidence <= 100:
+            raise DeltaError(f"confidence {indicator.confidence} is not 0-100")
     return delta
