@@ -49,6 +49,7 @@ from a2z.rules.fields import (
 )
 
 __all__ = [
+    "SWEEP_EVERY",
     "Condition",
     "CorrelationLoad",
     "CorrelationRule",
@@ -93,19 +94,19 @@ class Condition:
     """A conjunction of count bounds, e.g. ``gt: 100, lte: 200`` (the spec's range form)."""
 
     bounds: tuple[tuple[str, float], ...]  # (operator, value) pairs, all of which must hold
+    # Derived once (they are read per match): only lower bounds, so more matches can only
+    # help and it may fire as soon as it holds; and a count past which the truth value no
+    # longer changes (distinct-value sets stop growing there).
+    sliding: bool = field(init=False)
+    saturation: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sliding", all(op in ("gt", "gte") for op, _ in self.bounds))
+        top = max(value for _, value in self.bounds)
+        object.__setattr__(self, "saturation", math.floor(top) + 1)
 
     def holds(self, count: int) -> bool:
         return all(_OPS[op](count, value) for op, value in self.bounds)
-
-    @property
-    def sliding(self) -> bool:
-        """Only lower bounds: more matches can only help, so it can fire as soon as it holds."""
-        return all(op in ("gt", "gte") for op, _ in self.bounds)
-
-    @property
-    def saturation(self) -> int:
-        """A count past which the truth value no longer changes (distinct sets stop there)."""
-        return math.floor(max(value for _, value in self.bounds)) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,7 +534,7 @@ def _output_getter(inner: CorrelationRule) -> Callable[[str], Extract]:
 # Evaluating
 
 GroupKey = tuple[object, ...]
-SWEEP_EVERY = 1.0  # seconds of event time between sweeps of a tenant's windows and groups
+SWEEP_EVERY = 5.0  # seconds of event time between sweeps of a tenant's windows and groups
 
 
 @dataclass(slots=True)
@@ -581,7 +582,10 @@ class _Tenant:
 
 
 class Correlator:
-    """Evaluates a CorrelationSet over records, with separate bounded state per tenant."""
+    """Evaluates a CorrelationSet over records, with separate bounded state per tenant.
+
+    Not thread-safe: one per detect worker (the bus delivers each tenant to one worker).
+    """
 
     def __init__(
         self,
