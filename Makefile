@@ -82,10 +82,14 @@ bench-ingest: install
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_PIPELINE_ARGS)
 
 # Sigma rule matching: records/s with 10, 100 and 1,000 rules (SigmaHQ network/web rules plus
-# variants) over the demo capture, indexed and prefiltered against every-rule-on-every-record.
-# Under a minute; see docs/benchmarks.md. BENCH_RULES_ARGS passes options (e.g. --seconds 5).
+# variants) over the demo capture, indexed and prefiltered against every-rule-on-every-record;
+# then Sigma correlation throughput (6 to 300 correlations) and threat-intel matching with
+# 1,000,000 indicators (load time, RSS, lookups/s). A few minutes; see docs/benchmarks.md.
+# BENCH_RULES_ARGS passes options to the first (e.g. --seconds 5).
 bench-rules: install
 	$(BIN)/python bench/bench_rules.py $(BENCH_RULES_ARGS)
+	$(BIN)/python bench/bench_correlation.py
+	$(BIN)/python bench/bench_intel.py
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: install
