@@ -182,7 +182,7 @@ def _ship(args: argparse.Namespace) -> int:
     from a2z.agent.config import ConfigError, load_config
     from a2z.agent.enroll import EnrollmentError, renew
     from a2z.agent.identity import IdentityFiles
-    from a2z.agent.live import live_records
+    from a2z.agent.live import live_stream, open_live
     from a2z.agent.service import describe, ship_capture, ship_records, spool_settings
     from a2z.agent.ship.channel import ChannelRefused
     from a2z.agent.ship.spool import SpoolError
@@ -192,14 +192,15 @@ def _ship(args: argparse.Namespace) -> int:
         if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
             asyncio.run(renew(config))
         if args.interface:
-            records = live_records(
-                args.interface, args.bpf, max_packets=args.max_packets, max_seconds=args.max_seconds
-            )
+            # Opened here, so a bad interface or filter fails now; pushed configurations
+            # retune it while it runs.
+            capture = open_live(args.interface, args.bpf)
+            records = live_stream(capture, args.max_packets, args.max_seconds)
             stats = asyncio.run(
                 ship_records(
                     config, records, spool=spool_settings(
                         config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
-                    ),
+                    ), capture=capture,
                 )
             )  # fmt: skip
         else:
