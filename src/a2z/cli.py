@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--tenant", required=True, help="tenant name or id")
     token_create.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 7d")
     token_create.add_argument("--uses", type=int, default=1)
+    release = objects.add_parser("release").add_subparsers(dest="verb", required=True)
+    release_publish = release.add_parser(
+        "publish", help="store and sign an agent package (wheel or zipapp) for agents to upgrade to"
+    )
+    release_publish.add_argument("file", type=Path)
+    release_publish.add_argument("--version", required=True, help="its version (PEP 440)")
 
     demo = sub.add_parser("demo", help="server + demo tenant + agent replaying an attack capture")
     demo.add_argument("--port", type=int, default=8000)
@@ -252,6 +258,8 @@ def _admin(args: argparse.Namespace) -> int:
             out = admin.create_user(args.tenant, args.email, Role(args.role), password)
         elif args.object == "api-key":
             out = admin.create_api_key(args.tenant, Role(args.role), args.name)
+        elif args.object == "release":
+            out = admin.publish_release(args.file, args.version)
         else:
             out = admin.create_enrollment_token(args.tenant, parse_duration(args.ttl), args.uses)
     except A2ZServerError as exc:

@@ -63,6 +63,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("put", "/api/v1/agent-groups/{group_id}/config"): ADMINS,
     ("get", "/api/v1/agent-groups/{group_id}/config/versions"): READERS,
     ("post", "/api/v1/agent-groups/{group_id}/config/rollback"): ADMINS,
+    ("get", "/api/v1/releases"): READERS,
     ("get", "/api/v1/enrollment-tokens"): ADMINS,
     ("post", "/api/v1/enrollment-tokens"): ADMINS,
     ("get", "/api/v1/enrollment-tokens/{token_id}"): ADMINS,

@@ -21,6 +21,7 @@ from a2z.agent.ship.batcher import BatchLimits, batches
 from a2z.agent.ship.channel import ChannelClient, ShipStats
 from a2z.agent.ship.outbox import SpoolOutbox
 from a2z.agent.ship.spool import Spool, SpoolSettings
+from a2z.agent.upgrade import make_upgrader
 from a2z.records import Batch, Record
 
 Progress = Callable[[ShipStats], None]
@@ -113,7 +114,7 @@ async def ship_records(
     )
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
     logs = LogRing()
-    runtime.run_command = CommandRunner(runtime, stats, logs, upgrade)
+    runtime.run_command = CommandRunner(runtime, stats, logs, upgrade or make_upgrader(config))
     client.control = runtime.handle
     kept = (r for r in records if r is None or runtime.keeps(r))
     logging.getLogger("a2z").addHandler(logs)

@@ -20,6 +20,7 @@ from a2z.server.gateway import Gateway
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import load_or_create_root
+from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 
@@ -41,13 +42,16 @@ def build_context(settings: Settings) -> ServerContext:
     bus = open_bus(settings, metrics)
     if ServerRole.INGEST in settings.roles:
         wire_ingest(bus, sessions, metrics)
+    root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
+    release_key = load_or_create_signing_key(root.directory, secret)
     return ServerContext(
         settings=settings,
         sessions=sessions,
         bus=bus,
         metrics=metrics,
         secret=secret,
-        root=load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names)),
+        root=root,
+        release_cert=signing_certificate(root.directory, release_key, root.cert, root.key),
     )
 
 

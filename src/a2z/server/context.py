@@ -26,3 +26,4 @@ class ServerContext:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     # API -> gateway: agents with a new configuration version or command to deliver.
     signals: AgentSignals = field(default_factory=AgentSignals)
+    release_cert: bytes = b""  # PEM: the release-signing key's certificate, from the root

@@ -4,6 +4,8 @@ Paths:
 - ``GET /ca.pem`` — the agent root certificate (agents compare its SHA-256 with their pin);
 - ``/enroll`` (WebSocket, no client certificate) — enrollment token + CSR in, certificate out;
 - ``/renew`` (WebSocket, client certificate) — CSR in, a fresh certificate for the same agent;
+- ``GET /releases/VERSION`` (client certificate) — an agent package, its signed manifest in
+  the ``A2Z-Release`` header;
 - ``/channel`` (WebSocket, client certificate) — record batches in, acks out; control messages
   both ways: heartbeats and results in, configuration pushes and commands out.
 
@@ -37,6 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from a2z.records import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
+from a2z.records.release import MANIFEST_HEADER
 from a2z.server.agents import channel
 from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
@@ -45,6 +48,8 @@ from a2z.server.errors import Unauthenticated
 from a2z.server.pki import service as pki
 from a2z.server.pki.root import AgentRoot
 from a2z.server.pki.x509 import AgentIdentity, cert_pem
+from a2z.server.releases import service as releases
+from a2z.server.releases.models import AgentRelease
 from a2z.server.store.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,7 @@ class Issued(msgspec.Struct):
     cert: str  # agent certificate + tenant CA, PEM
     root: str  # the root to pin, PEM
     not_after: str
+    release_cert: str = ""  # the release-signing certificate (from the root), PEM
 
 
 @dataclass
@@ -137,7 +143,8 @@ class Gateway:
             )
         if path == "/enroll":
             return None
-        if path not in ("/channel", "/renew"):
+        release = path.startswith("/releases/")
+        if path not in ("/channel", "/renew") and not release:
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
         der = _peer_certificate(conn)
         if der is None:
@@ -149,8 +156,30 @@ class Gateway:
             self.ctx.metrics.auth_failures.labels("agent").inc()
             log.warning("refused agent certificate: %s", exc)
             return conn.respond(HTTPStatus.FORBIDDEN, "certificate refused\n")
+        if release:
+            return self._release(conn, path.removeprefix("/releases/"))
         self._who[conn] = _Live(identity, _serial(der))
         return None
+
+    def _release(self, conn: ServerConnection, version: str) -> Response:
+        """An agent package and its manifest, to an authenticated agent."""
+        with self.ctx.sessions.system() as session:
+            row = session.get(AgentRelease, version[:40])
+        if row is None:
+            return conn.respond(HTTPStatus.NOT_FOUND, "no such release\n")
+        try:
+            body = releases.package_path(self.ctx.settings.data_dir, row).read_bytes()
+        except OSError as exc:
+            log.error("release %s is published but its package is unreadable: %s", version, exc)
+            return conn.respond(HTTPStatus.INTERNAL_SERVER_ERROR, "package unavailable\n")
+        headers = Headers(
+            [
+                ("Content-Type", "application/octet-stream"),
+                (MANIFEST_HEADER, releases.manifest_header(row)),
+            ]
+        )
+        self.ctx.metrics.control_sent.labels("release").inc()
+        return Response(HTTPStatus.OK.value, "OK", headers, body)
 
     async def _route(self, conn: ServerConnection) -> None:
         assert conn.request is not None
@@ -198,7 +227,7 @@ class Gateway:
         except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
             await conn.close(1008, str(exc)[:120])
             return False
-        await conn.send(msgspec.json.encode(_issued(issued)).decode())
+        await conn.send(msgspec.json.encode(_issued(issued, self.ctx.release_cert)).decode())
         await conn.close()
         return True
 
@@ -315,13 +344,14 @@ class Gateway:
 _encode = msgspec.json.Encoder().encode
 
 
-def _issued(issued: pki.Issued) -> Issued:
+def _issued(issued: pki.Issued, release_cert: bytes) -> Issued:
     return Issued(
         tenant_id=str(issued.identity.tenant_id),
         agent_id=str(issued.identity.agent_id),
         cert=issued.cert_pem,
         root=issued.root_pem,
         not_after=issued.not_after,
+        release_cert=release_cert.decode(),
     )
 
 

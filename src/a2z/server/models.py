@@ -7,6 +7,7 @@ from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.events.models import Event
 from a2z.server.pki.models import AgentCert, TenantCA
+from a2z.server.releases.models import AgentRelease
 from a2z.server.tenants.models import Membership, Role, Tenant, User
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "AgentCert",
     "AgentCommand",
     "AgentGroup",
+    "AgentRelease",
     "ApiKey",
     "AuditEvent",
     "AuthSession",

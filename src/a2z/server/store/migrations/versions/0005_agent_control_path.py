@@ -3,7 +3,7 @@ configuration per agent, commands and agent releases; RLS on the new tenant tabl
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-27 13:08:22.813295
+Create Date: 2026-11-27 13:32:18.516806
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("tenant_id", "id"),
         sa.UniqueConstraint("tenant_id", "name", name="uq_agent_groups_name"),
+    )
+    op.create_table(
+        "agent_releases",
+        sa.Column("version", sa.String(length=40), nullable=False),
+        sa.Column("filename", sa.String(length=200), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("signature", sa.Text(), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_by", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("version"),
     )
     op.create_table(
         "config_versions",
@@ -95,6 +106,7 @@ def downgrade() -> None:
         batch_op.drop_column("group_id")
 
     op.drop_table("config_versions")
+    op.drop_table("agent_releases")
     op.drop_table("agent_groups")
     op.drop_table("agent_commands")
     # ### end Alembic commands ###
