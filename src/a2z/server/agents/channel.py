@@ -116,6 +116,9 @@ def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Du
             agent.last_heartbeat_at = utcnow()
             agent.version = message.version[:40]
             agent.config_version = message.config_version
+            if (agent.config_rejected_version or 0) <= message.config_version:
+                # Running that version (or a later one) now, e.g. after a set-config command.
+                agent.config_rejected_version = agent.config_rejected_reason = None
             agent.health = msgspec.json.encode(message).decode()
             ctx.metrics.heartbeats.inc()
         elif isinstance(message, ConfigResult):
