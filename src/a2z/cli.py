@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--tenant", required=True, help="tenant name or id")
     token_create.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 7d")
     token_create.add_argument("--uses", type=int, default=1)
+    release = objects.add_parser("release").add_subparsers(dest="verb", required=True)
+    release_publish = release.add_parser(
+        "publish", help="store and sign an agent package (wheel or zipapp) for agents to upgrade to"
+    )
+    release_publish.add_argument("file", type=Path)
+    release_publish.add_argument("--version", required=True, help="its version (PEP 440)")
 
     demo = sub.add_parser("demo", help="server + demo tenant + agent replaying an attack capture")
     demo.add_argument("--port", type=int, default=8000)
@@ -182,7 +188,7 @@ def _ship(args: argparse.Namespace) -> int:
     from a2z.agent.config import ConfigError, load_config
     from a2z.agent.enroll import EnrollmentError, renew
     from a2z.agent.identity import IdentityFiles
-    from a2z.agent.live import live_records
+    from a2z.agent.live import live_stream, open_live
     from a2z.agent.service import describe, ship_capture, ship_records, spool_settings
     from a2z.agent.ship.channel import ChannelRefused
     from a2z.agent.ship.spool import SpoolError
@@ -192,14 +198,15 @@ def _ship(args: argparse.Namespace) -> int:
         if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
             asyncio.run(renew(config))
         if args.interface:
-            records = live_records(
-                args.interface, args.bpf, max_packets=args.max_packets, max_seconds=args.max_seconds
-            )
+            # Opened here, so a bad interface or filter fails now; pushed configurations
+            # retune it while it runs.
+            capture = open_live(args.interface, args.bpf)
+            records = live_stream(capture, args.max_packets, args.max_seconds)
             stats = asyncio.run(
                 ship_records(
                     config, records, spool=spool_settings(
                         config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
-                    ),
+                    ), capture=capture,
                 )
             )  # fmt: skip
         else:
@@ -251,6 +258,8 @@ def _admin(args: argparse.Namespace) -> int:
             out = admin.create_user(args.tenant, args.email, Role(args.role), password)
         elif args.object == "api-key":
             out = admin.create_api_key(args.tenant, Role(args.role), args.name)
+        elif args.object == "release":
+            out = admin.publish_release(args.file, args.version)
         else:
             out = admin.create_enrollment_token(args.tenant, parse_duration(args.ttl), args.uses)
     except A2ZServerError as exc:

@@ -95,3 +95,30 @@ def test_agent_sends_heartbeats_while_shipping(
     assert shown["version"] == __version__
     assert shown["health"]["rss_bytes"] > 0
     assert ctx.metrics.heartbeats._value.get() >= 2
+
+
+def test_heartbeat_running_a_rejected_version_clears_the_rejection(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, gateway: str, tmp_path: Path
+) -> None:
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+    agent_id = uuid.UUID(config.agent_id)
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        agent = session.get(Agent, (tenant_a.id, agent_id))
+        assert agent is not None
+        agent.config_rejected_version, agent.config_rejected_reason = 3, "bad filter"
+
+    async def report(version: int) -> None:
+        async with connect(
+            config.server, ssl=IdentityFiles(Path(config.identity_dir)).client_context()
+        ) as ws:
+            await ws.send(beat(config_version=version))
+            await ws.send(frame(config.agent_id, version))  # acked after the beat is handled
+            assert msgspec.json.decode(await ws.recv())["ack"] == version
+
+    url = f"/api/v1/agents/{config.agent_id}/config"
+    headers = login(client, tenant_a)
+    asyncio.run(report(2))  # still running an older one: the rejection stands
+    assert client.get(url, headers=headers).json()["rejected_version"] == 3
+    asyncio.run(report(3))  # e.g. after a set-config command re-applied it successfully
+    shown = client.get(url, headers=headers).json()
+    assert (shown["rejected_version"], shown["rejected_reason"]) == (None, None)

@@ -14,7 +14,11 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
+from a2z.records import ConfigLayer
 from a2z.server.agents import service as agents
+from a2z.server.agents.commands import service as commands
+from a2z.server.agents.config import service as configs
+from a2z.server.agents.config.models import ConfigScope
 from a2z.server.auth.keys import create_api_key
 from a2z.server.context import ServerContext
 from a2z.server.tenants import service as tenants
@@ -41,8 +45,22 @@ def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
         token, _ = agents.create_enrollment_token(
             session=session, ttl=__import__("datetime").timedelta(hours=1), uses=1, created_by="t"
         )
+        agent = agents.get(session=session, agent_id=tenant.agent_id)
+        assert agent is not None
+        group = configs.create_group(session=session, name="sweep")
+        for scope, subject in ((ConfigScope.GROUP, group.id), (ConfigScope.AGENT, agent.id)):
+            configs.set_layer(
+                session=session, scope=scope, subject_id=subject,
+                layer=ConfigLayer(bpf="tcp"), actor="t",
+            )  # fmt: skip
+        configs.assign_group(session=session, agent=agent, group=group)
+        command = commands.create(
+            session=session, agent=agent, kind="reload-rules", args={}, actor="t"
+        )
     return {
         "agent_id": str(tenant.agent_id),
+        "group_id": str(group.id),
+        "command_id": str(command.id),
         "key_id": str(key.id),
         "user_id": str(user.id),
         "token_id": str(token.id),

@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from a2z.records import ConfigLayer
 from a2z.server.agents import service as agents
+from a2z.server.agents.commands import service as commands
+from a2z.server.agents.config import service as configs
+from a2z.server.agents.config.models import ConfigScope
 from a2z.server.auth.keys import create_api_key
 from a2z.server.context import ServerContext
 from a2z.server.tenants import service as tenants
@@ -44,6 +48,22 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("get", "/api/v1/agents/{agent_id}"): READERS,
     ("patch", "/api/v1/agents/{agent_id}"): ADMINS,
     ("delete", "/api/v1/agents/{agent_id}"): ADMINS,
+    ("get", "/api/v1/agents/{agent_id}/config"): READERS,
+    ("put", "/api/v1/agents/{agent_id}/config"): ADMINS,
+    ("get", "/api/v1/agents/{agent_id}/config/versions"): READERS,
+    ("post", "/api/v1/agents/{agent_id}/config/rollback"): ADMINS,
+    ("put", "/api/v1/agents/{agent_id}/group"): ADMINS,
+    ("get", "/api/v1/agents/{agent_id}/commands"): READERS,
+    ("post", "/api/v1/agents/{agent_id}/commands"): ADMINS,
+    ("get", "/api/v1/agents/{agent_id}/commands/{command_id}"): READERS,
+    ("get", "/api/v1/agent-groups"): READERS,
+    ("post", "/api/v1/agent-groups"): ADMINS,
+    ("get", "/api/v1/agent-groups/{group_id}"): READERS,
+    ("get", "/api/v1/agent-groups/{group_id}/config"): READERS,
+    ("put", "/api/v1/agent-groups/{group_id}/config"): ADMINS,
+    ("get", "/api/v1/agent-groups/{group_id}/config/versions"): READERS,
+    ("post", "/api/v1/agent-groups/{group_id}/config/rollback"): ADMINS,
+    ("get", "/api/v1/releases"): READERS,
     ("get", "/api/v1/enrollment-tokens"): ADMINS,
     ("post", "/api/v1/enrollment-tokens"): ADMINS,
     ("get", "/api/v1/enrollment-tokens/{token_id}"): ADMINS,
@@ -78,7 +98,25 @@ def fresh_objects(
     out = {}
     with ctx.sessions.tenant(tenant.id) as session:
         if "agent_id" in params:
-            out["agent_id"] = str(agents.create(session=session, name="matrix").id)
+            agent = agents.create(session=session, name="matrix")
+            out["agent_id"] = str(agent.id)
+            # A first config version (for rollback) and a command (for the command routes).
+            configs.set_layer(
+                session=session, scope=ConfigScope.AGENT, subject_id=agent.id,
+                layer=ConfigLayer(batch_size=100), actor="t",
+            )  # fmt: skip
+            if "command_id" in params:
+                command = commands.create(
+                    session=session, agent=agent, kind="reload-rules", args={}, actor="t"
+                )
+                out["command_id"] = str(command.id)
+        if "group_id" in params:
+            group = configs.create_group(session=session, name=f"g-{uuid.uuid4().hex[:8]}")
+            configs.set_layer(
+                session=session, scope=ConfigScope.GROUP, subject_id=group.id,
+                layer=ConfigLayer(batch_size=100), actor="t",
+            )  # fmt: skip
+            out["group_id"] = str(group.id)
         if "key_id" in params:
             out["key_id"] = str(create_api_key(session=session, role=Role.VIEWER)[0].id)
         if "user_id" in params:
@@ -116,6 +154,7 @@ def test_role_gets_2xx_only_where_allowed(
             "role": "viewer",
             "email": f"n-{uuid.uuid4().hex[:8]}@x.test",
             "name": f"n-{uuid.uuid4().hex[:8]}",
+            "group_id": None,  # PUT /agents/{id}/group: take the agent out of any group
         }
         body = example(spec, route.body, overrides) if route.body else None
         resp = client.request(route.method, fill(route.path, ids), json=body, headers=headers)

@@ -30,6 +30,8 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     spool_fsync_interval_s: float = 0.5  # 0: fsync every batch; kill -9 loses nothing anyway
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # reconnect backoff ceiling
     heartbeat_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # health report period
+    # Where `upgrade` installs releases (versions/<v>/ and the `current` link); "" disables it.
+    install_dir: str = ""
 
 
 def load_config(path: Path) -> AgentConfig:

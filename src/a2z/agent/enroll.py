@@ -17,8 +17,9 @@ from pathlib import Path
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -39,6 +40,7 @@ class Issued(msgspec.Struct):
     cert: str
     root: str
     not_after: str
+    release_cert: str = ""  # the release-signing certificate, issued by the root
 
 
 def _normalise_pin(pin: str) -> str:
@@ -119,9 +121,29 @@ async def _exchange(url: str, ctx: ssl.SSLContext, message: bytes) -> Issued:
 def _install(files: IdentityFiles, issued: Issued, root_pem: bytes) -> None:
     if issued.root.encode().strip() != root_pem.strip():
         raise EnrollmentError("server issued a certificate under a different root than pinned")
+    release = _release_certificate(issued.release_cert.encode(), root_pem)
     files.key.with_suffix(".new").replace(files.key)
     write_private(files.cert, issued.cert.encode())
     write_private(files.root, root_pem)
+    if release is not None:
+        write_private(files.release, release)
+
+
+def _release_certificate(pem: bytes, root_pem: bytes) -> bytes | None:
+    """The release-signing certificate, if the pinned root issued it (else enrollment fails:
+    a server that cannot prove its release key would have the agent trust nothing it ships)."""
+    if not pem.strip():
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(root_pem))
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise EnrollmentError(
+            f"release-signing certificate not issued by the pinned root: {exc}"
+        ) from exc
+    if not isinstance(cert.public_key(), ed25519.Ed25519PublicKey):
+        raise EnrollmentError("release-signing certificate does not hold an Ed25519 key")
+    return pem
 
 
 def enroll(server: str, token: str, pin: str, directory: Path, name: str) -> AgentConfig:

@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography import x509
 
 KEY_FILE, CERT_FILE, ROOT_FILE = "key.pem", "cert.pem", "root.pem"
+RELEASE_FILE = "release.pem"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class IdentityFiles:
     def root(self) -> Path:
         """The server's agent root, pinned at enrollment."""
         return self.directory / ROOT_FILE
+
+    @property
+    def release(self) -> Path:
+        """The release-signing certificate (issued by the root), from enrollment."""
+        return self.directory / RELEASE_FILE
 
     def client_context(self) -> ssl.SSLContext:
         """TLS that trusts only the pinned root and presents the agent's certificate."""

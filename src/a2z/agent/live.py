@@ -15,6 +15,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,8 +26,15 @@ from typing import Any, TextIO
 
 import msgspec
 
-from a2z.agent.capture.af_packet import AfPacketSource, RingConfig, fanout_group_id
+from a2z.agent.capture.af_packet import (
+    AfPacketSource,
+    CaptureCounters,
+    RingConfig,
+    fanout_group_id,
+)
+from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
+from a2z.agent.capture.packet import RawPacket
 from a2z.agent.pipeline import Pipeline
 from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
@@ -181,6 +189,93 @@ def _capture_loop(
             return
 
 
+class LiveCapture:
+    """A live capture the control path can retune while it runs.
+
+    The filter is swapped on the open socket (no gap, see ``AfPacketSource.set_filter``);
+    ``restart`` reopens the socket between two batches, new one first. ``batch`` is called by
+    whichever thread runs the pipeline; ``set_filter`` and ``restart`` by the control path.
+    """
+
+    def __init__(self, opener: Callable[[str | None], AfPacketSource], bpf: str | None) -> None:
+        self._open = opener  # opens the socket (with a filter), where the capture belongs
+        self.bpf = bpf or ""
+        self.source = opener(bpf or None)
+        self.restarts = 0
+        self._lock = threading.Lock()  # one of batch/set_filter/reopen touches the socket
+        self._restart = threading.Event()
+        self._restarted = threading.Event()
+        self._restart_error = ""
+        self._retired = CaptureCounters()  # counters of sockets closed by restarts
+
+    def batch(self, timeout: float) -> list[RawPacket]:
+        """Frames ready within ``timeout`` seconds (see ``AfPacketSource.batch``)."""
+        if self._restart.is_set():
+            self._reopen()
+        return self.source.batch(timeout)
+
+    def check_filter(self, bpf: str) -> None:
+        """Compile ``bpf`` for this capture without applying it; FilterError if it is bad."""
+        if bpf:
+            src = self.source
+            compile_bpf(bpf, src.linktype, src.ring_config.snaplen, src.interface)
+
+    def set_filter(self, bpf: str) -> None:
+        """Swap the kernel filter ("" captures everything); the old one stays on error."""
+        with self._lock:
+            self.source.set_filter(bpf or None)
+            self.bpf = bpf
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Have the capture thread reopen the socket; wait until it did (CaptureError if not)."""
+        self._restarted.clear()
+        self._restart_error = ""
+        self._restart.set()
+        if not self._restarted.wait(timeout):
+            raise CaptureError(f"the capture did not restart within {timeout:g} s")
+        if self._restart_error:
+            raise CaptureError(self._restart_error)
+
+    def _reopen(self) -> None:
+        with self._lock:
+            self._restart.clear()
+            try:
+                fresh = self._open(self.bpf or None)
+            except CaptureError as exc:  # the old socket keeps capturing
+                self._restart_error = f"cannot reopen the capture: {exc}"
+            else:
+                old, self.source = self.source, fresh
+                counters = old.read_counters()
+                old.close()
+                for name in ("received", "dropped", "freezes", "delivered"):
+                    setattr(
+                        self._retired, name, getattr(self._retired, name) + getattr(counters, name)
+                    )
+                self.restarts += 1
+            self._restarted.set()
+
+    def read_counters(self) -> CaptureCounters:
+        """Kernel counters summed over this capture's sockets."""
+        total = CaptureCounters()
+        _add_counters(total, self._retired)
+        _add_counters(total, self.source.read_counters())
+        return total
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.source.close()
+
+
+def _add_counters(into: CaptureCounters, more: CaptureCounters) -> None:
+    for name in ("received", "dropped", "freezes", "delivered"):
+        setattr(into, name, getattr(into, name) + getattr(more, name))
+
+
+def open_live(interface: str, bpf: str | None, *, ring: RingConfig | None = None) -> LiveCapture:
+    """A retunable capture of ``interface``; CaptureError now if it cannot open."""
+    return LiveCapture(lambda expr: AfPacketSource(interface, bpf=expr, ring=ring), bpf)
+
+
 def live_records(
     interface: str,
     bpf: str | None,
@@ -192,13 +287,13 @@ def live_records(
     """Records from a live capture for shipping, with ``None`` as a tick after each idle poll
     (the batcher cuts a waiting batch on it). Opens the capture now, so a bad interface or
     filter raises CaptureError here rather than inside the shipping loop."""
-    source = AfPacketSource(interface, bpf=bpf, ring=ring)
-    return _live_stream(source, max_packets, max_seconds)
+    return live_stream(open_live(interface, bpf, ring=ring), max_packets, max_seconds)
 
 
-def _live_stream(
-    source: AfPacketSource, max_packets: int | None, max_seconds: float | None
+def live_stream(
+    source: LiveCapture, max_packets: int | None = None, max_seconds: float | None = None
 ) -> Iterator[Record | None]:
+    """Records of an open capture (ticks as ``None``) until a limit; closes it at the end."""
     pipeline = Pipeline()
     deadline = time.monotonic() + max_seconds if max_seconds is not None else None
     seen = 0
@@ -430,7 +525,15 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
-__all__ = ["LiveTotals", "main", "run_live"]
+__all__ = [
+    "LiveCapture",
+    "LiveTotals",
+    "live_records",
+    "live_stream",
+    "main",
+    "open_live",
+    "run_live",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

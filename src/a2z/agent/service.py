@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
+from a2z.agent.commands import CommandRunner, Upgrader
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
+from a2z.agent.control import AgentRuntime, LogRing
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
+from a2z.agent.live import LiveCapture
 from a2z.agent.replay import iter_records
-from a2z.agent.ship.batcher import batches
+from a2z.agent.ship.batcher import BatchLimits, batches
 from a2z.agent.ship.channel import ChannelClient, ShipStats
 from a2z.agent.ship.outbox import SpoolOutbox
 from a2z.agent.ship.spool import Spool, SpoolSettings
+from a2z.agent.upgrade import make_upgrader
 from a2z.records import Batch, Record
 
 Progress = Callable[[ShipStats], None]
@@ -76,6 +81,8 @@ async def ship_records(
     ssl: ssl.SSLContext | None = None,
     progress: Progress | None = None,
     progress_interval_s: float = 1.0,
+    capture: LiveCapture | None = None,
+    upgrade: Upgrader | None = None,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
 
@@ -83,6 +90,8 @@ async def ship_records(
 
     Without a spool, unacked batches live in memory only (lost if the agent dies).
     ``progress`` is called every ``progress_interval_s`` with the live counters.
+    The server's configuration pushes and commands are applied meanwhile: to ``capture`` (the
+    live capture the records come from, if any), the batcher, the spool and the record stream.
     """
     client = ChannelClient(
         url=config.server,
@@ -92,31 +101,47 @@ async def ship_records(
         heartbeat_interval_s=config.heartbeat_interval_s,
     )
     stats = client.stats
-    client.heartbeat = HeartbeatSource(
+    heartbeat = client.heartbeat = HeartbeatSource(
         records_acked=lambda: stats.records_acked,
         reconnects=lambda: stats.reconnects,
         drops=lambda: stats.spool.total("dropped").records if stats.spool else 0,
         spool_bytes=lambda: stats.spool.bytes if stats.spool else 0,
     )
-    if spool is None:
-        stream = batches(
-            records, agent_id=config.agent_id, boot_epoch=time.time_ns(), size=config.batch_size
-        )
-        async with _reporting(client.stats, progress, progress_interval_s):
-            return await client.ship(_paced(stream, rate))
-    store = await asyncio.to_thread(Spool, spool)
+    runtime = AgentRuntime(
+        state_dir=Path(config.identity_dir) if config.identity_dir else None,
+        capture=capture,
+        limits=BatchLimits(size=config.batch_size),
+    )
+    runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
+    logs = LogRing()
+    runtime.run_command = CommandRunner(runtime, stats, logs, upgrade or make_upgrader(config))
+    client.control = runtime.handle
+    kept = (r for r in records if r is None or runtime.keeps(r))
+    logging.getLogger("a2z").addHandler(logs)
     try:
-        client.stats.spool = store.stats
-        # A new epoch for new batches; spooled ones keep theirs, so the server de-duplicates.
-        epoch = await asyncio.to_thread(store.new_epoch)
-        stream = batches(
-            records, agent_id=config.agent_id, boot_epoch=epoch, size=config.batch_size
-        )
-        async with _reporting(client.stats, progress, progress_interval_s):
-            await _deliver_spooled(client, store, stream, rate)
+        if spool is None:
+            await asyncio.to_thread(runtime.resume)
+            stream = batches(
+                kept, agent_id=config.agent_id, boot_epoch=time.time_ns(), limits=runtime.limits
+            )
+            async with _reporting(client.stats, progress, progress_interval_s):
+                return await client.ship(_paced(stream, rate))
+        store = await asyncio.to_thread(Spool, spool)
+        try:
+            client.stats.spool, runtime.spool = store.stats, store
+            await asyncio.to_thread(runtime.resume)
+            # A new epoch for new batches; spooled ones keep theirs, so the server de-duplicates.
+            epoch = await asyncio.to_thread(store.new_epoch)
+            stream = batches(
+                kept, agent_id=config.agent_id, boot_epoch=epoch, limits=runtime.limits
+            )
+            async with _reporting(client.stats, progress, progress_interval_s):
+                await _deliver_spooled(client, store, stream, rate)
+        finally:
+            await asyncio.to_thread(store.close)
+        return client.stats
     finally:
-        await asyncio.to_thread(store.close)
-    return client.stats
+        logging.getLogger("a2z").removeHandler(logs)
 
 
 def describe(stats: ShipStats) -> str:

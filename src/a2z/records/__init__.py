@@ -4,25 +4,49 @@ This package is a leaf: it imports nothing else from ``a2z``.
 """
 
 from a2z.records.alert import Alert, Severity
-from a2z.records.control import MAX_CONTROL_BYTES, Control, Heartbeat
+from a2z.records.control import (
+    MAX_CONTROL_BYTES,
+    MAX_RESULT_BYTES,
+    AgentSettings,
+    Command,
+    CommandResult,
+    ConfigLayer,
+    ConfigPush,
+    ConfigResult,
+    Control,
+    Heartbeat,
+    ServerControl,
+    effective_settings,
+    parse_layer,
+)
 from a2z.records.network import Conn, Dns, Http, Record, Ssl, Weird
 from a2z.records.wire import MAX_FRAME_BYTES, Batch, WireError, decode_batch, encode_batch
 
 __all__ = [
     "MAX_CONTROL_BYTES",
     "MAX_FRAME_BYTES",
+    "MAX_RESULT_BYTES",
+    "AgentSettings",
     "Alert",
     "Batch",
+    "Command",
+    "CommandResult",
+    "ConfigLayer",
+    "ConfigPush",
+    "ConfigResult",
     "Conn",
     "Control",
     "Dns",
     "Heartbeat",
     "Http",
     "Record",
+    "ServerControl",
     "Severity",
     "Ssl",
     "Weird",
     "WireError",
     "decode_batch",
+    "effective_settings",
     "encode_batch",
+    "parse_layer",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import uuid
@@ -16,10 +17,13 @@ from a2z.server.config import load_secret
 from a2z.server.errors import InvalidInput, NotFound
 from a2z.server.pki.root import load_or_create_ca
 from a2z.server.pki.x509 import fingerprint
+from a2z.server.releases import service as releases
+from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
 from a2z.server.store.session import SessionFactory
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role, Tenant
 
+log = logging.getLogger(__name__)
 ACTOR = "cli"
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -131,4 +135,30 @@ class Admin:
             "expires_at": row.expires_at.isoformat(),
             "uses": str(uses),
             "ca_pin": fingerprint(root),  # for `a2z agent enroll --ca-pin`
+        }
+
+    def publish_release(self, package: Path, version: str) -> dict[str, str]:
+        """Store and sign an agent package (wheel or zipapp) as release ``version``."""
+        if not package.is_file():
+            raise InvalidInput(f"no such file: {package}")
+        secret = load_secret(self.data_dir)
+        directory = self.data_dir / "pki"
+        root, root_key = load_or_create_ca(directory, secret)
+        key = load_or_create_signing_key(directory, secret)
+        signing_certificate(directory, key, root, root_key)  # agents get it at enrollment
+        with self.sessions.system() as session:
+            row = releases.publish(
+                session=session, data_dir=self.data_dir, key=key, package=package,
+                version=version, actor=ACTOR,
+            )  # fmt: skip
+        # Releases belong to no tenant, so there is no tenant audit log to write to.
+        log.info(
+            "published agent release %s (%s, sha256 %s)", row.version, row.filename, row.sha256
+        )
+        return {
+            "version": row.version,
+            "filename": row.filename,
+            "sha256": row.sha256,
+            "size": str(row.size),
+            "signature": row.signature,
         }

@@ -21,6 +21,7 @@ from a2z.server.gateway import Gateway
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import load_or_create_root
+from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 
@@ -43,13 +44,16 @@ def build_context(settings: Settings) -> ServerContext:
     if ServerRole.INGEST in settings.roles:
         wire_ingest(bus, sessions, metrics)
     detect = wire_detect(bus, sessions, metrics) if ServerRole.DETECT in settings.roles else None
+    root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
+    release_key = load_or_create_signing_key(root.directory, secret)
     return ServerContext(
         settings=settings,
         sessions=sessions,
         bus=bus,
         metrics=metrics,
         secret=secret,
-        root=load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names)),
+        root=root,
+        release_cert=signing_certificate(root.directory, release_key, root.cert, root.key),
         detect=detect,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from a2z.server.agents.signals import AgentSignals
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
@@ -25,3 +26,6 @@ class ServerContext:
     root: AgentRoot  # the agent root CA and the gateway certificate
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     detect: DetectWorker | None = None  # the detect role's worker when this process runs it
+    # API -> gateway: agents with a new configuration version or command to deliver.
+    signals: AgentSignals = field(default_factory=AgentSignals)
+    release_cert: bytes = b""  # PEM: the release-signing key's certificate, from the root

@@ -4,11 +4,18 @@ Paths:
 - ``GET /ca.pem`` — the agent root certificate (agents compare its SHA-256 with their pin);
 - ``/enroll`` (WebSocket, no client certificate) — enrollment token + CSR in, certificate out;
 - ``/renew`` (WebSocket, client certificate) — CSR in, a fresh certificate for the same agent;
-- ``/channel`` (WebSocket, client certificate) — record batches in, acks out.
+- ``GET /releases/VERSION`` (client certificate) — an agent package, its signed manifest in
+  the ``A2Z-Release`` header;
+- ``/channel`` (WebSocket, client certificate) — record batches in, acks out; control messages
+  both ways: heartbeats and results in, configuration pushes and commands out.
 
 The agent's identity is read from its verified client certificate and nothing else. Open
 channels re-check their certificate every ``recheck_s`` seconds, so revoking an agent closes
 its connection within that time.
+
+Configuration and commands reach a live agent when the API signals a change (in this process),
+when the channel opens, and after every control message the agent sends (so an agent connected
+to another API process catches up at its next heartbeat).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from a2z.records import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
+from a2z.records.release import MANIFEST_HEADER
 from a2z.server.agents import channel
 from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
@@ -40,6 +48,8 @@ from a2z.server.errors import Unauthenticated
 from a2z.server.pki import service as pki
 from a2z.server.pki.root import AgentRoot
 from a2z.server.pki.x509 import AgentIdentity, cert_pem
+from a2z.server.releases import service as releases
+from a2z.server.releases.models import AgentRelease
 from a2z.server.store.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -67,14 +77,17 @@ class Issued(msgspec.Struct):
     cert: str  # agent certificate + tenant CA, PEM
     root: str  # the root to pin, PEM
     not_after: str
+    release_cert: str = ""  # the release-signing certificate (from the root), PEM
 
 
 @dataclass
 class _Live:
-    """An open channel and what it authenticated as."""
+    """An open channel, what it authenticated as, and what was pushed on it."""
 
     identity: AgentIdentity
     serial: str
+    pushed_config: int = 0  # the configuration version last sent on this connection
+    sent_commands: set[str] = field(default_factory=set)  # command ids sent on it
 
 
 @dataclass
@@ -90,9 +103,13 @@ class Gateway:
     # What each connection authenticated as during its handshake, until it goes away.
     _who: WeakKeyDictionary[ServerConnection, _Live] = field(default_factory=WeakKeyDictionary)
     _server: Server | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         """Listen; returns once the socket is bound."""
+        self._loop = asyncio.get_running_loop()
+        self.ctx.signals.subscribe(self._signalled)
         self._server = await serve(
             self._route,
             self.host,
@@ -106,6 +123,9 @@ class Gateway:
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
+        self.ctx.signals.unsubscribe(self._signalled)
+        for task in list(self._tasks):
+            task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -123,7 +143,8 @@ class Gateway:
             )
         if path == "/enroll":
             return None
-        if path not in ("/channel", "/renew"):
+        release = path.startswith("/releases/")
+        if path not in ("/channel", "/renew") and not release:
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
         der = _peer_certificate(conn)
         if der is None:
@@ -135,8 +156,30 @@ class Gateway:
             self.ctx.metrics.auth_failures.labels("agent").inc()
             log.warning("refused agent certificate: %s", exc)
             return conn.respond(HTTPStatus.FORBIDDEN, "certificate refused\n")
+        if release:
+            return self._release(conn, path.removeprefix("/releases/"))
         self._who[conn] = _Live(identity, _serial(der))
         return None
+
+    def _release(self, conn: ServerConnection, version: str) -> Response:
+        """An agent package and its manifest, to an authenticated agent."""
+        with self.ctx.sessions.system() as session:
+            row = session.get(AgentRelease, version[:40])
+        if row is None:
+            return conn.respond(HTTPStatus.NOT_FOUND, "no such release\n")
+        try:
+            body = releases.package_path(self.ctx.settings.data_dir, row).read_bytes()
+        except OSError as exc:
+            log.error("release %s is published but its package is unreadable: %s", version, exc)
+            return conn.respond(HTTPStatus.INTERNAL_SERVER_ERROR, "package unavailable\n")
+        headers = Headers(
+            [
+                ("Content-Type", "application/octet-stream"),
+                (MANIFEST_HEADER, releases.manifest_header(row)),
+            ]
+        )
+        self.ctx.metrics.control_sent.labels("release").inc()
+        return Response(HTTPStatus.OK.value, "OK", headers, body)
 
     async def _route(self, conn: ServerConnection) -> None:
         assert conn.request is not None
@@ -184,7 +227,7 @@ class Gateway:
         except (Unauthenticated, msgspec.DecodeError, TimeoutError) as exc:
             await conn.close(1008, str(exc)[:120])
             return False
-        await conn.send(msgspec.json.encode(_issued(issued)).decode())
+        await conn.send(msgspec.json.encode(_issued(issued, self.ctx.release_cert)).decode())
         await conn.close()
         return True
 
@@ -198,9 +241,15 @@ class Gateway:
         peers.add(conn)
         watchdog = asyncio.create_task(self._watch(conn, live))
         try:
+            await self._deliver(
+                conn, live, await asyncio.to_thread(channel.due, self.ctx, live.identity)
+            )
             async for frame in conn:
                 if isinstance(frame, str):
-                    await asyncio.to_thread(channel.handle_control, self.ctx, live.identity, frame)
+                    due = await asyncio.to_thread(
+                        channel.handle_control, self.ctx, live.identity, frame
+                    )
+                    await self._deliver(conn, live, due)
                     continue
                 await conn.send(await channel.handle_frame(self.ctx, live.identity, frame))
         except ConnectionClosed:
@@ -210,6 +259,49 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             peers.discard(conn)
+
+    async def _deliver(self, conn: ServerConnection, live: _Live, due: channel.Due | None) -> None:
+        """Send what the agent is due and this connection has not carried yet."""
+        if due is None:
+            return
+        if due.config is not None and due.config.version != live.pushed_config:
+            live.pushed_config = due.config.version
+            await conn.send(_encode(due.config).decode())
+            self.ctx.metrics.control_sent.labels("config").inc()
+        for command in due.commands:
+            if command.id not in live.sent_commands:
+                live.sent_commands.add(command.id)
+                await conn.send(_encode(command).decode())
+                self.ctx.metrics.control_sent.labels("command").inc()
+                await asyncio.to_thread(channel.mark_sent, self.ctx, live.identity, command.id)
+
+    async def _due(self, live: _Live) -> channel.Due | None:
+        return await asyncio.to_thread(channel.due, self.ctx, live.identity)
+
+    def _signalled(self, tenant_id: uuid.UUID, agent_ids: list[uuid.UUID]) -> None:
+        # Called from an API worker thread after its commit: hop onto the gateway's loop.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._refresh_all, tenant_id, list(agent_ids))
+
+    def _refresh_all(self, tenant_id: uuid.UUID, agent_ids: list[uuid.UUID]) -> None:
+        for agent_id in agent_ids:
+            for conn in list(self._live.get(agent_id, ())):
+                live = self._who.get(conn)
+                if live is None or live.identity.tenant_id != tenant_id:
+                    continue
+                task = asyncio.create_task(self._refresh(conn, live))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, conn: ServerConnection, live: _Live) -> None:
+        try:
+            await self._deliver(
+                conn, live, await asyncio.to_thread(channel.due, self.ctx, live.identity)
+            )
+        except ConnectionClosed:
+            pass  # the agent gets it when it reconnects
+        except Exception:  # a failed push must not go unnoticed, nor take the gateway down
+            log.exception("pushing to agent %s failed", live.identity.agent_id)
 
     async def _watch(self, conn: ServerConnection, live: _Live) -> None:
         while True:
@@ -249,13 +341,17 @@ class Gateway:
             )
 
 
-def _issued(issued: pki.Issued) -> Issued:
+_encode = msgspec.json.Encoder().encode
+
+
+def _issued(issued: pki.Issued, release_cert: bytes) -> Issued:
     return Issued(
         tenant_id=str(issued.identity.tenant_id),
         agent_id=str(issued.identity.agent_id),
         cert=issued.cert_pem,
         root=issued.root_pem,
         not_after=issued.not_after,
+        release_cert=release_cert.decode(),
     )
 
 

@@ -24,6 +24,15 @@ class ServerMetrics:
             "a2z_wire_errors", "Agent frames refused as invalid", ["reason"], registry=r
         )
         self.heartbeats = Counter("a2z_agent_heartbeats", "Agent heartbeats received", registry=r)
+        self.control_sent = Counter(
+            "a2z_agent_control_sent", "Configuration pushes and commands sent", ["kind"], registry=r
+        )
+        self.control_results = Counter(
+            "a2z_agent_control_results",
+            "Configuration and command results from agents",
+            ["kind", "outcome"],
+            registry=r,
+        )
         self.clones = Counter(
             "a2z_agent_clones", "Second live connection with one agent identity", registry=r
         )

@@ -18,6 +18,7 @@ worker.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import mmap
 import os
 import select
@@ -44,6 +45,8 @@ PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
+SO_DETACH_FILTER = 27
+SIOCGIFHWADDR = 0x8927  # <linux/sockios.h>: the interface's hardware address and ARPHRD type
 PACKET_OUTGOING = 4
 
 TP_STATUS_KERNEL = 0
@@ -204,6 +207,25 @@ class AfPacketSource:
         self.counters.delivered += len(out)
         return out
 
+    def set_filter(self, bpf: str | None) -> None:
+        """Replace the kernel filter on the open socket; None or "" captures everything.
+
+        The expression is compiled first (FilterError leaves the old filter in place); the
+        kernel then swaps the program atomically (SO_ATTACH_FILTER on a socket that has one
+        replaces it under the socket lock), so no frame is judged by neither filter and the
+        ring keeps what it holds: the capture goes on without a gap.
+        """
+        if self._closed:
+            raise CaptureError("the capture is closed")
+        if bpf:
+            program = compile_bpf(bpf, self.linktype, self.ring_config.snaplen, self.interface)
+            _attach_filter(self._sock, program)
+            self.program = program
+        elif self.program is not None:
+            # Detaching is atomic too: frames are judged by the old program or by none.
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+            self.program = None
+
     def read_counters(self) -> CaptureCounters:
         """Add the kernel's counters since the last read (reading resets them) and return all."""
         if not self._closed:
@@ -240,11 +262,21 @@ def _attach_filter(sock: socket.socket, program: BpfProgram) -> None:
 
 
 def _arphrd(interface: str) -> int:
+    # SIOCGIFHWADDR rather than /sys/class/net/IF/type: sysfs shows the network namespace of
+    # whoever mounted it, the ioctl that of the calling thread, which is where we capture.
+    if len(interface.encode()) >= 16:  # IFNAMSIZ
+        raise CaptureOpenError(f"no such network interface: {interface}")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        with open(f"/sys/class/net/{interface}/type") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError) as exc:
+        ifreq = fcntl.ioctl(
+            probe.fileno(), SIOCGIFHWADDR, struct.pack("16s16x", interface.encode())
+        )
+    except OSError as exc:
         raise CaptureOpenError(f"no such network interface: {interface}") from exc
+    finally:
+        probe.close()
+    family: int = struct.unpack_from("=H", ifreq, 16)[0]  # ifr_hwaddr.sa_family
+    return family
 
 
 def _ifindex(interface: str) -> int:

@@ -3,6 +3,10 @@
 Delivery is at-least-once: whatever a connection leaves unacked is sent again, oldest first,
 on the next one, and the server collapses duplicates by ``(agent_id, boot_epoch, seq)``.
 Reconnects back off exponentially with full jitter. TLS (mTLS) comes in through ``ssl``.
+
+Server messages with a ``type`` are control messages (configuration pushes, commands), not
+batch replies: they go, in order, to the ``control`` handler on a task of their own, so a slow
+one (compiling a filter, collecting diagnostics) never holds up the acks.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import random
 import ssl as _ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Reply(msgspec.Struct):
-    """The server's answer to one batch (see the server's channel module)."""
+    """The server's answer to one batch (see the server's channel module), or, when ``type``
+    is set, a control message for the ``control`` handler."""
 
+    type: str | None = None
     ack: int | None = None
     nack: int | None = None
     epoch: int | None = None
@@ -44,6 +50,9 @@ class ChannelRefused(Exception):
 class ChannelDown(ConnectionError):
     """The connection failed or the server asked for a re-send; reconnect and retry."""
 
+
+MAX_PENDING_CONTROL = 64  # control messages waiting for the handler; more are dropped (re-sent)
+ControlHandler = Callable[[str], Awaitable[str | None]]
 
 _RETRYABLE = (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError)
 
@@ -79,6 +88,9 @@ class ChannelClient:
     # frame goes to the server, which keeps the latest and does not answer it.
     heartbeat: Callable[[], str] | None = None
     heartbeat_interval_s: float = 30.0
+    # Handles one server control message (JSON text); its answer, if any, goes back as text.
+    control: ControlHandler | None = None
+    control_dropped: int = 0  # control messages dropped because the handler fell behind
 
     async def ship(self, batches: AsyncIterator[Batch]) -> ShipStats:
         """Deliver every batch, holding the unacked ones in memory; return once all are acked."""
@@ -122,12 +134,15 @@ class ChannelClient:
         outbox.rewind()
         inflight: deque[Outgoing] = deque()
         slots = asyncio.Semaphore(self.window)
+        controls: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING_CONTROL)
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self._send_loop(ws, outbox, inflight, slots)),
-                    tg.create_task(self._receive_loop(ws, outbox, inflight, slots)),
+                    tg.create_task(self._receive_loop(ws, outbox, inflight, slots, controls)),
                 ]
+                if self.control is not None:
+                    tasks.append(tg.create_task(self._control_loop(ws, controls, self.control)))
                 if self.heartbeat is not None:
                     tasks.append(tg.create_task(self._heartbeat_loop(ws, self.heartbeat)))
                 await outbox.wait_finished()
@@ -172,6 +187,7 @@ class ChannelClient:
         outbox: Outbox,
         inflight: deque[Outgoing],
         slots: asyncio.Semaphore,
+        controls: asyncio.Queue[str],
     ) -> None:
         while True:
             raw = await ws.recv()
@@ -180,12 +196,34 @@ class ChannelClient:
             except msgspec.DecodeError:
                 log.warning("channel: ignoring a server message that is not a reply")
                 continue
+            if reply.type is not None:
+                self._queue_control(raw, reply.type, controls)
+                continue
             item = _match(reply, inflight)
             if item is None:
                 continue  # not a reply (a later server message kind) or a stale one
             inflight.remove(item)
             slots.release()
             self._settle(reply, item, outbox)
+
+    def _queue_control(self, raw: str | bytes, kind: str, controls: asyncio.Queue[str]) -> None:
+        if self.control is None or not isinstance(raw, str):
+            log.warning("channel: ignoring a %s message (no handler)", kind)
+            return
+        try:
+            controls.put_nowait(raw)
+        except asyncio.QueueFull:
+            # The server re-sends what is still due at our next heartbeat; nothing is lost.
+            self.control_dropped += 1
+            log.warning("channel: control handler behind; dropped a %s message", kind)
+
+    async def _control_loop(
+        self, ws: ClientConnection, controls: asyncio.Queue[str], handle: ControlHandler
+    ) -> None:
+        while True:
+            answer = await handle(await controls.get())
+            if answer is not None:
+                await ws.send(answer)
 
     def _settle(self, reply: Reply, item: Outgoing, outbox: Outbox) -> None:
         if reply.ack is not None:

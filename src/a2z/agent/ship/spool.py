@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from a2z.records import MAX_FRAME_BYTES, Batch, encode_batch
@@ -253,6 +253,14 @@ class Spool:
             _write_atomically(self._dir / "epoch", _pack_epoch(epoch), self._dir)
             self._last_epoch = epoch
             return epoch
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the cap while running (a pushed configuration); a smaller cap is enforced at
+        the next append, which evicts by priority as it always does."""
+        if max_bytes <= 0:
+            raise ValueError(f"spool cap must be positive, not {max_bytes}")
+        with self._lock:
+            self.settings = replace(self.settings, max_bytes=max_bytes)
 
     def append_batch(self, batch: Batch, priority: Priority | None = None) -> AppendResult:
         """Encode ``batch`` and append it; the class is derived from its records by default."""

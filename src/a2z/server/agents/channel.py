@@ -5,21 +5,40 @@ per batch: ``{"ack": seq, "epoch": boot_epoch}`` once the batch is durable on th
 ``{"nack": seq, "error": "...", "retry": true}`` when it could not store it (re-send), or
 ``{"nack": seq, "error": "..."}`` when it refuses it for good. A bad frame is refused and
 counted; the stream goes on. The tenant and agent come from the agent's certificate, never
-from the frame. Text frames carry control messages (heartbeats), which get no answer.
+from the frame. Text frames carry control messages, dispatched by their ``type``: heartbeats,
+configuration results and command results. None gets a direct answer; instead the gateway
+asks :func:`due` what the agent should be sent (a newer configuration, pending commands).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from dataclasses import dataclass, field
 
 import msgspec
 
-from a2z.records import MAX_CONTROL_BYTES, Control, WireError, decode_batch
+from a2z.records import (
+    AgentSettings,
+    Command,
+    CommandResult,
+    ConfigPush,
+    ConfigResult,
+    Control,
+    Heartbeat,
+    WireError,
+    decode_batch,
+)
+from a2z.records.control import MAX_RESULT_FRAME_BYTES
+from a2z.server.agents.commands import service as commands
+from a2z.server.agents.config import service as configs
 from a2z.server.agents.models import Agent
+from a2z.server.audit import service as audit
 from a2z.server.bus.base import Message, events_subject
 from a2z.server.context import ServerContext
 from a2z.server.pki.x509 import AgentIdentity
 from a2z.server.store.base import utcnow
+from a2z.server.store.session import ScopedSession
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +83,98 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
 
 
 _control = msgspec.json.Decoder(Control)
+_settings = msgspec.json.Decoder(AgentSettings)
 
 
-def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> None:
-    """Apply one control message (today: a heartbeat). A bad one is counted and dropped."""
-    if len(text) > MAX_CONTROL_BYTES:
+@dataclass(frozen=True)
+class Due:
+    """What an agent should be sent now: its configuration if it runs an older one, and the
+    commands it has not answered yet."""
+
+    config: ConfigPush | None = None
+    commands: list[Command] = field(default_factory=list)
+
+
+def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Due | None:
+    """Apply one control message; return what the agent is due (None: a bad message, or no
+    such agent). A bad message is counted and dropped."""
+    # Heartbeats and config results are small; a command result may carry a bundle.
+    if len(text) > MAX_RESULT_FRAME_BYTES:
         ctx.metrics.wire_errors.labels("control_too_large").inc()
-        return
+        return None
     try:
-        beat = _control.decode(text)
+        message = _control.decode(text)
     except msgspec.DecodeError:
         ctx.metrics.wire_errors.labels("control").inc()
-        return
+        return None
     with ctx.sessions.tenant(identity.tenant_id) as session:
         agent = session.get(Agent, (identity.tenant_id, identity.agent_id))
         if agent is None:
-            return
-        agent.last_heartbeat_at = utcnow()
-        agent.version = beat.version[:40]
-        agent.config_version = beat.config_version
-        agent.health = msgspec.json.encode(beat).decode()
-    ctx.metrics.heartbeats.inc()
+            return None
+        actor = f"agent:{identity.agent_id}"
+        if isinstance(message, Heartbeat):
+            agent.last_heartbeat_at = utcnow()
+            agent.version = message.version[:40]
+            agent.config_version = message.config_version
+            if (agent.config_rejected_version or 0) <= message.config_version:
+                # Running that version (or a later one) now, e.g. after a set-config command.
+                agent.config_rejected_version = agent.config_rejected_reason = None
+            agent.health = msgspec.json.encode(message).decode()
+            ctx.metrics.heartbeats.inc()
+        elif isinstance(message, ConfigResult):
+            configs.record_result(session=session, agent=agent, result=message)
+            ctx.metrics.control_results.labels(
+                "config", "applied" if message.applied else "rejected"
+            ).inc()
+            audit.record(
+                session=session, actor=actor,
+                action="agent.config.applied" if message.applied else "agent.config.rejected",
+                target=actor, outcome="success" if message.applied else "failure",
+                detail={"version": message.version, "reason": message.reason[:200]},
+            )  # fmt: skip
+        else:
+            _command_result(ctx, session, agent, message)
+        return _due(session, agent)
+
+
+def due(ctx: ServerContext, identity: AgentIdentity) -> Due | None:
+    """What the agent should be sent now (None if it no longer exists)."""
+    with ctx.sessions.tenant(identity.tenant_id) as session:
+        agent = session.get(Agent, (identity.tenant_id, identity.agent_id))
+        return _due(session, agent) if agent is not None else None
+
+
+def mark_sent(ctx: ServerContext, identity: AgentIdentity, command_id: str) -> None:
+    """Note that a command went out on the agent's channel."""
+    with ctx.sessions.tenant(identity.tenant_id) as session:
+        commands.mark_sent(
+            session=session, agent_id=identity.agent_id, command_id=uuid.UUID(command_id)
+        )
+
+
+def _due(session: ScopedSession, agent: Agent) -> Due:
+    desired = agent.desired_config_version or 0
+    config = None
+    if (
+        desired > 0
+        and agent.desired_config
+        and desired != agent.config_version
+        and desired != agent.config_rejected_version  # refused: pushing again would not help
+    ):
+        config = ConfigPush(version=desired, config=_settings.decode(agent.desired_config))
+    return Due(config=config, commands=commands.pending(session=session, agent_id=agent.id))
+
+
+def _command_result(
+    ctx: ServerContext, session: ScopedSession, agent: Agent, message: CommandResult
+) -> None:
+    row = commands.settle(session=session, agent_id=agent.id, result=message)
+    if row is None:  # a re-answer of a settled command, or an id that is not this agent's
+        ctx.metrics.control_results.labels("command", "ignored").inc()
+        return
+    ctx.metrics.control_results.labels("command", row.status).inc()
+    audit.record(
+        session=session, actor=f"agent:{agent.id}", action="agent.command.result",
+        target=f"command:{row.id}", outcome="success" if message.ok else "failure",
+        detail={"kind": row.kind, "status": row.status, "error": (row.error or "")[:200]},
+    )  # fmt: skip

@@ -30,6 +30,15 @@ class Agent(TenantOwned, Base):
     version: Mapped[str | None] = mapped_column(String(40), default=None)
     config_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
     health: Mapped[str | None] = mapped_column(Text, default=None)  # heartbeat metrics, JSON
+    # Control path: the group whose configuration layer the agent inherits; the version and
+    # body (JSON AgentSettings) of the effective configuration it should run, bumped whenever
+    # its group's or its own layer changes; and the last version it refused, with its reason.
+    # The version it runs is ``config_version`` (from its heartbeats and config results).
+    group_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    desired_config_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    desired_config: Mapped[str | None] = mapped_column(Text, default=None)
+    config_rejected_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    config_rejected_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class EnrollmentToken(TenantOwned, Base):

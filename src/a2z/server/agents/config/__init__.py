@@ -1,0 +1,1 @@
+"""Agent configuration: groups, immutable numbered config versions, the effective config."""

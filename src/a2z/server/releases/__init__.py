@@ -1,0 +1,1 @@
+"""Agent releases: signed packages the agents upgrade to."""
