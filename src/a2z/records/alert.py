@@ -25,3 +25,5 @@ class Alert(RecordBase, tag="alert", frozen=True, kw_only=True):
     attack: list[str] = []  # ATT&CK technique ids, e.g. T1046
     uids: list[str] = []  # uids of the evidence records
     dedup_key: str = ""  # alerts with the same key within a window are counted, not repeated
+    msg: str | None = None  # what the detection saw, e.g. "1022 ports of 10.66.0.20 in 0.4 s"
+    count: int = 1  # occurrences reported: 1, or the repeats a suppression window counted
