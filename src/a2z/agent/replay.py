@@ -15,6 +15,7 @@ import msgspec
 
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.capture.pcap_file import CaptureReader, CaptureStats, open_capture
+from a2z.agent.detect import EdgeDetector
 from a2z.agent.flows.table import FlowConfig
 from a2z.agent.pipeline import Pipeline
 from a2z.agent.summary import pairs, peak_rss_mib
@@ -53,14 +54,19 @@ def _records(reader: CaptureReader, pipeline: Pipeline) -> Iterator[Record]:
         reader.close()
 
 
-def run_replay(path: str, out: TextIO, err: TextIO) -> int:
-    """Print one JSON record per line on ``out`` and a summary on ``err``; 0 ok, 2 bad file."""
+def run_replay(path: str, out: TextIO, err: TextIO, detector: EdgeDetector | None = None) -> int:
+    """Print one JSON record per line on ``out`` and a summary on ``err``; 0 ok, 2 bad file.
+
+    With a ``detector``, its alerts are printed after the records that completed them.
+    """
     started = time.perf_counter()
     try:
         records, pipeline, capture = replay(path)
     except CaptureError as exc:
         err.write(f"a2z agent replay: {exc}\n")
         return 2
+    if detector is not None:
+        records = detector.records(records)
     encode = msgspec.json.Encoder().encode
     write = out.write
     for record in records:
@@ -69,7 +75,22 @@ def run_replay(path: str, out: TextIO, err: TextIO) -> int:
     out.flush()
     elapsed = time.perf_counter() - started
     err.write(summarize(path, pipeline, capture, elapsed))
+    if detector is not None:
+        err.write(describe_detection(detector))
     return 0
+
+
+def describe_detection(detector: EdgeDetector) -> str:
+    """The detection part of a summary: alerts by rule, suppression, evictions, failures."""
+    stats = detector.stats
+    sup = stats.suppression
+    lines = [
+        f"  alerts: {pairs(stats.emitted)}",
+        f"  suppressed {sup.suppressed}  summaries {sup.summaries}"
+        f"  state evictions {stats.evictions(detector.detections)}"
+        f"  detection errors: {pairs(stats.errors)}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def summarize(path: str, pipeline: Pipeline, capture: CaptureStats, seconds: float) -> str:
@@ -89,4 +110,4 @@ def summarize(path: str, pipeline: Pipeline, capture: CaptureStats, seconds: flo
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Replay", "iter_records", "replay", "run_replay", "summarize"]
+__all__ = ["Replay", "describe_detection", "iter_records", "replay", "run_replay", "summarize"]

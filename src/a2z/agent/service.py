@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
+from a2z.agent.detect import EdgeDetector
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.replay import iter_records
@@ -52,6 +53,7 @@ async def ship_capture(
     spool_dir: Path | None = None,
     spool_max_bytes: int | None = None,
     ssl: ssl.SSLContext | None = None,
+    detector: EdgeDetector | None = None,
 ) -> ShipStats:
     """Replay a capture through the pipeline and deliver its records to the server.
 
@@ -64,6 +66,7 @@ async def ship_capture(
         rate=rate,
         spool=spool_settings(config, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes),
         ssl=ssl,
+        detector=detector,
     )
 
 
@@ -76,6 +79,7 @@ async def ship_records(
     ssl: ssl.SSLContext | None = None,
     progress: Progress | None = None,
     progress_interval_s: float = 1.0,
+    detector: EdgeDetector | None = None,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
 
@@ -83,7 +87,10 @@ async def ship_records(
 
     Without a spool, unacked batches live in memory only (lost if the agent dies).
     ``progress`` is called every ``progress_interval_s`` with the live counters.
+    With a ``detector`` (edge detection), its alerts are shipped among the records.
     """
+    if detector is not None:
+        records = detector.live(records)
     client = ChannelClient(
         url=config.server,
         token=config.token,

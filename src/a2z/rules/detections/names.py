@@ -26,7 +26,7 @@ COMMON_BIGRAMS = frozenset(_BIGRAMS.split())
 
 @functools.cache
 def _psl() -> PublicSuffixList:
-    # Loading the list takes tens of milliseconds: once per process, and only if DNS is seen.
+    """The list, parsed once per process on first use (0.05-0.2 s, only if DNS is seen)."""
     return PublicSuffixList()
 
 
@@ -35,6 +35,7 @@ def normalize(name: str) -> str:
     return name.rstrip(".").lower()
 
 
+@functools.lru_cache(maxsize=8192)  # bounded: clients ask the same few names over and over
 def registered_domain(name: str) -> str:
     """The name's registered domain (one label below its public suffix), or the name itself."""
     return _psl().privatesuffix(name) or name
