@@ -196,7 +196,8 @@ def test_dga_burst_needs_several_random_nxdomains() -> None:
     typos = [
         dns(query=f"{name}.com", rcode_name="NXDOMAIN") for name in ["gogle", "facebok", "wikipdia"]
     ]
-    assert feed(d, [*resolved, *typos]) == []
+    chrome = [dns(query=n, rcode_name="NXDOMAIN") for n in ["qwxzkdlfjv", "zxcvbnmqwrt"] * 3]
+    assert feed(d, [*resolved, *typos, *chrome]) == []
     alerts = feed(d, nx)
     assert len(alerts) == 1
     assert alerts[0].dedup_key == "a2z.dns.dga|10.66.0.10"

@@ -163,7 +163,10 @@ class DgaLookups:
         if not isinstance(record, Dns) or record.rcode_name != "NXDOMAIN" or not record.query:
             return []
         s = self.settings
-        domain = names.registered_domain(names.normalize(record.query))
+        query = names.normalize(record.query)
+        if "." not in query:
+            return []  # single-label names (Chrome's start-up probes, WPAD) are not registered
+        domain = names.registered_domain(query)
         ts = record.ts
         state = self._state.get(record.orig_h, lambda: _NxBurst(start=ts))
         if ts - state.start > s.window_s:
