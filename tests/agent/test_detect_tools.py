@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import select
+import shutil
 import string
 import subprocess
 import sys
@@ -232,6 +233,9 @@ SCENARIOS: dict[str, tuple[Callable[[Lab], None], set[str]]] = {
 def test_detection_fires_on_real_tool_traffic_and_nothing_else(lab: Lab, name: str) -> None:
     traffic, expected = SCENARIOS[name]
     capture = _capture(lab, name, traffic)
+    keep = os.environ.get("A2Z_KEEP_DETECT_CAPTURES")  # how bench/data/detect/ was made
+    if keep:
+        shutil.copyfile(capture, Path(keep) / capture.name)
     alerts = [r for r in EdgeDetector().records(iter_records(capture)) if isinstance(r, Alert)]
     first = {a.dedup_key for a in alerts if "repeats suppressed" not in (a.msg or "")}
     assert first == expected, [a.msg for a in alerts]

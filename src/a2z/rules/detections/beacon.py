@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import statistics
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -74,10 +74,11 @@ class Beaconing:
         # same service (a web server the implant hides behind) is judged on its own rhythm.
         times = series.times[-s.min_connections :]
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        mean = statistics.fmean(gaps)
+        mean = sum(gaps) / len(gaps)
         if not s.min_interval_s <= mean <= s.max_interval_s:
             return []
-        jitter = statistics.pstdev(gaps) / mean
+        # Population stdev by hand: statistics.pstdev is exact (Fractions) and 50x slower.
+        jitter = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
         if jitter > s.max_jitter:
             return []
         self.stats.alerts += 1
