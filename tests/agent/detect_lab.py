@@ -2,12 +2,14 @@
 
 ``dns ADDR``: answers every DNS query NXDOMAIN (the DGA and tunnel lookups need an answer, not
 a real zone). ``telnet ADDR``: a Telnet-like login dialogue on tcp/23. ``telnet-login ADDR``:
-a client that logs in to it. ``beacon ADDR PORT COUNT INTERVAL``: a client that makes COUNT
+a client that logs in to it. ``ftp ADDR``: an FTP control channel on tcp/21 that accepts any
+login (``ftp-login ADDR`` logs in with Python's ftplib). ``beacon ADDR PORT COUNT INTERVAL``: a client that makes COUNT
 HTTP requests, each on a new connection, INTERVAL seconds apart (an implant's check-ins).
 """
 
 from __future__ import annotations
 
+import ftplib
 import socket
 import sys
 import threading
@@ -49,6 +51,33 @@ def serve_telnet(addr: str) -> None:
         threading.Thread(target=_telnet_session, args=(conn,), daemon=True).start()
 
 
+def _ftp_session(conn: socket.socket) -> None:
+    replies = {b"USER": b"331 Password required", b"PASS": b"230 Logged in", b"SYST": b"215 UNIX"}
+    with conn, conn.makefile("rb") as lines:
+        conn.settimeout(5)
+        conn.sendall(b"220 lab FTP server ready\r\n")
+        for line in lines:
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"QUIT":
+                conn.sendall(b"221 Goodbye\r\n")
+                return
+            conn.sendall(replies.get(verb, b"502 Not implemented") + b"\r\n")
+
+
+def serve_ftp(addr: str) -> None:
+    """Accept FTP clients on port 21: any user and password log in, nothing else works."""
+    server = socket.create_server((addr, 21))
+    while True:
+        conn, _peer = server.accept()
+        threading.Thread(target=_ftp_session, args=(conn,), daemon=True).start()
+
+
+def ftp_login(addr: str) -> None:
+    """Log in with ftplib (USER, PASS in cleartext), then QUIT."""
+    with ftplib.FTP(addr, timeout=5) as ftp:
+        ftp.login("alice", "correct-horse")
+
+
 def telnet_login(addr: str) -> None:
     """Log in to the Telnet server with a user and password (sent in cleartext)."""
     with socket.create_connection((addr, 23), timeout=5) as conn:
@@ -74,6 +103,8 @@ if __name__ == "__main__":
     commands = {
         "dns": serve_dns,
         "telnet": serve_telnet,
+        "ftp": serve_ftp,
+        "ftp-login": ftp_login,
         "telnet-login": telnet_login,
         "beacon": beacon,
     }

@@ -4,6 +4,7 @@ Each scenario runs its tool from namespace ``a`` against servers in namespace ``
 pair the test makes), tcpdump records it on ``b``'s side, and the capture is replayed through
 the pipeline and the edge detection: the scenario's detection must fire, and nothing else.
 Needs root and the tools; .ci/run installs them (nmap, hping3, dnsutils, curl, tcpdump).
+``A2Z_KEEP_DETECT_CAPTURES=DIR`` keeps the captures (bench/data/detect/ was made so).
 """
 
 from __future__ import annotations
@@ -79,11 +80,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                                "--directory", str(tmp / "www")]),
             _start_in_b(pair, [py, str(LAB), "dns", pair.b_ip4]),
             _start_in_b(pair, [py, str(LAB), "telnet", pair.b_ip4]),
+            _start_in_b(pair, [py, str(LAB), "ftp", pair.b_ip4]),
         ]  # fmt: skip
         try:
             _wait_port(pair, "tcp", HTTP_PORT)
             _wait_port(pair, "udp", 53)
             _wait_port(pair, "tcp", 23)
+            _wait_port(pair, "tcp", 21)
             yield Lab(pair, tmp)
         finally:
             for server in servers:
@@ -187,6 +190,10 @@ def telnet_login(lab: Lab) -> None:
     lab.a(sys.executable, str(LAB), "telnet-login", lab.pair.b_ip4)
 
 
+def ftp_login(lab: Lab) -> None:
+    lab.a(sys.executable, str(LAB), "ftp-login", lab.pair.b_ip4)
+
+
 def nmap_nse(lab: Lab) -> None:
     lab.a("nmap", "-Pn", "-n", "-p", str(HTTP_PORT), "--script", "http-title", lab.pair.b_ip4)
 
@@ -222,6 +229,7 @@ SCENARIOS: dict[str, tuple[Callable[[Lab], None], set[str]]] = {
     "socket-beacon": (beacon, {f"a2z.net.beacon|{A}|{B}|{HTTP_PORT}|tcp"}),
     "curl-basic-auth": (basic_auth, {f"a2z.cred.cleartext|{A}|{B}|http-basic"}),
     "socket-telnet-login": (telnet_login, {f"a2z.cred.cleartext|{A}|{B}|telnet"}),
+    "ftplib-login": (ftp_login, {f"a2z.cred.cleartext|{A}|{B}|ftp"}),
     "nmap-nse-http": (nmap_nse, {f"a2z.web.scanner_ua|{A}|{B}|nmap NSE"}),
     "curl-sqlmap-agent": (sqlmap_agent, {f"a2z.web.scanner_ua|{A}|{B}|sqlmap"}),
     "curl-traversal": (traversal, {f"a2z.web.traversal|{A}|{B}"}),

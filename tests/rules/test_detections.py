@@ -11,7 +11,7 @@ import string
 
 import pytest
 
-from a2z.records import Alert, Record
+from a2z.records import Alert, Ftp, Record
 from a2z.rules.detections import BUILTIN_RULE_IDS, BoundedMap, DetectionStats, builtin_detections
 from a2z.rules.detections.base import Detection
 from a2z.rules.detections.beacon import Beaconing, BeaconSettings
@@ -243,6 +243,19 @@ def test_cleartext_secrets_in_urls(uri: str) -> None:
 )
 def test_cleartext_spares_ordinary_urls(uri: str) -> None:
     assert feed(CleartextCredentials(), [http(uri=uri)]) == []
+
+
+def test_cleartext_ftp_password_but_not_anonymous() -> None:
+    d = CleartextCredentials()
+    ends = {"ts": 1.0, "uid": "Cftp", "orig_h": "10.0.0.1", "orig_p": 40000,
+            "resp_h": "10.0.0.2", "resp_p": 21}  # fmt: skip
+    anonymous = Ftp(**ends, user="anonymous", command="PASS", arg="<hidden>", reply_code=230)
+    user = Ftp(**ends, user="alice", command="USER", arg="alice", reply_code=331)
+    login = Ftp(**ends, user="alice", command="PASS", arg="<hidden>", reply_code=230)
+    assert feed(d, [anonymous, user]) == []
+    alerts = feed(d, [login])
+    assert [a.dedup_key for a in alerts] == ["a2z.cred.cleartext|10.0.0.1|10.0.0.2|ftp"]
+    assert alerts[0].msg == "FTP password for 'alice' accepted in cleartext by 10.0.0.2:21"
 
 
 def test_cleartext_telnet_session_but_not_refused_attempt() -> None:

@@ -5,7 +5,7 @@ This package is a leaf: it imports nothing else from ``a2z``.
 
 from a2z.records.alert import Alert, Severity
 from a2z.records.control import MAX_CONTROL_BYTES, Control, Heartbeat
-from a2z.records.network import Conn, Dns, Http, Record, Ssl, Weird
+from a2z.records.network import Conn, Dns, Ftp, Http, Record, Ssl, Weird
 from a2z.records.wire import MAX_FRAME_BYTES, Batch, WireError, decode_batch, encode_batch
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Conn",
     "Control",
     "Dns",
+    "Ftp",
     "Heartbeat",
     "Http",
     "Record",
