@@ -163,7 +163,7 @@ def ping_sweep(lab: Lab) -> None:
 
 
 def syn_flood(lab: Lab) -> None:
-    lab.a("hping3", "-q", "-S", "-p", str(HTTP_PORT), "-c", "600", "-i", "u1000", lab.pair.b_ip4)
+    lab.a("hping3", "-q", "-S", "-p", str(HTTP_PORT), "-c", "1000", "-i", "u200", lab.pair.b_ip4)
 
 
 def dns_tunnel(lab: Lab) -> None:
