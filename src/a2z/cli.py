@@ -264,6 +264,10 @@ def _ship(args: argparse.Namespace) -> int:
         print(f"a2z agent: {exc}", file=sys.stderr)
         return 2
     print(f"a2z agent: {describe(stats)}", file=sys.stderr)
+    if detector is not None:
+        from a2z.agent.replay import describe_detection
+
+        print(f"a2z agent: edge detection\n{describe_detection(detector)}", end="", file=sys.stderr)
     return 0
 
 
