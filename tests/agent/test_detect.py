@@ -15,7 +15,8 @@ import pytest
 
 from a2z.agent.detect import EdgeDetector, load_rules
 from a2z.agent.replay import iter_records, run_replay
-from a2z.records import Alert, Conn, Record, Severity
+from a2z.records import Alert, Conn, Http, Record, Severity
+from a2z.rules import CompiledRule, RuleSet
 from a2z.rules.detections import DetectionInfo, DetectionStats
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -191,3 +192,14 @@ def test_live_stream_passes_ticks_and_closes_windows_on_them() -> None:
     summaries = [a for a in out[:tick] if isinstance(a, Alert) and "repeats" in (a.msg or "")]
     assert summaries, "the tick closed the windows and reported their repeats"
     assert not [a for a in out[tick + 1 :] if isinstance(a, Alert)]
+
+
+def test_failing_sigma_predicate_is_counted_and_the_stream_goes_on() -> None:
+    def explode(record: object) -> bool:
+        raise ValueError("bad predicate")
+
+    bad = CompiledRule("bad", "bad", Severity.LOW, (), Http, explode, None)
+    detector = EdgeDetector(rules=RuleSet([bad]))
+    records = list(detector.records(iter_records(DEMO)))
+    assert detector.stats.errors == {"sigma": 23}  # every http record of the capture
+    assert any(isinstance(r, Alert) and r.rule_id == "a2z.web.traversal" for r in records)

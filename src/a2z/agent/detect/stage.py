@@ -33,7 +33,7 @@ class DetectStats:
     records: int = 0  # records looked at
     raised: dict[str, int] = field(default_factory=dict)  # alerts by rule, before suppression
     emitted: dict[str, int] = field(default_factory=dict)  # alerts by rule, after suppression
-    errors: dict[str, int] = field(default_factory=dict)  # detections that raised, by rule
+    errors: dict[str, int] = field(default_factory=dict)  # failures by rule id ("sigma": rules)
     suppression: SuppressionStats = field(default_factory=SuppressionStats)
 
     def evictions(self, detections: Iterable[Detection]) -> int:
@@ -93,14 +93,13 @@ class EdgeDetector:
             try:
                 raised.extend(detection.observe(record))
             except Exception:  # one broken detection must not stop the stream or the others
-                rule_id = detection.info.rule_id
-                first = rule_id not in self.stats.errors
-                self.stats.errors[rule_id] = self.stats.errors.get(rule_id, 0) + 1
-                if first:
-                    log.exception("detection %s failed on a %s record", rule_id, type(record))
+                self._failed(detection.info.rule_id, record)
         if self.rules is not None:
             rule_record: RuleRecord = record
-            raised.extend(self.rules.match(rule_record))
+            try:
+                raised.extend(self.rules.match(rule_record))
+            except Exception:  # a rule's predicate should not raise; if one does, go on
+                self._failed("sigma", record)
         if not raised:
             return []
         return self._admit(raised)
@@ -132,6 +131,13 @@ class EdgeDetector:
             yield record
             yield from process(record)
         yield from self.flush()
+
+    def _failed(self, rule_id: str, record: Record) -> None:
+        """Count a detection's failure; log the first of each (with its traceback)."""
+        first = rule_id not in self.stats.errors
+        self.stats.errors[rule_id] = self.stats.errors.get(rule_id, 0) + 1
+        if first:
+            log.exception("detection %s failed on a %s record", rule_id, type(record).__name__)
 
     def _admit(self, raised: list[Alert]) -> list[Alert]:
         stats = self.stats
