@@ -12,12 +12,16 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from a2z.records import Alert, Record
-from a2z.rules import RuleError, RuleSet, compile_yaml, load_directory
 from a2z.rules.detections import BuiltinSettings, Detection, builtin_detections
-from a2z.rules.fields import RuleRecord
+from a2z.rules.errors import RuleError
 from a2z.rules.suppress import SuppressionSettings, SuppressionStats, Suppressor
+
+if TYPE_CHECKING:  # the Sigma engine loads pySigma: only when rules are given (load_rules)
+    from a2z.rules.engine import RuleSet
+    from a2z.rules.fields import RuleRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,9 @@ class DetectStats:
 
 def load_rules(paths: Sequence[Path]) -> tuple[RuleSet, list[RuleError]]:
     """Compile the Sigma rules in files and directories; bad rules come back as errors."""
+    from a2z.rules.compile import compile_yaml
+    from a2z.rules.engine import RuleSet, load_directory
+
     rules = []
     errors: list[RuleError] = []
     for path in paths:
