@@ -218,11 +218,21 @@ def _detector(args: argparse.Namespace) -> EdgeDetector | None:
     return EdgeDetector(rules=rules)
 
 
+def _ship_detector(args: argparse.Namespace) -> EdgeDetector | None:
+    """As ``_detector``; a rules path that cannot be read is a configuration error here."""
+    from a2z.agent.config import ConfigError
+    from a2z.agent.detect import DetectConfigError
+
+    try:
+        return _detector(args)
+    except DetectConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def _ship(args: argparse.Namespace) -> int:
     """Replay a capture, or capture live, and deliver the records to the server."""
     from a2z.agent.capture import CaptureError
     from a2z.agent.config import ConfigError, load_config
-    from a2z.agent.detect import DetectConfigError
     from a2z.agent.enroll import EnrollmentError, renew
     from a2z.agent.identity import IdentityFiles
     from a2z.agent.live import live_records
@@ -230,8 +240,8 @@ def _ship(args: argparse.Namespace) -> int:
     from a2z.agent.ship.channel import ChannelRefused
     from a2z.agent.ship.spool import SpoolError
 
+    detector = None
     try:
-        detector = _detector(args)
         config = load_config(args.config)
         if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
             asyncio.run(renew(config))
@@ -239,6 +249,9 @@ def _ship(args: argparse.Namespace) -> int:
             records = live_records(
                 args.interface, args.bpf, max_packets=args.max_packets, max_seconds=args.max_seconds
             )
+            # After the ring is open: loading the detections (and any Sigma rules) takes a
+            # moment, and the kernel keeps the traffic of that moment for us.
+            detector = _ship_detector(args)
             stats = asyncio.run(
                 ship_records(
                     config, records, spool=spool_settings(
@@ -247,20 +260,14 @@ def _ship(args: argparse.Namespace) -> int:
                 )
             )  # fmt: skip
         else:
+            detector = _ship_detector(args)
             stats = asyncio.run(
                 ship_capture(
                     config, args.replay, rate=args.rate, spool_dir=args.spool_dir,
                     spool_max_bytes=args.spool_max_bytes, detector=detector,
                 )
             )  # fmt: skip
-    except (
-        ConfigError,
-        CaptureError,
-        ChannelRefused,
-        DetectConfigError,
-        EnrollmentError,
-        SpoolError,
-    ) as exc:
+    except (ConfigError, CaptureError, ChannelRefused, EnrollmentError, SpoolError) as exc:
         print(f"a2z agent: {exc}", file=sys.stderr)
         return 2
     print(f"a2z agent: {describe(stats)}", file=sys.stderr)

@@ -9,17 +9,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from typing import NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 import msgspec
 
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.capture.pcap_file import CaptureReader, CaptureStats, open_capture
-from a2z.agent.detect import EdgeDetector
 from a2z.agent.flows.table import FlowConfig
 from a2z.agent.pipeline import Pipeline
 from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
+
+if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
+    from a2z.agent.detect import EdgeDetector
 
 
 class Replay(NamedTuple):

@@ -8,9 +8,9 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
-from a2z.agent.detect import EdgeDetector
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.replay import iter_records
@@ -19,6 +19,9 @@ from a2z.agent.ship.channel import ChannelClient, ShipStats
 from a2z.agent.ship.outbox import SpoolOutbox
 from a2z.agent.ship.spool import Spool, SpoolSettings
 from a2z.records import Batch, Record
+
+if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
+    from a2z.agent.detect import EdgeDetector
 
 Progress = Callable[[ShipStats], None]
 
