@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 
 .PHONY: install demo test lint typecheck unit clean lock fuzz bench-agent bench-api bench-channel \
-	bench-rules bench-ingest
+	bench-rules bench-ingest eval-detection
 
 install: $(STAMP)
 
@@ -83,13 +83,20 @@ bench-ingest: install
 
 # Sigma rule matching: records/s with 10, 100 and 1,000 rules (SigmaHQ network/web rules plus
 # variants) over the demo capture, indexed and prefiltered against every-rule-on-every-record;
-# then Sigma correlation throughput (6 to 300 correlations) and threat-intel matching with
-# 1,000,000 indicators (load time, RSS, lookups/s). A few minutes; see docs/benchmarks.md.
-# BENCH_RULES_ARGS passes options to the first (e.g. --seconds 5).
+# then the built-in detections' records/s (together and each alone), Sigma correlation
+# throughput (6 to 300 correlations) and threat-intel matching with 1,000,000 indicators (load
+# time, RSS, lookups/s). A few minutes; see docs/benchmarks.md. BENCH_RULES_ARGS passes options
+# to the first (e.g. --seconds 5).
 bench-rules: install
 	$(BIN)/python bench/bench_rules.py $(BENCH_RULES_ARGS)
 	$(BIN)/python bench/bench_correlation.py
 	$(BIN)/python bench/bench_intel.py
+
+# Precision and recall of each built-in detection over labelled captures: the demo capture,
+# the real-tool captures of bench/data/detect/ and the benign captures of tests/data/. A few
+# seconds; see docs/detections.md and docs/benchmarks.md.
+eval-detection: install
+	$(BIN)/python bench/eval_detection.py
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: install

@@ -8,6 +8,10 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from a2z.agent.detect import EdgeDetector
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -50,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     replay = agent_sub.add_parser("replay", help="print a capture's records as JSON lines")
     replay.add_argument("file", type=Path)
+    _detect_arguments(replay)
     enroll = agent_sub.add_parser(
         "enroll", help="get this agent's certificate with a one-time token"
     )
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="processes sharing the interface")
     run.add_argument("--max-packets", type=int, help="stop after this many packets")
     run.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    _detect_arguments(run)
 
     admin = sub.add_parser("admin", help="manage tenants, users, keys and enrollment tokens")
     admin.add_argument("--db", help="database URL (default: SQLite under --data-dir)")
@@ -118,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--data-dir", type=Path, default=Path("a2z-data/demo"))
     return parser
+
+
+def _detect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rules", type=Path, action="append", default=[], metavar="PATH",
+        help="Sigma rule file or directory to run besides the built-in detections (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-detect", action="store_true", help="no edge detection: records only, no alerts"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,13 +180,25 @@ def _server(args: argparse.Namespace) -> int:
 
 def _agent(args: argparse.Namespace) -> int:
     if args.agent_command == "replay":
+        from a2z.agent.detect import DetectConfigError
         from a2z.agent.replay import run_replay
 
-        return run_replay(str(args.file), sys.stdout, sys.stderr)
+        try:
+            detector = _detector(args)
+        except DetectConfigError as exc:
+            print(f"a2z agent replay: {exc}", file=sys.stderr)
+            return 2
+        return run_replay(str(args.file), sys.stdout, sys.stderr, detector)
     if args.agent_command == "enroll":
         return _enroll(args)
     if args.interface and args.config is None:
         from a2z.agent.live import run_live
+
+        if args.rules:
+            # Worker processes write JSON text straight to stdout here: no stage to hook yet.
+            print("a2z agent run: --rules needs --config (the print mode runs no detection)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
 
         return run_live(
             args.interface, args.bpf, args.workers, sys.stdout, sys.stderr,
@@ -180,6 +208,31 @@ def _agent(args: argparse.Namespace) -> int:
         print("a2z agent run: --replay needs --config (from `a2z agent enroll`)", file=sys.stderr)
         return 2
     return _ship(args)
+
+
+def _detector(args: argparse.Namespace) -> EdgeDetector | None:
+    """The edge detection stage the options ask for; rules that fail to load are reported."""
+    from a2z.agent.detect import EdgeDetector, load_rules
+
+    if args.no_detect:
+        return None
+    rules = None
+    if args.rules:
+        rules, errors = load_rules(args.rules)
+        for error in errors:
+            print(f"a2z agent: rule not loaded: {error}", file=sys.stderr)
+    return EdgeDetector(rules=rules)
+
+
+def _ship_detector(args: argparse.Namespace) -> EdgeDetector | None:
+    """As ``_detector``; a rules path that cannot be read is a configuration error here."""
+    from a2z.agent.config import ConfigError
+    from a2z.agent.detect import DetectConfigError
+
+    try:
+        return _detector(args)
+    except DetectConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _ship(args: argparse.Namespace) -> int:
@@ -193,6 +246,7 @@ def _ship(args: argparse.Namespace) -> int:
     from a2z.agent.ship.channel import ChannelRefused
     from a2z.agent.ship.spool import SpoolError
 
+    detector = None
     try:
         config = load_config(args.config)
         if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
@@ -202,24 +256,32 @@ def _ship(args: argparse.Namespace) -> int:
             # retune it while it runs.
             capture = open_live(args.interface, args.bpf)
             records = live_stream(capture, args.max_packets, args.max_seconds)
+            # After the ring is open: loading the detections (and any Sigma rules) takes a
+            # moment, and the kernel keeps the traffic of that moment for us.
+            detector = _ship_detector(args)
             stats = asyncio.run(
                 ship_records(
                     config, records, spool=spool_settings(
                         config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
-                    ), capture=capture,
+                    ), capture=capture, detector=detector,
                 )
             )  # fmt: skip
         else:
+            detector = _ship_detector(args)
             stats = asyncio.run(
                 ship_capture(
                     config, args.replay, rate=args.rate, spool_dir=args.spool_dir,
-                    spool_max_bytes=args.spool_max_bytes,
+                    spool_max_bytes=args.spool_max_bytes, detector=detector,
                 )
             )  # fmt: skip
     except (ConfigError, CaptureError, ChannelRefused, EnrollmentError, SpoolError) as exc:
         print(f"a2z agent: {exc}", file=sys.stderr)
         return 2
     print(f"a2z agent: {describe(stats)}", file=sys.stderr)
+    if detector is not None:
+        from a2z.agent.replay import describe_detection
+
+        print(f"a2z agent: edge detection\n{describe_detection(detector)}", end="", file=sys.stderr)
     return 0
 
 

@@ -127,4 +127,8 @@ def test_demo_serves_every_replayed_record(demo: Demo) -> None:
         c for c in conns if c["id.resp_h"] == "10.66.0.20" and c["conn_state"] in {"REJ", "S0"}
     ]
     assert len(scanned) > 100
+    # The agent's edge detection shipped its alerts with the records (tests/agent/test_detect.py
+    # holds the full list): the scan, the flood and the traversal are among them.
+    rules = {e["rule_id"] for e in events if e["_path"] == "alert"}
+    assert {"a2z.net.scan.vertical", "a2z.net.synflood", "a2z.web.traversal"} <= rules
     assert "A2Z SOC" in httpx.get(base + "/", timeout=10).text

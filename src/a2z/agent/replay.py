@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from typing import NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 import msgspec
 
@@ -19,6 +19,9 @@ from a2z.agent.flows.table import FlowConfig
 from a2z.agent.pipeline import Pipeline
 from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
+
+if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
+    from a2z.agent.detect import EdgeDetector
 
 
 class Replay(NamedTuple):
@@ -53,14 +56,19 @@ def _records(reader: CaptureReader, pipeline: Pipeline) -> Iterator[Record]:
         reader.close()
 
 
-def run_replay(path: str, out: TextIO, err: TextIO) -> int:
-    """Print one JSON record per line on ``out`` and a summary on ``err``; 0 ok, 2 bad file."""
+def run_replay(path: str, out: TextIO, err: TextIO, detector: EdgeDetector | None = None) -> int:
+    """Print one JSON record per line on ``out`` and a summary on ``err``; 0 ok, 2 bad file.
+
+    With a ``detector``, its alerts are printed after the records that completed them.
+    """
     started = time.perf_counter()
     try:
         records, pipeline, capture = replay(path)
     except CaptureError as exc:
         err.write(f"a2z agent replay: {exc}\n")
         return 2
+    if detector is not None:
+        records = detector.records(records)
     encode = msgspec.json.Encoder().encode
     write = out.write
     for record in records:
@@ -69,7 +77,22 @@ def run_replay(path: str, out: TextIO, err: TextIO) -> int:
     out.flush()
     elapsed = time.perf_counter() - started
     err.write(summarize(path, pipeline, capture, elapsed))
+    if detector is not None:
+        err.write(describe_detection(detector))
     return 0
+
+
+def describe_detection(detector: EdgeDetector) -> str:
+    """The detection part of a summary: alerts by rule, suppression, evictions, failures."""
+    stats = detector.stats
+    sup = stats.suppression
+    lines = [
+        f"  alerts: {pairs(stats.emitted)}",
+        f"  suppressed {sup.suppressed}  summaries {sup.summaries}"
+        f"  state evictions {stats.evictions(detector.detections)}"
+        f"  detection errors: {pairs(stats.errors)}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def summarize(path: str, pipeline: Pipeline, capture: CaptureStats, seconds: float) -> str:
@@ -89,4 +112,4 @@ def summarize(path: str, pipeline: Pipeline, capture: CaptureStats, seconds: flo
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Replay", "iter_records", "replay", "run_replay", "summarize"]
+__all__ = ["Replay", "describe_detection", "iter_records", "replay", "run_replay", "summarize"]

@@ -9,6 +9,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from a2z.agent.commands import CommandRunner, Upgrader
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
@@ -23,6 +24,9 @@ from a2z.agent.ship.outbox import SpoolOutbox
 from a2z.agent.ship.spool import Spool, SpoolSettings
 from a2z.agent.upgrade import make_upgrader
 from a2z.records import Batch, Record
+
+if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
+    from a2z.agent.detect import EdgeDetector
 
 Progress = Callable[[ShipStats], None]
 
@@ -57,6 +61,7 @@ async def ship_capture(
     spool_dir: Path | None = None,
     spool_max_bytes: int | None = None,
     ssl: ssl.SSLContext | None = None,
+    detector: EdgeDetector | None = None,
 ) -> ShipStats:
     """Replay a capture through the pipeline and deliver its records to the server.
 
@@ -69,6 +74,7 @@ async def ship_capture(
         rate=rate,
         spool=spool_settings(config, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes),
         ssl=ssl,
+        detector=detector,
     )
 
 
@@ -83,6 +89,7 @@ async def ship_records(
     progress_interval_s: float = 1.0,
     capture: LiveCapture | None = None,
     upgrade: Upgrader | None = None,
+    detector: EdgeDetector | None = None,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
 
@@ -92,7 +99,10 @@ async def ship_records(
     ``progress`` is called every ``progress_interval_s`` with the live counters.
     The server's configuration pushes and commands are applied meanwhile: to ``capture`` (the
     live capture the records come from, if any), the batcher, the spool and the record stream.
+    With a ``detector`` (edge detection), its alerts are shipped among the records.
     """
+    if detector is not None:
+        records = detector.live(records)
     client = ChannelClient(
         url=config.server,
         token=config.token,

@@ -19,7 +19,7 @@ from a2z.records.control import (
     effective_settings,
     parse_layer,
 )
-from a2z.records.network import Conn, Dns, Http, Record, Ssl, Weird
+from a2z.records.network import Conn, Dns, Ftp, Http, Record, Ssl, Weird
 from a2z.records.wire import MAX_FRAME_BYTES, Batch, WireError, decode_batch, encode_batch
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Conn",
     "Control",
     "Dns",
+    "Ftp",
     "Heartbeat",
     "Http",
     "Record",

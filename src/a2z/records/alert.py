@@ -26,3 +26,5 @@ class Alert(RecordBase, tag="alert", frozen=True, kw_only=True):
     uids: list[str] = []  # uids of the evidence records
     dedup_key: str = ""  # alerts with the same key within a window are counted, not repeated
     score: float | None = None  # the detector's score where it has one (anomaly model: 0..1)
+    msg: str | None = None  # what the detection saw, e.g. "1022 ports of 10.66.0.20 in 0.4 s"
+    count: int = 1  # occurrences reported: 1, or the repeats a suppression window counted

@@ -1,4 +1,4 @@
-"""Network log records with Zeek's schemas and field names (conn, dns, http, ssl, weird).
+"""Network log records with Zeek's schemas and field names (conn, dns, http, ssl, ftp, weird).
 
 Field names follow Zeek's ``base/protocols/*/main.zeek`` so that anyone can compare our
 output with Zeek's on the same capture and so that Sigma's ``zeek`` rules apply unchanged.
@@ -91,6 +91,16 @@ class Ssl(RecordBase, tag="ssl", frozen=True, kw_only=True):
     ja4: str | None = None  # JA4 client fingerprint
 
 
+class Ftp(RecordBase, tag="ftp", frozen=True, kw_only=True):
+    """One FTP command and its reply (Zeek ftp.log); a password is never logged."""
+
+    user: str | None = None  # the session's user, from its last USER command
+    command: str  # command verb, upper case, e.g. USER, PASS, RETR
+    arg: str | None = None  # the command's argument ("<hidden>" for PASS)
+    reply_code: int | None = None  # the final reply's code, e.g. 230
+    reply_msg: str | None = None  # the final reply's text
+
+
 class Weird(RecordBase, tag="weird", frozen=True, kw_only=True):
     """Something unexpected in the traffic or our decoding of it (Zeek weird.log)."""
 
@@ -101,7 +111,7 @@ class Weird(RecordBase, tag="weird", frozen=True, kw_only=True):
     source: str | None = None  # the decoder that raised it, e.g. TCP, DNS
 
 
-Record = Conn | Dns | Http | Ssl | Weird | Alert
+Record = Conn | Dns | Http | Ssl | Ftp | Weird | Alert
 """Every record type the agent can emit; ``_path`` tells them apart on the wire."""
 
 RECORD_TYPES: dict[str, type[msgspec.Struct]] = {
@@ -109,6 +119,7 @@ RECORD_TYPES: dict[str, type[msgspec.Struct]] = {
     "dns": Dns,
     "http": Http,
     "ssl": Ssl,
+    "ftp": Ftp,
     "weird": Weird,
     "alert": Alert,
 }

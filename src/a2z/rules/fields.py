@@ -8,8 +8,8 @@ our records use Zeek's names. A pySigma ``ProcessingPipeline`` renames the field
 Sigma log source           record              fields (Sigma name -> ours)
 =========================  ==================  ==========================================
 product zeek, service X    X (conn, dns,       Zeek names unchanged; for http also the
-                           http, ssl, weird)   proxy names below (SigmaHQ's zeek rules
-                                               mix them in)
+                           http, ssl, ftp,     proxy names below (SigmaHQ's zeek rules
+                           weird)              mix them in)
 category proxy             http                c-uri, cs-uri -> uri; c-uri-stem -> uri_path;
                                                c-uri-query -> uri_query;
                                                c-uri-extension -> uri_extension;
@@ -50,10 +50,10 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
 from sigma.rule import SigmaLogSource
 
-from a2z.records import Conn, Dns, Http, Ssl, Weird
+from a2z.records import Conn, Dns, Ftp, Http, Ssl, Weird
 from a2z.rules.errors import UnsupportedRuleError
 
-RuleRecord = Conn | Dns | Http | Ssl | Weird
+RuleRecord = Conn | Dns | Http | Ssl | Ftp | Weird
 """The records Sigma rules run on (alerts are our output, never a rule's input)."""
 
 Getter = Callable[[RuleRecord], object]
@@ -63,6 +63,7 @@ ZEEK_SERVICES: dict[str, type[RuleRecord]] = {
     "dns": Dns,
     "http": Http,
     "ssl": Ssl,
+    "ftp": Ftp,
     "weird": Weird,
 }
 CATEGORIES: dict[str, type[RuleRecord]] = {

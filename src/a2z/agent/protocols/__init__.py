@@ -1,4 +1,4 @@
-"""Application protocols (DNS, HTTP, TLS): flow payload in, Zeek dns/http/ssl records out.
+"""Application protocols (DNS, HTTP, TLS, FTP): flow payload in, Zeek dns/http/ssl/ftp records.
 
 Pure parsers raise only :class:`ProtocolError` subclasses; per-flow analyzers never raise,
 they report anomalies as weird conditions. :class:`AppSession` picks the analyzer by content.
@@ -16,6 +16,7 @@ from a2z.agent.protocols.dns import (
     parse_dns,
 )
 from a2z.agent.protocols.errors import MalformedMessage, NeedMoreData, ProtocolError
+from a2z.agent.protocols.ftp import FtpAnalyzer
 from a2z.agent.protocols.http import (
     HttpAnalyzer,
     HttpHead,
@@ -46,6 +47,7 @@ __all__ = [
     "DnsMessage",
     "DnsQuestion",
     "FlowIdent",
+    "FtpAnalyzer",
     "HttpAnalyzer",
     "HttpHead",
     "MalformedMessage",

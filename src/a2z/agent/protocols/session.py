@@ -13,26 +13,37 @@ from typing import Literal
 from a2z.agent.protocols.analyzer import Analyzer, FlowIdent, ProtocolConfig
 from a2z.agent.protocols.dns import STANDARD_PORTS, DnsAnalyzer, looks_like_dns
 from a2z.agent.protocols.errors import ProtocolError
+from a2z.agent.protocols.ftp import FtpAnalyzer, starts_like_client, starts_like_greeting
 from a2z.agent.protocols.http import HttpAnalyzer, starts_like_request
 from a2z.agent.protocols.stream import Chunk, StreamReassembler
 from a2z.agent.protocols.tls import TlsAnalyzer, starts_like_tls
 from a2z.records import Record
 
-_StreamAnalyzer = DnsAnalyzer | HttpAnalyzer | TlsAnalyzer
+_StreamAnalyzer = DnsAnalyzer | HttpAnalyzer | TlsAnalyzer | FtpAnalyzer
 
 
-def detect_tcp(data: bytes, is_orig: bool, ports: tuple[int, int]) -> str | bool | None:
+def detect_tcp(
+    data: bytes, is_orig: bool, ports: tuple[int, int], other: bytes = b""
+) -> str | bool | None:
     """Which analyzer the first bytes of a TCP direction call for.
 
-    Returns ``"http"``, ``"ssl"`` or ``"dns"``; ``None`` when more bytes are needed to tell;
-    ``False`` when the content is none of them.
+    Returns ``"http"``, ``"ssl"``, ``"dns"`` or ``"ftp"``; ``None`` when more bytes are needed
+    to tell; ``False`` when the content is none of them. ``other`` is what the other direction
+    has sent so far: FTP is told by the server's greeting and the client's first command.
     """
     undecided = False
+    if not is_orig and starts_like_greeting(data):
+        return None  # FTP or SMTP: the client's first command tells
+    if is_orig and starts_like_greeting(other):
+        client = starts_like_client(data)
+        if client:
+            return "ftp"
+        undecided = client is None
     if is_orig:
         request = starts_like_request(data)
         if request:
             return "http"
-        undecided = request is None
+        undecided = undecided or request is None
     elif data.startswith(b"HTTP/"):
         return "http"
     elif len(data) < 5 and b"HTTP/".startswith(data):
@@ -209,7 +220,7 @@ class AppSession:
             self._probes = (bytearray(), bytearray())
         probe = self._probes[is_orig]
         probe += chunk
-        verdict = detect_tcp(bytes(probe), is_orig, self.ports)
+        verdict = detect_tcp(bytes(probe), is_orig, self.ports, bytes(self._probes[not is_orig]))
         if verdict is None and len(probe) < self.config.max_probe_bytes:
             return None
         if not verdict:
@@ -220,6 +231,8 @@ class AppSession:
             analyzer = HttpAnalyzer(self.ident, self.config, self.records, self.weirds)
         elif verdict == "ssl":
             analyzer = TlsAnalyzer(self.ident, self.config, self.records, self.weirds)
+        elif verdict == "ftp":
+            analyzer = FtpAnalyzer(self.ident, self.config, self.records, self.weirds)
         else:
             analyzer = DnsAnalyzer(self.ident, self.config, "tcp", self.records, self.weirds)
         self.analyzer = analyzer

@@ -19,7 +19,8 @@ function summary(r) {
     case "dns": return `${r.qtype_name || ""} ${r.query || ""} → ${r.rcode_name || "-"} ${(r.answers || []).join(", ")}`;
     case "http": return `${r.method || ""} ${r.host || ""}${r.uri || ""} ${r.status_code || ""} ${r.user_agent || ""}`;
     case "ssl": return `${r.version || ""} ${r.server_name || ""} ja3=${r.ja3 || "-"}`;
-    case "alert": return `[${r.severity}] ${r.title} ${(r.attack || []).join(" ")}`;
+    case "ftp": return `${r.user || "-"} ${r.command} ${r.arg || ""} → ${r.reply_code || "-"}`;
+    case "alert": return `[${r.severity}] ${r.title} ${(r.attack || []).join(" ")}${r.count > 1 ? ` ×${r.count}` : ""} ${r.msg || ""}`;
     case "weird": return `${r.name} ${r.addl || ""}`;
     default: return "";
   }
