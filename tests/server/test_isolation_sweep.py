@@ -42,6 +42,7 @@ def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
             session=session, ttl=__import__("datetime").timedelta(hours=1), uses=1, created_by="t"
         )
     return {
+        "tenant_id": str(tenant.id),
         "agent_id": str(tenant.agent_id),
         "key_id": str(key.id),
         "user_id": str(user.id),

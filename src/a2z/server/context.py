@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
+from a2z.server.events.maintenance import StoreMaintenance
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import AgentRoot
+from a2z.server.quotas.service import Quotas
 from a2z.server.store.session import SessionFactory
 
 
@@ -22,4 +24,6 @@ class ServerContext:
     metrics: ServerMetrics
     secret: bytes  # signs access tokens, encrypts CA keys
     root: AgentRoot  # the agent root CA and the gateway certificate
+    quotas: Quotas  # tenant limits and residency, cached
+    maintenance: StoreMaintenance  # partitions ahead, retention
     throttle: LoginThrottle = field(default_factory=LoginThrottle)

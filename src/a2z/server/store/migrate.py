@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from importlib.resources import files
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -11,7 +13,35 @@ from sqlalchemy import Engine, text
 
 from a2z.server.store.tenancy import APPEND_ONLY_TABLES
 
+NameType = Literal[
+    "schema",
+    "table",
+    "column",
+    "index",
+    "unique_constraint",
+    "foreign_key_constraint",
+    "check_constraint",
+]
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def include_name(
+    name: str | None, type_: NameType, parent_names: MutableMapping[Any, str | None]
+) -> bool:
+    """Autogenerate's filter: event partitions are managed at run time, not by the models.
+
+    Their indexes are the parent's, attached per partition, so they are left out as well.
+    """
+    if type_ == "table":
+        return not is_partition(name or "")
+    if type_ == "index":
+        return not is_partition(parent_names.get("table_name") or "")
+    return True
+
+
+def is_partition(table: str) -> bool:
+    """True for a partition of ``events`` (``store.partitions`` names them)."""
+    return table == "events_default" or re.match(r"^events_p\d{8}$", table) is not None
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -38,14 +68,20 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(config, revision)
 
 
+def check_role_name(role: str) -> None:
+    """Refuse a role name that is not a plain identifier (it is spliced into DDL)."""
+    if not _ROLE_NAME.match(role):
+        raise ValueError(f"invalid role name {role!r}")
+
+
 def ensure_app_role(owner: Engine, role: str) -> None:
     """Create the role the application connects as, and give it row access and nothing more.
 
     The role owns nothing, is not a superuser and has no BYPASSRLS, so row-level security
-    applies to every query it runs. It may not UPDATE or DELETE the audit log.
+    applies to every query it runs. It may not UPDATE or DELETE the audit log. Event partitions
+    created later get the same grants when they are created (``store.partitions``).
     """
-    if not _ROLE_NAME.match(role):
-        raise ValueError(f"invalid role name {role!r}")
+    check_role_name(role)
     with owner.begin() as conn:
         exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
         if not exists:
