@@ -215,7 +215,9 @@ def run_contention(url: str, args: argparse.Namespace) -> None:
 
             return asyncio.run(channel.ship(source()))
 
-        def phase(first_seq: int, with_a: bool) -> tuple[float, float, ShipStats | None]:
+        def phase(
+            first_seq: int, with_a: bool
+        ) -> tuple[float, float, tuple[ShipStats, float] | None]:
             stop = threading.Event()
             latencies: list[float] = []
 
@@ -228,13 +230,17 @@ def run_contention(url: str, args: argparse.Namespace) -> None:
                     latencies.append(time.perf_counter() - started)
                     time.sleep(0.02)
 
-            a_stats: list[ShipStats] = []
-            helpers = [threading.Thread(target=searcher)]
-            if with_a:  # ten times A's quota for as long as B's phase lasts
+            a_stats: list[tuple[ShipStats, float]] = []
+
+            def flood() -> None:  # ten times A's quota for as long as B's phase should last
                 a_batches = 10 * quota * args.contention_seconds // args.contention_batch
-                helpers.append(
-                    threading.Thread(target=lambda: a_stats.append(ship("a", first_seq, a_batches)))
-                )
+                started = time.perf_counter()
+                stats = ship("a", first_seq, a_batches)
+                a_stats.append((stats, time.perf_counter() - started))
+
+            helpers = [threading.Thread(target=searcher)]
+            if with_a:
+                helpers.append(threading.Thread(target=flood))
             for t in helpers:
                 t.start()
             started = time.perf_counter()
@@ -260,8 +266,10 @@ def run_contention(url: str, args: argparse.Namespace) -> None:
         print(f"B contended/solo    {both_rate / solo_rate:>10.1%} rate      "
               f"{both_p99 / solo_p99 if solo_p99 else 0:.1%} p99 search")  # fmt: skip
         if a is not None:
-            print(f"A: {a.records_acked:,} events stored, {a.throttled} batches deferred "
-                  "(spooled, re-sent later)")  # fmt: skip
+            stats, took = a
+            print(f"A: {stats.records_acked:,} events stored in {took:.1f} s "
+                  f"({stats.records_acked / took:,.0f}/s against its {quota}/s), "
+                  f"{stats.throttled} deferrals (kept, re-sent later)")  # fmt: skip
 
 
 def main() -> None:
