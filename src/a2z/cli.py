@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     objects = admin.add_subparsers(dest="object", required=True)
     tenant = objects.add_parser("tenant").add_subparsers(dest="verb", required=True)
     tenant.add_parser("create").add_argument("name")
+    tenant_set = tenant.add_parser(
+        "set", help="retention, data-residency region and ingest limits of a tenant"
+    )
+    tenant_set.add_argument("tenant", help="tenant name or id")
+    tenant_set.add_argument("--retention-days", type=int, help="keep events this many days")
+    tenant_set.add_argument(
+        "--region", help="data-residency tag recorded on its events ('' clears)"
+    )
+    for flag, what in (
+        ("--events-per-second", "sustained ingest rate ('none': unlimited)"),
+        ("--burst", "token bucket size ('none': one second's worth)"),
+        ("--max-stored-bytes", "storage limit ('none': unlimited)"),
+    ):
+        tenant_set.add_argument(flag, type=_limit, default=argparse.SUPPRESS, help=what)
     user = objects.add_parser("user").add_subparsers(dest="verb", required=True)
     user_create = user.add_parser("create", help="password from $A2Z_PASSWORD, else generated")
     user_create.add_argument("--tenant", required=True, help="tenant name or id")
@@ -298,6 +312,32 @@ def _enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit(text: str) -> int | None:
+    """A positive count, or 'none' for unlimited."""
+    if text.strip().lower() == "none":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (or 'none')")
+    return value
+
+
+def _tenant_changes(args: argparse.Namespace) -> dict[str, int | str | None]:
+    changes: dict[str, int | str | None] = {}
+    if args.retention_days is not None:
+        changes["retention_days"] = args.retention_days
+    if args.region is not None:
+        changes["region"] = args.region or None
+    for flag, name in (
+        ("events_per_second", "events_per_second"),
+        ("burst", "burst_events"),
+        ("max_stored_bytes", "max_stored_bytes"),
+    ):
+        if hasattr(args, flag):  # absent unless given (SUPPRESS): 'none' sets None
+            changes[name] = getattr(args, flag)
+    return changes
+
+
 def _admin(args: argparse.Namespace) -> int:
     import json
     import os
@@ -313,7 +353,9 @@ def _admin(args: argparse.Namespace) -> int:
     engine = open_store(settings.database_url, app_role=settings.app_role, pool_size=1)
     admin = Admin(SessionFactory(engine), settings.data_dir)
     try:
-        if args.object == "tenant":
+        if args.object == "tenant" and args.verb == "set":
+            out = admin.set_tenant(args.tenant, _tenant_changes(args))
+        elif args.object == "tenant":
             out = admin.create_tenant(args.name)
         elif args.object == "user":
             password = os.environ.get("A2Z_PASSWORD")

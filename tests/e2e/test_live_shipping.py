@@ -85,11 +85,12 @@ def test_live_capture_is_enrolled_shipped_and_stored(tmp_path: Path) -> None:
                     proc.stderr.close()
 
     db = sqlite3.connect(data / "a2z.db")
-    rows = db.execute("SELECT path, data FROM events").fetchall()
-    https = [json.loads(d) for p, d in rows if p == "http"]
-    conns = [json.loads(d) for p, d in rows if p == "conn" and json.loads(d)["id.resp_p"] == WEB]
+    # The envelope (id.*, ts, uid) is in typed columns; data holds the record's other fields.
+    rows = db.execute("SELECT path, orig_h, resp_p, data FROM events").fetchall()
+    https = [json.loads(d) for p, _, _, d in rows if p == "http"]
+    conns = [(h, json.loads(d)) for p, h, port, d in rows if p == "conn" and port == WEB]
     assert sorted(h["user_agent"] for h in https) == ["probe-0", "probe-1", "probe-2"]
     assert len(conns) == 3
-    assert all(c["service"] == "http" and c["id.orig_h"] == pair.a_ip4 for c in conns)
+    assert all(c["service"] == "http" and h == pair.a_ip4 for h, c in conns)
     agent_name = db.execute("SELECT name FROM agents").fetchall()
     assert agent_name == [("branch-sensor",)]

@@ -58,6 +58,7 @@ def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
             session=session, agent=agent, kind="reload-rules", args={}, actor="t"
         )
     return {
+        "tenant_id": str(tenant.id),
         "agent_id": str(tenant.agent_id),
         "group_id": str(group.id),
         "command_id": str(command.id),

@@ -3,6 +3,8 @@ leave a schema that matches the models."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +12,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, Uuid, bindparam, inspect, select, text
+from sqlalchemy.orm import Session
 
 from a2z.server import models  # noqa: F401  (registers every table)
+from a2z.server.events import service as events
+from a2z.server.events.models import ENVELOPE_FIELDS, Event
 from a2z.server.store import migrate
 from a2z.server.store.base import Base
 from a2z.server.store.engine import make_engine
@@ -39,7 +44,8 @@ def revisions(engine: Engine) -> list[str]:
 
 def schema_drift(engine: Engine) -> list[object]:
     with engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+        context = MigrationContext.configure(conn, opts={"include_name": migrate.include_name})
+        return list(compare_metadata(context, Base.metadata))
 
 
 def test_upgrade_from_empty_matches_the_models(empty_engine: Engine) -> None:
@@ -78,3 +84,29 @@ def test_processes_starting_together_migrate_once(empty_engine: Engine) -> None:
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     assert version == revisions(empty_engine)[-1]
     assert schema_drift(empty_engine) == []
+
+
+def test_0006_keeps_stored_events_both_ways(empty_engine: Engine) -> None:
+    record = {"_path": "dns", "ts": 1700000000.5, "uid": "C1", "id.orig_h": "10.0.0.1",
+              "id.orig_p": 5353, "id.resp_h": "10.0.0.2", "id.resp_p": 53, "proto": "udp",
+              "trans_id": 7, "query": "a.test", "answers": ["1.2.3.4"], "TTLs": None}  # fmt: skip
+    tenant, agent = uuid.uuid4(), uuid.uuid4()
+    migrate.upgrade(empty_engine, "0004")
+    with empty_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO events (tenant_id, agent_id, boot_epoch, seq, idx, ts, path, uid, "
+                "orig_h, orig_p, resp_h, resp_p, data, query) VALUES (:t, :a, 1, 1, 0, "
+                "1700000000.5, 'dns', 'C1', '10.0.0.1', 5353, '10.0.0.2', 53, :d, 'a.test')"
+            ).bindparams(bindparam("t", type_=Uuid()), bindparam("a", type_=Uuid())),
+            {"t": tenant, "a": agent, "d": json.dumps(record)},
+        )
+    migrate.upgrade(empty_engine)
+    with Session(empty_engine) as session:
+        event = session.scalars(select(Event)).one()
+        assert event.data == {k: v for k, v in record.items() if k not in ENVELOPE_FIELDS}
+        assert events.record_of(event) == record and event.query == "a.test"
+    migrate.downgrade(empty_engine, "0004")
+    with empty_engine.connect() as conn:
+        data = conn.execute(text("SELECT data FROM events")).scalar_one()
+    assert json.loads(data) == record

@@ -24,6 +24,7 @@ from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, login
 from tests.server.openapi_walk import example, fill, routes
+from tests.server.test_channel import frame
 
 HUMANS = {"owner", "admin", "analyst", "viewer", "operator"}
 READERS = HUMANS
@@ -35,6 +36,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("post", "/api/v1/auth/switch"): set(),  # to a tenant the caller is not in: 404 for all
     ("get", "/api/v1/tenants"): {"operator"},
     ("post", "/api/v1/tenants"): {"operator"},
+    ("get", "/api/v1/tenants/{tenant_id}"): {"operator"},
+    ("patch", "/api/v1/tenants/{tenant_id}"): {"operator"},
     ("get", "/api/v1/users"): ADMINS,
     ("post", "/api/v1/users"): ADMINS,
     ("get", "/api/v1/users/{user_id}"): ADMINS,
@@ -72,7 +75,9 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("get", "/api/v1/events"): READERS,
     ("get", "/api/v1/events/histogram"): READERS,
     ("get", "/api/v1/events/top"): READERS,
+    ("post", "/api/v1/events/batches"): {"agent"},  # agent-bound keys send record batches
 }
+BATCHES = "/api/v1/events/batches"
 # Not in the matrix: login and refresh take no principal; logout ends the caller's own session.
 UNAUTHENTICATED = {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"}
 
@@ -96,6 +101,8 @@ def fresh_objects(
 ) -> dict[str, str]:
     """New objects to act on, so one role's DELETE does not spoil the next role's call."""
     out = {}
+    if "tenant_id" in params:
+        out["tenant_id"] = str(tenant.id)
     with ctx.sessions.tenant(tenant.id) as session:
         if "agent_id" in params:
             agent = agents.create(session=session, name="matrix")
@@ -157,7 +164,11 @@ def test_role_gets_2xx_only_where_allowed(
             "group_id": None,  # PUT /agents/{id}/group: take the agent out of any group
         }
         body = example(spec, route.body, overrides) if route.body else None
-        resp = client.request(route.method, fill(route.path, ids), json=body, headers=headers)
+        if route.path == BATCHES:  # a wire frame, not JSON: a valid one of the tenant's agent
+            content = frame(str(tenant_a.agent_id), seq=1)
+            resp = client.post(route.path, content=content, headers=headers)
+        else:
+            resp = client.request(route.method, fill(route.path, ids), json=body, headers=headers)
         allowed = role in EXPECTED[(route.method, route.path)]
         if allowed:
             assert 200 <= resp.status_code < 300, (

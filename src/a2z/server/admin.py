@@ -67,6 +67,25 @@ class Admin:
             )
         return {"id": str(tenant.id), "name": tenant.name}
 
+    def set_tenant(self, tenant: str, changes: dict[str, int | str | None]) -> dict[str, str]:
+        """Change a tenant's retention, region or limits (audited); prints the result."""
+        tenant_id = self.resolve_tenant(tenant)
+        with self.sessions.system() as session:
+            diff = tenants.update_settings(session=session, tenant_id=tenant_id, changes=changes)
+            row = tenants.get_tenant(session=session, tenant_id=tenant_id)
+            out = {"id": str(row.id), "name": row.name}
+            out |= {name: str(getattr(row, name)) for name in tenants.SETTINGS}
+        if diff:
+            with self.sessions.tenant(tenant_id) as session:
+                audit.record(
+                    session=session,
+                    actor=ACTOR,
+                    action="tenant.update",
+                    target=f"tenant:{tenant_id}",
+                    detail=dict(diff),
+                )
+        return out
+
     def create_user(
         self, tenant: str, email: str, role: Role, password: str | None
     ) -> dict[str, str]:

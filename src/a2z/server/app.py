@@ -5,6 +5,8 @@ Nothing happens at import time; everything is built by the factory.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,10 +19,12 @@ from a2z.server.config import ServerRole, Settings, load_secret
 from a2z.server.context import ServerContext
 from a2z.server.deps import reject_unknown_query
 from a2z.server.detect.runner import wire_detect
+from a2z.server.events.maintenance import open_maintenance
 from a2z.server.gateway import Gateway
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import load_or_create_root
+from a2z.server.quotas.service import Quotas
 from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
@@ -40,9 +44,12 @@ def build_context(settings: Settings) -> ServerContext:
     sessions = SessionFactory(engine)
     secret = load_secret(settings.data_dir)
     metrics = ServerMetrics()
+    maintenance = open_maintenance(settings, sessions, metrics)
+    maintenance.ensure_partitions()  # before the first batch, so it lands in its day's partition
+    quotas = Quotas(sessions, metrics, refresh_s=settings.quota_refresh_s)
     bus = open_bus(settings, metrics)
     if ServerRole.INGEST in settings.roles:
-        wire_ingest(bus, sessions, metrics)
+        wire_ingest(bus, sessions, metrics, quotas)
     detect = wire_detect(bus, sessions, metrics) if ServerRole.DETECT in settings.roles else None
     root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
     release_key = load_or_create_signing_key(root.directory, secret)
@@ -54,6 +61,8 @@ def build_context(settings: Settings) -> ServerContext:
         secret=secret,
         root=root,
         release_cert=signing_certificate(root.directory, release_key, root.cert, root.key),
+        quotas=quotas,
+        maintenance=maintenance,
         detect=detect,
     )
 
@@ -65,6 +74,9 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await ctx.bus.start()
+        upkeep = asyncio.create_task(
+            ctx.maintenance.run_every(ctx.settings.maintenance_interval_s), name="store-upkeep"
+        )
         gateway = None
         if ctx.settings.agent_port is not None:
             gateway = Gateway(
@@ -79,6 +91,9 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
         yield
         if gateway is not None:
             await gateway.close()
+        upkeep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await upkeep
         await ctx.bus.close()
         if ctx.detect is not None:
             ctx.detect.close()

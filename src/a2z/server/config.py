@@ -56,6 +56,11 @@ class Settings:
     # An agent is shown offline when no heartbeat came for this long (3 missed at the 30 s
     # default interval).
     agent_offline_after_s: float = 90.0
+    # Event-store upkeep (events/maintenance.py): day partitions exist from yesterday to this
+    # many days ahead; partitions and retention are checked at start and this often.
+    partition_days_ahead: int = 3
+    maintenance_interval_s: float = 3600.0
+    quota_refresh_s: float = 5.0  # tenant limits set in another process apply within this
 
     @property
     def database_url(self) -> str:

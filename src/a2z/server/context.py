@@ -9,8 +9,10 @@ from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
 from a2z.server.detect.worker import DetectWorker
+from a2z.server.events.maintenance import StoreMaintenance
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import AgentRoot
+from a2z.server.quotas.service import Quotas
 from a2z.server.store.session import SessionFactory
 
 
@@ -24,6 +26,8 @@ class ServerContext:
     metrics: ServerMetrics
     secret: bytes  # signs access tokens, encrypts CA keys
     root: AgentRoot  # the agent root CA and the gateway certificate
+    quotas: Quotas  # tenant limits and residency, cached
+    maintenance: StoreMaintenance  # partitions ahead, retention
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     detect: DetectWorker | None = None  # the detect role's worker when this process runs it
     # API -> gateway: agents with a new configuration version or command to deliver.

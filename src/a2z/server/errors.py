@@ -61,3 +61,10 @@ class InvalidInput(A2ZServerError):
 
     status = 422
     title = "Invalid request"
+
+
+class Unavailable(A2ZServerError):
+    """A service the request needs (the bus) could not take it now; retry later."""
+
+    status = 503
+    title = "Service unavailable"

@@ -92,6 +92,65 @@ class ServerMetrics:
         self.bus_handle_seconds = Histogram(
             "a2z_bus_handle_seconds", "Handler time per message", ["group"], registry=r
         )
+        # Every stage: records in, out, dropped and throttled, so a gap between stages shows
+        # where records are (stage: gateway = agent channel, http = REST ingest, ingest = the
+        # bus consumer writing the store).
+        self.events_in = Counter("a2z_events_in", "Records a stage received", ["stage"], registry=r)
+        self.events_out = Counter(
+            "a2z_events_out",
+            "Records a stage passed on (gateway/http: durable on the bus; ingest: committed)",
+            ["stage"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "a2z_events_dropped",
+            "Records a stage gave up on for good (reason: wire, poison)",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.events_throttled = Counter(
+            "a2z_events_throttled",
+            "Records refused (to be re-sent later) for a tenant limit (limit: rate, storage)",
+            ["stage", "limit"],
+            registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "a2z_publish_seconds",
+            "Time from a batch received to durable on the bus (the agent's ack waits for it)",
+            ["stage"],
+            registry=r,
+        )
+        self.ingest_lag_seconds = Histogram(
+            "a2z_ingest_lag_seconds",
+            "Agent send time to committed in the store (agent clock; ingest-to-queryable)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=r,
+        )
+        # Tenant limits (quotas/).
+        self.quota_refresh_errors = Counter(
+            "a2z_quota_refresh_errors", "Failed reloads of tenant limits and usage", registry=r
+        )
+        # Event-store upkeep (events/maintenance.py).
+        self.partitions_created = Counter(
+            "a2z_event_partitions_created", "Day partitions created ahead", registry=r
+        )
+        self.partition_rows_moved = Counter(
+            "a2z_event_partition_rows_moved",
+            "Rows moved from the default partition into a new day partition",
+            registry=r,
+        )
+        self.partitions_dropped = Counter(
+            "a2z_event_partitions_dropped", "Day partitions dropped by retention", registry=r
+        )
+        self.retention_deleted = Counter(
+            "a2z_retention_deleted", "Event rows deleted by per-tenant retention", registry=r
+        )
+        self.maintenance_errors = Counter(
+            "a2z_maintenance_errors", "Failed event-store upkeep steps", ["step"], registry=r
+        )
+        self.maintenance_seconds = Histogram(
+            "a2z_maintenance_seconds", "Time of one upkeep step", ["step"], registry=r
+        )
         # The detect stage: backend detections over every batch.
         self.detect_records = Counter(
             "a2z_detect_records", "Records the backend detections examined", registry=r

@@ -5,7 +5,7 @@ from a2z.server.agents.config.models import AgentGroup, ConfigVersion
 from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession
-from a2z.server.events.models import Event
+from a2z.server.events.models import Event, StoredUsage
 from a2z.server.pki.models import AgentCert, TenantCA
 from a2z.server.releases.models import AgentRelease
 from a2z.server.tenants.models import Membership, Role, Tenant, User
@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "Membership",
     "Role",
+    "StoredUsage",
     "Tenant",
     "TenantCA",
     "User",

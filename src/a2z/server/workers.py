@@ -7,6 +7,7 @@ JetStream stream until SIGINT/SIGTERM, then drain, serving only ``/metrics``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -15,8 +16,10 @@ from prometheus_client import start_http_server
 from a2z.server.bus import open_bus
 from a2z.server.config import ServerRole, Settings
 from a2z.server.detect.runner import wire_detect
+from a2z.server.events.maintenance import open_maintenance
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
+from a2z.server.quotas.service import Quotas
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 
@@ -36,10 +39,17 @@ async def serve_workers(settings: Settings, stop: asyncio.Event) -> None:
         settings.database_url, app_role=settings.app_role, pool_size=settings.pool_size
     )
     metrics = ServerMetrics()
-    bus = open_bus(settings, metrics)
     sessions = SessionFactory(engine)
+    upkeep = None
+    bus = open_bus(settings, metrics)
     if ServerRole.INGEST in roles:
-        wire_ingest(bus, sessions, metrics)
+        # Ingest workers also run the event-store upkeep, as API processes do: partitions
+        # before the first batch; retention waits for the first interval, so a worker restarting
+        # in a loop never runs deletes (and does not slow its own start with them).
+        maintenance = open_maintenance(settings, sessions, metrics)
+        await asyncio.to_thread(maintenance.ensure_partitions)
+        wire_ingest(bus, sessions, metrics, Quotas(sessions, metrics, settings.quota_refresh_s))
+        upkeep = asyncio.create_task(maintenance.run_every(settings.maintenance_interval_s))
     detect = wire_detect(bus, sessions, metrics) if ServerRole.DETECT in roles else None
     server, thread = start_http_server(settings.port, addr=settings.host, registry=metrics.registry)
     try:
@@ -51,6 +61,10 @@ async def serve_workers(settings: Settings, stop: asyncio.Event) -> None:
         await stop.wait()
         log.info("worker draining")
     finally:
+        if upkeep is not None:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
         await bus.close()
         if detect is not None:
             detect.close()

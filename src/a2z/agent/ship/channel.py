@@ -41,6 +41,7 @@ class Reply(msgspec.Struct):
     epoch: int | None = None
     error: str | None = None
     retry: bool = False
+    retry_after: float | None = None  # flow control: the tenant is over a server-side limit
 
 
 class ChannelRefused(Exception):
@@ -50,6 +51,17 @@ class ChannelRefused(Exception):
 class ChannelDown(ConnectionError):
     """The connection failed or the server asked for a re-send; reconnect and retry."""
 
+
+class ChannelThrottled(ChannelDown):
+    """The server asked the agent to hold its batches for ``retry_after`` seconds (its tenant
+    is over a limit); they stay in the outbox (the spool) and are re-sent after that."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+MAX_THROTTLE_WAIT_S = 300.0  # never sleep longer than this on one server's word
 
 MAX_PENDING_CONTROL = 64  # control messages waiting for the handler; more are dropped (re-sent)
 ControlHandler = Callable[[str], Awaitable[str | None]]
@@ -66,6 +78,7 @@ class ShipStats:
     records_acked: int = 0
     resends: int = 0
     reconnects: int = 0
+    throttled: int = 0  # batches the server deferred for a tenant limit
     refused: list[str] = field(default_factory=list)
     spool: SpoolStats | None = None  # the disk spool's counters, when there is one
 
@@ -104,6 +117,12 @@ class ChannelClient:
             try:
                 async with self._connect() as ws:
                     await self._session(ws, outbox)
+            except ChannelThrottled as exc:
+                # Flow control, not a failure: wait as asked, then resume at full speed.
+                attempt = 0
+                delay = min(max(exc.retry_after, 0.0), MAX_THROTTLE_WAIT_S)
+                log.info("channel throttled by the server; re-sending in %.2fs", delay)
+                await asyncio.sleep(delay)
             except websockets.InvalidStatus as exc:
                 if exc.response.status_code in (401, 403):
                     raise ChannelRefused(f"server refused the agent: {exc}") from exc
@@ -151,6 +170,9 @@ class ChannelClient:
                 if self.heartbeat is not None:
                     await ws.send(self.heartbeat())  # a last report, with the final counters
         except BaseExceptionGroup as group:
+            throttled = _first(group, ChannelThrottled)
+            if throttled is not None:
+                raise throttled from group
             retryable, other = group.split(_RETRYABLE)
             if other is not None or retryable is None:
                 raise
@@ -231,6 +253,9 @@ class ChannelClient:
                 self.stats.batches_acked += 1
                 self.stats.records_acked += item.records
             return
+        if reply.retry and reply.retry_after is not None:
+            self.stats.throttled += 1
+            raise ChannelThrottled(f"server deferred batch: {reply.error}", reply.retry_after)
         log.warning("server refused batch %s: %s", item.key, reply.error)
         if reply.retry:
             # Not stored for a transient reason: reconnect and re-send everything unacked.
@@ -244,6 +269,18 @@ class ChannelClient:
         delay = random.uniform(0, min(self.max_backoff_s, 0.2 * 2**attempt))  # noqa: S311
         log.info("channel down (%s); reconnecting in %.2fs", exc, delay)
         await asyncio.sleep(delay)
+
+
+def _first(group: BaseExceptionGroup, kind: type[ChannelThrottled]) -> ChannelThrottled | None:
+    """The first ``kind`` exception anywhere in ``group`` (groups nest)."""
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def _match(reply: Reply, inflight: deque[Outgoing]) -> Outgoing | None:

@@ -2,7 +2,9 @@
 
 Each binary frame from an agent is one wire batch. The server answers with a JSON text frame
 per batch: ``{"ack": seq, "epoch": boot_epoch}`` once the batch is durable on the bus,
-``{"nack": seq, "error": "...", "retry": true}`` when it could not store it (re-send), or
+``{"nack": seq, "error": "...", "retry": true}`` when it could not store it (re-send),
+``{"nack": seq, "error": "...", "retry": true, "retry_after": s}`` when the tenant is over a
+limit (flow control: keep the batch and re-send it no sooner than ``s`` seconds later), or
 ``{"nack": seq, "error": "..."}`` when it refuses it for good. A bad frame is refused and
 counted; the stream goes on. The tenant and agent come from the agent's certificate, never
 from the frame. Text frames carry control messages, dispatched by their ``type``: heartbeats,
@@ -12,7 +14,9 @@ asks :func:`due` what the agent should be sent (a newer configuration, pending c
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -37,10 +41,13 @@ from a2z.server.audit import service as audit
 from a2z.server.bus.base import Message, events_subject
 from a2z.server.context import ServerContext
 from a2z.server.pki.x509 import AgentIdentity
+from a2z.server.quotas.service import OverLimit
 from a2z.server.store.base import utcnow
 from a2z.server.store.session import ScopedSession
 
 log = logging.getLogger(__name__)
+
+STAGE = "gateway"
 
 
 class Ack(msgspec.Struct, omit_defaults=True):
@@ -51,6 +58,7 @@ class Ack(msgspec.Struct, omit_defaults=True):
     epoch: int | None = None
     error: str | None = None
     retry: bool | None = None  # true: transient, re-send; absent: refused for good
+    retry_after: float | None = None  # tenant over a limit: seconds before re-sending
 
 
 _encode = msgspec.json.Encoder().encode
@@ -63,14 +71,30 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
         batch = decode_batch(frame)
     except WireError as exc:
         metrics.wire_errors.labels("decode").inc()
+        metrics.events_dropped.labels(STAGE, "wire").inc()  # its records are unknown: count 1
         return _encode(Ack(error=str(exc))).decode()
     if batch.agent_id != str(identity.agent_id):
         metrics.wire_errors.labels("agent_mismatch").inc()
         error = "batch agent_id does not match the authenticated agent"
         return _encode(Ack(nack=batch.seq, epoch=batch.boot_epoch, error=error)).decode()
     metrics.batches.inc()
+    records = len(batch.records)
+    metrics.events_in.labels(STAGE).inc(records)
+    try:
+        await admit(ctx, identity.tenant_id, records, stage=STAGE)
+    except OverLimit as exc:
+        return _encode(
+            Ack(
+                nack=batch.seq,
+                epoch=batch.boot_epoch,
+                error=str(exc),
+                retry=True,
+                retry_after=round(exc.retry_after_s, 3),
+            )
+        ).decode()
     subject = events_subject(str(identity.tenant_id), str(identity.agent_id))
     msg_id = f"{identity.agent_id}:{batch.boot_epoch}:{batch.seq}"
+    started = time.perf_counter()
     try:
         await ctx.bus.publish(Message(subject=subject, payload=frame, msg_id=msg_id))
     except Exception:
@@ -79,7 +103,18 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
         return _encode(
             Ack(nack=batch.seq, epoch=batch.boot_epoch, error="not stored", retry=True)
         ).decode()
+    metrics.publish_seconds.labels(STAGE).observe(time.perf_counter() - started)
+    metrics.events_out.labels(STAGE).inc(records)
     return _encode(Ack(ack=batch.seq, epoch=batch.boot_epoch)).decode()
+
+
+async def admit(ctx: ServerContext, tenant_id: uuid.UUID, records: int, *, stage: str) -> None:
+    """The tenant's limits let ``records`` in, or OverLimit; reads the store (in a thread) only
+    when the cached limits are due for a reload."""
+    if ctx.quotas.stale(tenant_id):
+        await asyncio.to_thread(ctx.quotas.admit, tenant_id, records, stage=stage)
+    else:
+        ctx.quotas.admit(tenant_id, records, stage=stage)
 
 
 _control = msgspec.json.Decoder(Control)

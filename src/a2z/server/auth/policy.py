@@ -16,6 +16,7 @@ class Permission(enum.StrEnum):
     MANAGE_USERS = "manage_users"  # memberships
     READ_AUDIT = "read_audit"
     MANAGE_TENANTS = "manage_tenants"  # list granted tenants, create tenants (MSSP)
+    INGEST = "ingest"  # send record batches over HTTP (agent-bound keys)
 
 
 _ADMINS = {Role.OWNER, Role.ADMIN, Role.OPERATOR}
@@ -26,6 +27,7 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.MANAGE_USERS: frozenset(_ADMINS),
     Permission.READ_AUDIT: frozenset(_ADMINS),
     Permission.MANAGE_TENANTS: frozenset({Role.OPERATOR}),
+    Permission.INGEST: frozenset({Role.AGENT}),
 }
 
 # Roles a principal may hand out (to users or keys): never more than it holds.

@@ -1,10 +1,17 @@
-"""Event table: one row per record, common fields typed, the whole record as JSON."""
+"""Event table: one row per record, common fields typed, the rest of the record as JSON.
+
+On PostgreSQL ``events`` is partitioned by RANGE on ``ts``, one partition per UTC day plus a
+default partition for timestamps outside the days created ahead (``store.partitions``); on
+SQLite it is one plain table with the same columns and indexes.
+"""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a2z.server.store.base import Base, TenantOwned
@@ -12,13 +19,20 @@ from a2z.server.store.base import Base, TenantOwned
 SHORT_TEXT = 255
 """Length kept of the indexed search strings (a DNS name is at most 253 characters)."""
 
+ENVELOPE_FIELDS = ("_path", "ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
+"""Record fields kept only in their typed columns (exactly, so ``data`` need not repeat them)."""
+
+DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+"""The record's remaining fields: JSONB on PostgreSQL, JSON text on SQLite."""
+
 
 class Event(TenantOwned, Base):
     """A stored record.
 
-    The primary key ``(tenant_id, agent_id, boot_epoch, seq, idx)`` names the record's place in
-    its agent's stream, so a re-sent batch collapses onto the rows it already wrote: delivery is
-    at-least-once, the stored effect exactly-once.
+    The primary key ``(tenant_id, agent_id, boot_epoch, seq, idx, ts)`` names the record's place
+    in its agent's stream, so a re-sent batch (the same bytes, so the same ``ts``) collapses onto
+    the rows it already wrote: delivery is at-least-once, the stored effect exactly-once.
+    ``ts`` is in the key because PostgreSQL requires the partition column in every unique key.
     """
 
     __tablename__ = "events"
@@ -30,20 +44,24 @@ class Event(TenantOwned, Base):
         Index("ix_events_tenant_query", "tenant_id", "query"),
         Index("ix_events_tenant_host", "tenant_id", "host"),
         Index("ix_events_tenant_server_name", "tenant_id", "server_name"),
+        {"postgresql_partition_by": "RANGE (ts)"},
     )
 
     agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     boot_epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)  # position within the batch
-    ts: Mapped[float]
+    ts: Mapped[float] = mapped_column(primary_key=True)  # record time; partition key
     path: Mapped[str] = mapped_column(String(32))  # record type: conn, dns, http, ...
     uid: Mapped[str] = mapped_column(String(64))
     orig_h: Mapped[str] = mapped_column(String(64))
     orig_p: Mapped[int]
     resp_h: Mapped[str] = mapped_column(String(64))
     resp_p: Mapped[int]
-    data: Mapped[str] = mapped_column(Text)  # the full record as JSON, Zeek field names
+    # The record's other fields (Zeek names), everything but ENVELOPE_FIELDS; with the typed
+    # columns above it gives back the record exactly (``service.record_of``).
+    data: Mapped[dict[str, Any]] = mapped_column(DOCUMENT)
+    region: Mapped[str | None] = mapped_column(String(32))  # the tenant's residency tag
     # Search columns (migration 0004), filled from the record by ``store_batch``; NULL when the
     # record type has no such field. Indexed strings keep their first ``SHORT_TEXT`` characters.
     orig_ip: Mapped[str | None] = mapped_column(String(32))  # orig_h sortable: search.ip_key
@@ -55,3 +73,18 @@ class Event(TenantOwned, Base):
     user_agent: Mapped[str | None] = mapped_column(Text)  # http: User-Agent header
     status_code: Mapped[int | None]  # http: response status
     title: Mapped[str | None] = mapped_column(Text)  # alert: one-line summary
+
+
+class StoredUsage(TenantOwned, Base):
+    """What a tenant keeps in the event store, per UTC day of the records' ``ts``.
+
+    Kept per day so retention, which removes whole days, subtracts exactly what it removed.
+    ``bytes`` counts each record's JSON size as received (a store-independent measure). Ingest
+    adds to it in the batch's transaction, so a re-sent batch adds nothing twice.
+    """
+
+    __tablename__ = "stored_usage"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # floor(ts / 86400)
+    events: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)

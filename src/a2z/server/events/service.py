@@ -12,8 +12,8 @@ from sqlalchemy import ColumnElement, Insert, Table, and_, insert, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
-from a2z.server.events import search
-from a2z.server.events.models import SHORT_TEXT, Event
+from a2z.server.events import search, usage
+from a2z.server.events.models import ENVELOPE_FIELDS, SHORT_TEXT, Event
 from a2z.server.store import bulk
 from a2z.server.store.session import ScopedSession
 
@@ -26,44 +26,96 @@ smaller ones with the multi-row INSERT; COPY measured faster from 10 records up
 (docs/benchmarks.md, Ingest)."""
 
 
-def store_batch(*, session: ScopedSession, agent_id: uuid.UUID, batch: Batch) -> int:
-    """Insert a batch's records; rows already stored (a re-sent batch) are skipped.
+def store_batch(
+    *, session: ScopedSession, agent_id: uuid.UUID, batch: Batch, region: str | None = None
+) -> int:
+    """Insert a batch's records, tagged with the tenant's ``region``; rows already stored (a
+    re-sent batch) are skipped, and the new ones are added to the tenant's stored usage.
 
     Returns the number of new rows.
     """
     if not batch.records:
         return 0
-    rows = event_rows(session.tenant_id, agent_id, batch)
+    rows, sizes = event_rows(session.tenant_id, agent_id, batch, region)
     if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
-        return bulk.copy_insert_ignoring_duplicates(session, _EVENTS, rows)
-    # One statement executed over many parameter sets: SQLAlchemy batches it ("insertmanyvalues")
-    # without compiling a new 500-row VALUES clause per batch, which cost ~80% of ingest time.
-    # RETURNING counts what was really inserted; rowcount is not reliable across drivers.
-    stmt = _insert_ignoring_duplicates(session).returning(Event.idx)
-    return len(session.execute(stmt, rows).all())
+        new = bulk.copy_insert_ignoring_duplicates(session, _EVENTS, rows, returning="idx")
+    else:
+        # One statement executed over many parameter sets: SQLAlchemy batches it
+        # ("insertmanyvalues") without compiling a new 500-row VALUES clause per batch, which
+        # cost ~80% of ingest time. RETURNING names what was really inserted; rowcount is not
+        # reliable across drivers.
+        stmt = _insert_ignoring_duplicates(session).returning(Event.idx)
+        new = list(session.scalars(stmt, rows))
+    if new:
+        usage.add(session=session, rows=((rows[i]["ts"], sizes[i]) for i in new))
+    return len(new)
 
 
-def event_rows(tenant_id: uuid.UUID, agent_id: uuid.UUID, batch: Batch) -> list[dict[str, Any]]:
-    """The ``events`` rows of a batch, one value per column."""
-    return [
-        {
-            "tenant_id": tenant_id,
-            "agent_id": agent_id,
-            "boot_epoch": batch.boot_epoch,
-            "seq": batch.seq,
-            "idx": idx,
-            "ts": rec.ts,
-            "path": type(rec).__struct_config__.tag,
-            "uid": rec.uid,
-            "orig_h": rec.orig_h,
-            "orig_p": rec.orig_p,
-            "resp_h": rec.resp_h,
-            "resp_p": rec.resp_p,
-            "data": _json.encode(rec).decode(),
-            **search_columns(rec),
-        }
-        for idx, rec in enumerate(batch.records)
-    ]
+def event_rows(
+    tenant_id: uuid.UUID, agent_id: uuid.UUID, batch: Batch, region: str | None = None
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The ``events`` rows of a batch, one value per column; and each record's JSON size."""
+    rows = []
+    sizes = []
+    for idx, rec in enumerate(batch.records):
+        whole = _json.encode(rec)
+        sizes.append(len(whole))
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "agent_id": agent_id,
+                "boot_epoch": batch.boot_epoch,
+                "seq": batch.seq,
+                "idx": idx,
+                "ts": rec.ts,
+                "path": type(rec).__struct_config__.tag,
+                "uid": rec.uid,
+                "orig_h": rec.orig_h,
+                "orig_p": rec.orig_p,
+                "resp_h": rec.resp_h,
+                "resp_p": rec.resp_p,
+                "data": document(rec, has_nul=b"\\u0000" in whole),
+                "region": region,
+                **search_columns(rec),
+            }
+        )
+    return rows, sizes
+
+
+def document(rec: Record, *, has_nul: bool = True) -> dict[str, Any]:
+    """The record's fields other than ``ENVELOPE_FIELDS``, for the ``data`` column.
+
+    JSONB cannot hold U+0000, so a NUL in any string is stored as U+FFFD (on both stores, so
+    they agree); ``has_nul=False`` skips that walk when the caller knows there is none.
+    """
+    fields: dict[str, Any] = msgspec.to_builtins(rec)
+    for name in ENVELOPE_FIELDS:
+        del fields[name]
+    return _without_nul(fields) if has_nul else fields
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def record_of(event: Event) -> dict[str, Any]:
+    """The stored record as the agent sent it (Zeek field names): typed columns plus ``data``."""
+    return {
+        "_path": event.path,
+        "ts": event.ts,
+        "uid": event.uid,
+        "id.orig_h": event.orig_h,
+        "id.orig_p": event.orig_p,
+        "id.resp_h": event.resp_h,
+        "id.resp_p": event.resp_p,
+        **event.data,
+    }
 
 
 def search_columns(rec: Record) -> dict[str, Any]:

@@ -1,24 +1,29 @@
-"""Event routes: search the tenant's records, and count them over time or by value."""
+"""Event routes: search the tenant's records, count them over time or by value, and take
+record batches over HTTP from agent-bound keys."""
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import msgspec
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from a2z.server.deps import Context, Reader
-from a2z.server.errors import InvalidInput
+from a2z.records import MAX_FRAME_BYTES, WireError, decode_batch
+from a2z.server.agents import channel
+from a2z.server.bus.base import Message, events_subject
+from a2z.server.deps import Context, Ingester, Reader
+from a2z.server.errors import Forbidden, InvalidInput, Unavailable
 from a2z.server.events import search
 from a2z.server.events import service as events
 from a2z.server.schemas import CursorParam, Out
 from a2z.server.store.pagination import BadCursor
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
+HTTP_STAGE = "http"
 
 _TIME = r"^[0-9][0-9T:.+Z-]{0,39}$"
 _NUMBER = re.compile(r"^[0-9]{1,12}(\.[0-9]{0,9})?$")
@@ -176,8 +181,61 @@ def list_events(
         raise BadCursor("cursor is malformed") from exc
     with ctx.sessions.tenant(principal.tenant_id) as session:
         rows, nxt = events.list_recent(session=session, limit=limit, flt=flt, cursor=after)
-        items = [msgspec.json.decode(row.data) for row in rows]
+        items = [events.record_of(row) for row in rows]
     return EventPage(items=items, next_cursor=nxt.encode() if nxt else None)
+
+
+class BatchAck(Out):
+    """The batch is durable on the bus; it will be stored (once, however often it is sent)."""
+
+    ack: int
+    epoch: int
+
+
+_FRAME_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "one wire batch: msgpack, zstd-compressed (as on the agent channel)",
+    }
+}
+
+
+@router.post("/batches", status_code=202, openapi_extra=_FRAME_BODY)
+async def send_batch(request: Request, principal: Ingester, ctx: Context) -> BatchAck:
+    """Send one record batch from an agent-bound API key (for senders that cannot hold the
+    mutual-TLS channel open). Over the tenant's limits: 429 with Retry-After; re-send it then."""
+    if principal.agent_id is None:
+        raise Forbidden("only an agent-bound key can send batches")
+    length = int(request.headers.get("content-length") or 0)
+    if length > MAX_FRAME_BYTES:
+        raise InvalidInput(f"a batch is at most {MAX_FRAME_BYTES} bytes")
+    frame = await request.body()
+    try:
+        batch = decode_batch(frame[: MAX_FRAME_BYTES + 1])
+    except WireError as exc:
+        ctx.metrics.wire_errors.labels("decode").inc()
+        ctx.metrics.events_dropped.labels(HTTP_STAGE, "wire").inc()
+        raise InvalidInput(f"not a wire batch: {exc}") from exc
+    if batch.agent_id != str(principal.agent_id):
+        ctx.metrics.wire_errors.labels("agent_mismatch").inc()
+        raise InvalidInput("batch agent_id does not match the key's agent")
+    ctx.metrics.events_in.labels(HTTP_STAGE).inc(len(batch.records))
+    await channel.admit(ctx, principal.tenant_id, len(batch.records), stage=HTTP_STAGE)
+    started = time.perf_counter()
+    try:
+        await ctx.bus.publish(
+            Message(
+                subject=events_subject(str(principal.tenant_id), str(principal.agent_id)),
+                payload=frame,
+                msg_id=f"{principal.agent_id}:{batch.boot_epoch}:{batch.seq}",
+            )
+        )
+    except Exception as exc:  # not durable: the sender keeps the batch and re-sends it
+        raise Unavailable("the batch could not be stored now; re-send it") from exc
+    ctx.metrics.publish_seconds.labels(HTTP_STAGE).observe(time.perf_counter() - started)
+    ctx.metrics.events_out.labels(HTTP_STAGE).inc(len(batch.records))
+    return BatchAck(ack=batch.seq, epoch=batch.boot_epoch)
 
 
 @router.get("/histogram")

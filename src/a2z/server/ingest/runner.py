@@ -10,11 +10,14 @@ from a2z.server.bus import Bus
 from a2z.server.bus.jetstream import EVENTS_PREFIX
 from a2z.server.ingest.worker import IngestWorker
 from a2z.server.metrics import ServerMetrics
+from a2z.server.quotas.service import Quotas
 from a2z.server.store.session import SessionFactory
 
 INGEST_GROUP = "ingest"  # the durable consumer every ingest process shares
 
 
-def wire_ingest(bus: Bus, sessions: SessionFactory, metrics: ServerMetrics) -> None:
+def wire_ingest(
+    bus: Bus, sessions: SessionFactory, metrics: ServerMetrics, quotas: Quotas | None = None
+) -> None:
     """Subscribe the ingest worker to every tenant's event batches."""
-    bus.subscribe(EVENTS_PREFIX, IngestWorker(sessions, metrics).handle, group=INGEST_GROUP)
+    bus.subscribe(EVENTS_PREFIX, IngestWorker(sessions, metrics, quotas).handle, group=INGEST_GROUP)

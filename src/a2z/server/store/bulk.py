@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import psycopg
-from sqlalchemy import Table, column, literal_column, select
+from sqlalchemy import JSON, Table, column, select
 from sqlalchemy import table as sql_table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DataError
@@ -24,18 +25,26 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from a2z.server.store.session import ScopedSession
 
+_json = msgspec.json.Encoder()
+
+
+def _encode(value: Any) -> str:
+    return _json.encode(value).decode()
+
 
 def copy_insert_ignoring_duplicates(
-    session: ScopedSession, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> int:
-    """Write ``rows`` (one key per column of ``table``) and return how many were new.
+    session: ScopedSession, table: Table, rows: Sequence[Mapping[str, Any]], returning: str
+) -> list[Any]:
+    """Write ``rows`` (one key per column of ``table``); the ``returning`` column of each new one.
 
-    A value the database refuses (NUL in text, an over-long string) raises SQLAlchemy's
-    ``DataError``, as the ORM path does, so callers treat both paths alike.
+    JSON columns take Python values (encoded here, as the ORM path's JSON type does). A value
+    the database refuses (NUL in text, an over-long string) raises SQLAlchemy's ``DataError``,
+    as the ORM path does, so callers treat both paths alike.
     """
     if not rows:
-        return 0
+        return []
     columns = [c.name for c in table.columns]
+    documents = {c.name for c in table.columns if isinstance(c.type, JSON)}
     names = ", ".join(columns)
     stage = f"{table.name}_stage"
     conn = session.connection()
@@ -47,7 +56,7 @@ def copy_insert_ignoring_duplicates(
     try:
         with raw.cursor() as cur, cur.copy(copy_sql) as copy:
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                copy.write_row([_encode(row[c]) if c in documents else row[c] for c in columns])
     except psycopg.DataError as exc:
         raise DataError(copy_sql, None, exc) from exc
     staged = sql_table(stage, *(column(c) for c in columns))
@@ -55,8 +64,8 @@ def copy_insert_ignoring_duplicates(
         pg_insert(table)
         .from_select(columns, select(*staged.c))
         .on_conflict_do_nothing()
-        .returning(literal_column("1"))
+        .returning(table.c[returning])
     )
-    inserted = len(conn.execute(move).all())
+    inserted = list(conn.execute(move).scalars())
     conn.exec_driver_sql(f"TRUNCATE {stage}")  # a temporary table: no lock anyone else waits on
     return inserted

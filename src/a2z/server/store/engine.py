@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -20,6 +21,18 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _json_dumps(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+# JSON columns (events.data) are (de)serialised with msgspec: several times faster than the
+# standard library's json on the ingest path.
+_JSON_CODEC: dict[str, Any] = {
+    "json_serializer": _json_dumps,
+    "json_deserializer": msgspec.json.decode,
+}
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create the engine for ``url``; for SQLite, make the file's directory and enable WAL."""
     url = normalise_url(url)
@@ -27,10 +40,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **_JSON_CODEC)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0, **_JSON_CODEC
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

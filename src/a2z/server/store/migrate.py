@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from importlib.resources import files
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -14,12 +15,40 @@ from sqlalchemy import Connection, Engine, text
 
 from a2z.server.store.tenancy import APPEND_ONLY_TABLES
 
+NameType = Literal[
+    "schema",
+    "table",
+    "column",
+    "index",
+    "unique_constraint",
+    "foreign_key_constraint",
+    "check_constraint",
+]
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # Key of the PostgreSQL advisory lock that serialises schema changes: api, ingest and detect
 # processes starting together would otherwise run the same migration at once and all but one
 # fail half-way. Any constant works; this is "a2z-migr" in ASCII.
 _MIGRATION_LOCK = 0x61327A2D6D696772
+
+
+def include_name(
+    name: str | None, type_: NameType, parent_names: MutableMapping[Any, str | None]
+) -> bool:
+    """Autogenerate's filter: event partitions are managed at run time, not by the models.
+
+    Their indexes are the parent's, attached per partition, so they are left out as well.
+    """
+    if type_ == "table":
+        return not is_partition(name or "")
+    if type_ == "index":
+        return not is_partition(parent_names.get("table_name") or "")
+    return True
+
+
+def is_partition(table: str) -> bool:
+    """True for a partition of ``events`` (``store.partitions`` names them)."""
+    return table == "events_default" or re.match(r"^events_p\d{8}$", table) is not None
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -72,14 +101,20 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(config, revision)
 
 
+def check_role_name(role: str) -> None:
+    """Refuse a role name that is not a plain identifier (it is spliced into DDL)."""
+    if not _ROLE_NAME.match(role):
+        raise ValueError(f"invalid role name {role!r}")
+
+
 def ensure_app_role(owner: Engine, role: str) -> None:
     """Create the role the application connects as, and give it row access and nothing more.
 
     The role owns nothing, is not a superuser and has no BYPASSRLS, so row-level security
-    applies to every query it runs. It may not UPDATE or DELETE the audit log.
+    applies to every query it runs. It may not UPDATE or DELETE the audit log. Event partitions
+    created later get the same grants when they are created (``store.partitions``).
     """
-    if not _ROLE_NAME.match(role):
-        raise ValueError(f"invalid role name {role!r}")
+    check_role_name(role)
     with owner.begin() as conn:
         _lock_schema(conn)
         exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})

@@ -6,10 +6,12 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a2z.server.store.base import Base, TenantOwned, utcnow
+
+DEFAULT_RETENTION_DAYS = 30
 
 
 class Role(enum.StrEnum):
@@ -20,8 +22,8 @@ class Role(enum.StrEnum):
     ANALYST = "analyst"  # read and work the data
     VIEWER = "viewer"  # read the data
     OPERATOR = "operator"  # MSSP staff: admin in each tenant explicitly granted, creates tenants
-    AGENT = "agent"  # machine role held by agent-bound keys: nothing on the REST API (agents
-    # authenticate to the gateway with their certificate instead)
+    AGENT = "agent"  # machine role held by agent-bound keys: only sending record batches over
+    # HTTP (agents with a certificate use the gateway's channel instead)
 
 
 class Tenant(Base):
@@ -32,6 +34,14 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by operators (``a2z admin tenant set``, PATCH /api/v1/tenants/{id}); see quotas/.
+    retention_days: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_RETENTION_DAYS, server_default=str(DEFAULT_RETENTION_DAYS)
+    )  # events older than this many days are deleted
+    region: Mapped[str | None] = mapped_column(String(32))  # data-residency tag, on every event
+    events_per_second: Mapped[int | None]  # sustained ingest rate; None: unlimited
+    burst_events: Mapped[int | None]  # token bucket size; None: one second's worth
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)  # None: unlimited
 
 
 class User(Base):

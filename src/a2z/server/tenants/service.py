@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from a2z.server.auth.passwords import hash_password
-from a2z.server.errors import Conflict, NotFound
+from a2z.server.errors import Conflict, InvalidInput, NotFound
 from a2z.server.store.pagination import Page, paginate
 from a2z.server.store.session import ScopedSession
 from a2z.server.tenants.models import Membership, Role, Tenant, User
@@ -24,6 +25,51 @@ def create_tenant(*, session: ScopedSession, name: str) -> Tenant:
     except IntegrityError as exc:
         raise Conflict(f"tenant {name!r} already exists") from exc
     return tenant
+
+
+MAX_RETENTION_DAYS = 3650
+REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+SETTINGS = ("retention_days", "region", "events_per_second", "burst_events", "max_stored_bytes")
+"""What an operator may set on a tenant (``update_settings``)."""
+
+
+def get_tenant(*, session: ScopedSession, tenant_id: uuid.UUID) -> Tenant:
+    """A tenant by id (system session); NotFound if none."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("no such tenant")
+    return tenant
+
+
+def update_settings(
+    *, session: ScopedSession, tenant_id: uuid.UUID, changes: dict[str, int | str | None]
+) -> dict[str, list[int | str | None]]:
+    """Apply ``changes`` (keys from SETTINGS) to a tenant; returns ``{name: [before, after]}``.
+
+    Retention must be at least one day; a limit of None means unlimited.
+    """
+    unknown = set(changes) - set(SETTINGS)
+    if unknown:
+        raise InvalidInput(f"not a tenant setting: {', '.join(sorted(unknown))}")
+    days = changes.get("retention_days", 1)
+    if not isinstance(days, int) or not 1 <= days <= MAX_RETENTION_DAYS:
+        raise InvalidInput(f"retention_days must be 1 to {MAX_RETENTION_DAYS}")
+    region = changes.get("region")
+    if region is not None and not (isinstance(region, str) and REGION.match(region)):
+        raise InvalidInput("region must be 1-32 of a-z, 0-9 and '-' (e.g. eu-west-1)")
+    for name in ("events_per_second", "burst_events", "max_stored_bytes"):
+        limit = changes.get(name)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise InvalidInput(f"{name} must be at least 1, or null for unlimited")
+    tenant = get_tenant(session=session, tenant_id=tenant_id)
+    diff: dict[str, list[int | str | None]] = {}
+    for name, value in changes.items():
+        before = getattr(tenant, name)
+        if before != value:
+            setattr(tenant, name, value)
+            diff[name] = [before, value]
+    session.flush()
+    return diff
 
 
 def get_tenant_by_name(*, session: ScopedSession, name: str) -> Tenant | None:

@@ -11,8 +11,11 @@ from pydantic import Field
 from a2z.server.audit import service as audit
 from a2z.server.auth import service as auth
 from a2z.server.auth.policy import may_assign
-from a2z.server.deps import Context, Operator, Source, UserAdmin
+from a2z.server.auth.principal import Principal
+from a2z.server.context import ServerContext
+from a2z.server.deps import Authenticated, Context, Operator, Source, UserAdmin
 from a2z.server.errors import Forbidden, InvalidInput, NotFound
+from a2z.server.events import usage
 from a2z.server.schemas import Body, CursorParam, Limit, Out
 from a2z.server.store.session import ScopedSession
 from a2z.server.tenants import service as tenants
@@ -75,6 +78,89 @@ def create_tenant(body: TenantIn, principal: Operator, ctx: Context, source: Sou
             source=source,
         )
     return out
+
+
+class TenantSettingsIn(Body):
+    """Operator settings of a tenant; only the fields sent change (null: unlimited / no region)."""
+
+    retention_days: int | None = Field(default=None, ge=1, le=tenants.MAX_RETENTION_DAYS)
+    region: str | None = Field(default=None, pattern=tenants.REGION.pattern, max_length=32)
+    events_per_second: int | None = Field(default=None, ge=1, le=10_000_000)
+    burst_events: int | None = Field(default=None, ge=1, le=100_000_000)
+    max_stored_bytes: int | None = Field(default=None, ge=1, le=2**62)
+
+
+class TenantDetail(TenantOut):
+    """A tenant with its retention, residency, limits and what it stores now."""
+
+    retention_days: int
+    region: str | None
+    events_per_second: int | None
+    burst_events: int | None
+    max_stored_bytes: int | None
+    stored_events: int
+    stored_bytes: int
+
+
+def _granted_tenant(ctx: ServerContext, principal: Principal, tenant_id: uuid.UUID) -> None:
+    """404 unless the caller is an operator granted ``tenant_id``: a tenant one may not
+    administer does not exist for one (never 403, which would confirm it)."""
+    if principal.user_id is None or principal.role is not Role.OPERATOR:
+        raise NotFound("no such tenant")
+    granted = {
+        c.id for c in auth.memberships(ctx.sessions, principal.user_id) if c.role is Role.OPERATOR
+    }
+    if tenant_id not in granted:
+        raise NotFound("no such tenant")
+
+
+def _detail(ctx: ServerContext, tenant_id: uuid.UUID) -> TenantDetail:
+    with ctx.sessions.system() as session:
+        tenant = tenants.get_tenant(session=session, tenant_id=tenant_id)
+        base = TenantOut.model_validate(tenant).model_dump()
+        limits = {name: getattr(tenant, name) for name in tenants.SETTINGS}
+    with ctx.sessions.tenant(tenant_id) as session:
+        stored_events, stored_bytes = usage.totals(session=session)
+    return TenantDetail(**base, **limits, stored_events=stored_events, stored_bytes=stored_bytes)
+
+
+@router.get("/tenants/{tenant_id}")
+def get_tenant(tenant_id: uuid.UUID, principal: Authenticated, ctx: Context) -> TenantDetail:
+    """A tenant the calling operator was granted: retention, region, limits and usage."""
+    _granted_tenant(ctx, principal, tenant_id)
+    return _detail(ctx, tenant_id)
+
+
+@router.patch("/tenants/{tenant_id}")
+def update_tenant(
+    tenant_id: uuid.UUID,
+    body: TenantSettingsIn,
+    principal: Authenticated,
+    ctx: Context,
+    source: Source,
+) -> TenantDetail:
+    """Set a granted tenant's retention (days), data-residency region and ingest limits.
+
+    Limits apply in this process at once and in others within the quota refresh interval.
+    """
+    _granted_tenant(ctx, principal, tenant_id)
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    if changes.get("retention_days", 1) is None:
+        raise InvalidInput("retention_days cannot be null")
+    with ctx.sessions.system() as session:
+        diff = tenants.update_settings(session=session, tenant_id=tenant_id, changes=changes)
+    if diff:
+        with ctx.sessions.tenant(tenant_id) as session:
+            audit.record(
+                session=session,
+                actor=principal.actor,
+                action="tenant.update",
+                target=f"tenant:{tenant_id}",
+                source=source,
+                detail=dict(diff),
+            )
+        ctx.quotas.reload(tenant_id)
+    return _detail(ctx, tenant_id)
 
 
 class UserIn(Body):

@@ -1,0 +1,149 @@
+"""Tenant limits and residency, cached per process: what the gateway and the HTTP ingest route
+check before a batch goes on the bus, and what ingest tags events with.
+
+The cache reloads every ``refresh_s`` seconds (and at once for a tenant an operator changed in
+this process), so a limit set elsewhere takes effect within that time. The event-rate buckets
+are per process: with several API processes a tenant may reach its rate in each (like the login
+throttle). Stored bytes are read from the usage ledger at each reload, so a tenant may overshoot
+its storage limit by what it ingests within ``refresh_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from a2z.server.errors import NotFound, RateLimited
+from a2z.server.events import usage
+from a2z.server.metrics import ServerMetrics
+from a2z.server.quotas.limiter import TokenBucket
+from a2z.server.store.session import SessionFactory
+from a2z.server.tenants.models import Tenant
+
+log = logging.getLogger(__name__)
+
+STORAGE_RETRY_S = 60.0
+"""Retry-After given while a tenant is over its stored-bytes limit: space comes back only by
+retention or a raised limit, so clients need not ask often."""
+
+
+class OverLimit(RateLimited):
+    """A tenant is over one of its limits; the batch is to be re-sent after ``retry_after_s``."""
+
+    def __init__(self, detail: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(detail, retry_after=max(1, math.ceil(retry_after_s)))
+        self.limit = limit  # "rate" or "storage"
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    """What the store and the limits need to know about a tenant."""
+
+    region: str | None = None
+    retention_days: int = 30
+    events_per_second: int | None = None
+    burst_events: int | None = None
+    max_stored_bytes: int | None = None
+    stored_bytes: int = 0  # at the last reload
+
+    @property
+    def burst(self) -> int | None:
+        """Bucket size: as set, else one second's worth."""
+        if self.events_per_second is None:
+            return None
+        return self.burst_events or self.events_per_second
+
+
+@dataclass
+class _Entry:
+    policy: TenantPolicy
+    loaded: float
+    bucket: TokenBucket | None
+
+
+@dataclass
+class Quotas:
+    """The per-process cache of tenant policies and their event-rate buckets."""
+
+    sessions: SessionFactory
+    metrics: ServerMetrics
+    refresh_s: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    _entries: dict[uuid.UUID, _Entry] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stale(self, tenant_id: uuid.UUID) -> bool:
+        """True when ``policy``/``admit`` would read the database first (call them in a thread)."""
+        entry = self._entries.get(tenant_id)
+        return entry is None or self.clock() - entry.loaded >= self.refresh_s
+
+    def policy(self, tenant_id: uuid.UUID) -> TenantPolicy:
+        """The tenant's policy, reloaded when older than ``refresh_s``; NotFound if no tenant."""
+        if self.stale(tenant_id):
+            self.reload(tenant_id)
+        return self._entries[tenant_id].policy
+
+    def reload(self, tenant_id: uuid.UUID) -> TenantPolicy:
+        """Read the tenant's limits and stored usage now (after an operator changed them)."""
+        with self.sessions.system() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                raise NotFound("no such tenant")
+            policy = TenantPolicy(
+                region=tenant.region,
+                retention_days=tenant.retention_days,
+                events_per_second=tenant.events_per_second,
+                burst_events=tenant.burst_events,
+                max_stored_bytes=tenant.max_stored_bytes,
+            )
+        if policy.max_stored_bytes is not None:  # usage is tenant-owned: read in its scope
+            with self.sessions.tenant(tenant_id) as session:
+                stored = usage.stored_bytes(session=session)
+            policy = dataclasses.replace(policy, stored_bytes=stored)
+        now = self.clock()
+        with self._lock:
+            old = self._entries.get(tenant_id)
+            self._entries[tenant_id] = _Entry(policy, now, _bucket(policy, old, now))
+        return policy
+
+    def admit(self, tenant_id: uuid.UUID, records: int, *, stage: str) -> None:
+        """Let ``records`` of ``tenant_id`` in, or raise OverLimit (counted as throttled)."""
+        policy = self.policy(tenant_id)
+        limit, wait = None, 0.0
+        if policy.max_stored_bytes is not None and policy.stored_bytes >= policy.max_stored_bytes:
+            limit, wait = "storage", STORAGE_RETRY_S
+        else:
+            with self._lock:
+                bucket = self._entries[tenant_id].bucket
+                if bucket is not None:
+                    wait = bucket.take(records, self.clock())
+                    limit = "rate" if wait > 0 else None
+        if limit is None:
+            return
+        self.metrics.events_throttled.labels(stage, limit).inc(records)
+        detail = (
+            "tenant is over its event rate"
+            if limit == "rate"
+            else "tenant is over its stored-bytes limit"
+        )
+        raise OverLimit(detail, limit=limit, retry_after_s=wait)
+
+
+def _bucket(policy: TenantPolicy, old: _Entry | None, now: float) -> TokenBucket | None:
+    """The tenant's bucket for ``policy``: the same one (with its tokens) if the limits did not
+    change, else a new full one."""
+    burst = policy.burst
+    if policy.events_per_second is None or burst is None:
+        return None
+    if old is not None and old.bucket is not None:
+        same = old.bucket.rate == policy.events_per_second and old.bucket.burst == burst
+        if same:
+            return old.bucket
+    return TokenBucket.full(float(policy.events_per_second), float(burst), now)

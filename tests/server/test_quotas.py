@@ -1,0 +1,231 @@
+"""Per-tenant limits: the token bucket, operator settings (API and CLI, audited), and flow
+control on the agent channel: an over-quota tenant is deferred and spools, others flow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import select
+
+from a2z.agent.identity import IdentityFiles
+from a2z.agent.ship.channel import ChannelClient
+from a2z.records import Batch
+from a2z.server.audit.models import AuditEvent
+from a2z.server.context import ServerContext
+from a2z.server.events.maintenance import stored_rows
+from a2z.server.quotas.limiter import TokenBucket
+from a2z.server.quotas.service import OverLimit
+from a2z.server.tenants import service as tenants
+from a2z.server.tenants.models import Role
+from tests.server.conftest import PASSWORD, TenantFixture, enrolled, login
+from tests.server.test_admin_cli import admin
+from tests.server.test_channel import conn, exchange, frame
+
+
+def test_bucket_spends_burst_then_refills_at_rate() -> None:
+    bucket = TokenBucket.full(rate=10, burst=20, now=0.0)
+    assert bucket.take(15, now=0.0) == 0.0
+    assert bucket.take(10, now=0.0) == pytest.approx(0.5)  # 5 left, 5 more at 10/s
+    assert bucket.take(10, now=0.5) == 0.0
+    assert bucket.take(1, now=0.5) == pytest.approx(0.1)
+    assert bucket.take(20, now=100.0) == 0.0  # never more than the burst saved up
+    assert bucket.take(1, now=100.0) > 0
+
+
+def test_bucket_lets_an_oversize_request_through_when_full_and_keeps_the_debt() -> None:
+    bucket = TokenBucket.full(rate=10, burst=20, now=0.0)
+    assert bucket.take(50, now=0.0) == 0.0  # bigger than the bucket: passes once, in debt
+    assert bucket.take(1, now=0.0) == pytest.approx(3.1)  # 30 owed + 1, at 10/s
+    with pytest.raises(ValueError, match="rate > 0"):
+        TokenBucket.full(rate=0, burst=1, now=0.0)
+
+
+def operator_headers(
+    client: TestClient, ctx: ServerContext, tenant: TenantFixture
+) -> dict[str, str]:
+    email = f"operator@{tenant.name}.test"
+    with ctx.sessions.tenant(tenant.id) as session:
+        tenants.create_user(session=session, email=email, password=PASSWORD, role=Role.OPERATOR)
+    return login(client, tenant, email)
+
+
+def test_operator_sets_limits_retention_and_region_audited(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    headers = operator_headers(client, ctx, tenant_a)
+    url = f"/api/v1/tenants/{tenant_a.id}"
+    body = client.get(url, headers=headers).json()
+    assert body["retention_days"] == 30 and body["events_per_second"] is None
+    assert (body["stored_events"], body["stored_bytes"]) == (0, 0)
+    changes = {"retention_days": 7, "region": "eu-west-1", "events_per_second": 100,
+               "burst_events": 300, "max_stored_bytes": 10**9}  # fmt: skip
+    resp = client.patch(url, json=changes, headers=headers)
+    assert resp.status_code == 200, resp.text
+    assert {k: resp.json()[k] for k in changes} == changes
+    # Only what is sent changes; null lifts a limit.
+    resp = client.patch(url, json={"events_per_second": None}, headers=headers)
+    assert resp.json()["events_per_second"] is None and resp.json()["retention_days"] == 7
+    assert ctx.quotas.policy(tenant_a.id).events_per_second is None  # applied at once here
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        updates = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "tenant.update").order_by(AuditEvent.at)
+        ).all()
+    assert [json.loads(u.detail)["events_per_second"] for u in updates] == [
+        [None, 100],
+        [100, None],
+    ]
+    for bad in ({"retention_days": 0}, {"retention_days": None}, {"region": "EU WEST"},
+                {"events_per_second": 0}, {"tenant_id": str(tenant_b.id)}):  # fmt: skip
+        assert client.patch(url, json=bad, headers=headers).status_code == 422, bad
+    # Not granted (another tenant), or not an operator: the tenant does not exist for them.
+    assert client.get(f"/api/v1/tenants/{tenant_b.id}", headers=headers).status_code == 404
+    owner = login(client, tenant_a)
+    assert client.patch(url, json={"retention_days": 1}, headers=owner).status_code == 404
+
+
+def test_admin_cli_sets_and_clears_tenant_settings(tmp_path: Path) -> None:
+    admin(tmp_path, "tenant", "create", "acme")
+    done = admin(tmp_path, "tenant", "set", "acme", "--retention-days", "3", "--region", "eu-1",
+                 "--events-per-second", "50", "--max-stored-bytes", "1000000")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["retention_days"], out["region"], out["events_per_second"]) == ("3", "eu-1", "50")
+    out = json.loads(admin(tmp_path, "tenant", "set", "acme", "--events-per-second", "none").stdout)
+    assert out["events_per_second"] == "None" and out["max_stored_bytes"] == "1000000"
+    bad = admin(tmp_path, "tenant", "set", "acme", "--region", "Not A Region")
+    assert bad.returncode == 2 and "region" in bad.stderr
+
+
+def set_limits(ctx: ServerContext, tenant: TenantFixture, **changes: int | None) -> None:
+    with ctx.sessions.system() as session:
+        tenants.update_settings(session=session, tenant_id=tenant.id, changes=dict(changes))
+    ctx.quotas.reload(tenant.id)
+
+
+def test_channel_defers_an_over_rate_batch_with_retry_after(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, gateway: str, tmp_path: Path
+) -> None:
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=5)
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+    files = IdentityFiles(Path(config.identity_dir))
+    replies = exchange(
+        f"{gateway}/channel", files, [frame(config.agent_id, s, n=3) for s in (1, 2)]
+    )
+    assert replies[0] == {"ack": 1, "epoch": 1}
+    assert replies[1]["nack"] == 2 and replies[1]["retry"] is True
+    assert 0 < float(replies[1]["retry_after"]) <= 2  # type: ignore[arg-type]
+    assert stored_rows(ctx.sessions, tenant_a.id) == 3
+    value = ctx.metrics.registry.get_sample_value
+    assert value("a2z_events_throttled_total", {"stage": "gateway", "limit": "rate"}) == 3
+
+
+def test_over_storage_limit_is_deferred_until_the_limit_allows(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, gateway: str, tmp_path: Path
+) -> None:
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+    files = IdentityFiles(Path(config.identity_dir))
+    assert exchange(f"{gateway}/channel", files, [frame(config.agent_id, 1)])[0]["ack"] == 1
+    set_limits(ctx, tenant_a, max_stored_bytes=10)  # already over it
+    reply = exchange(f"{gateway}/channel", files, [frame(config.agent_id, 2)])[0]
+    assert reply["nack"] == 2 and reply["retry_after"] == 60
+    with pytest.raises(OverLimit):
+        ctx.quotas.admit(tenant_a.id, 1, stage="test")
+    set_limits(ctx, tenant_a, max_stored_bytes=None)
+    assert exchange(f"{gateway}/channel", files, [frame(config.agent_id, 2)])[0]["ack"] == 2
+    assert stored_rows(ctx.sessions, tenant_a.id) == 6
+
+
+async def batches(agent_id: str, count: int, size: int) -> AsyncIterator[Batch]:
+    for seq in range(1, count + 1):
+        records = [conn(seq * 1000 + i) for i in range(size)]
+        yield Batch(agent_id=agent_id, boot_epoch=1, seq=seq, sent_at=time.time(), records=records)
+
+
+def test_tenant_at_ten_times_its_quota_is_throttled_others_flow_nothing_lost(
+    client: TestClient,
+    ctx: ServerContext,
+    tenant_a: TenantFixture,
+    tenant_b: TenantFixture,
+    gateway: str,
+    tmp_path: Path,
+) -> None:
+    rate, burst, size = 400, 400, 100
+    total = 10 * rate  # ten times what A may send in a second, offered at once
+    set_limits(ctx, tenant_a, events_per_second=rate, burst_events=burst)
+    agent_a = enrolled(ctx, tenant_a, gateway, tmp_path, "sensor-a")
+    agent_b = enrolled(ctx, tenant_b, gateway, tmp_path, "sensor-b")
+
+    def client_for(config: object) -> ChannelClient:
+        files = IdentityFiles(Path(config.identity_dir))  # type: ignore[attr-defined]
+        return ChannelClient(f"{gateway}/channel", ssl=files.client_context(), window=4)
+
+    ship_a, ship_b = client_for(agent_a), client_for(agent_b)
+
+    async def run() -> tuple[float, float]:
+        started = time.monotonic()
+        b_done = 0.0
+
+        async def b() -> None:
+            nonlocal b_done
+            await ship_b.ship(batches(agent_b.agent_id, total // size, size))
+            b_done = time.monotonic() - started
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ship_a.ship(batches(agent_a.agent_id, total // size, size)))
+            tg.create_task(b())
+        return time.monotonic() - started, b_done
+
+    elapsed, _ = asyncio.run(run())
+    # A was throttled and kept its batches until allowed: every one stored exactly once...
+    assert ship_a.stats.throttled > 0
+    assert ship_a.stats.records_acked == total == stored_rows(ctx.sessions, tenant_a.id)
+    # ...and never faster than its bucket: what got in is bounded by burst + rate * time
+    # (plus one batch, which the bucket lets through whole). A slow machine only adds time.
+    assert total <= burst + rate * elapsed + size
+    # B, with no limit, was never deferred and stored everything.
+    assert ship_b.stats.throttled == 0 and not ship_b.stats.refused
+    assert stored_rows(ctx.sessions, tenant_b.id) == total
+    value = ctx.metrics.registry.get_sample_value
+    assert value("a2z_events_throttled_total", {"stage": "gateway", "limit": "rate"}) >= size
+
+
+def test_http_sender_over_its_rate_gets_429_problem_with_retry_after(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=3)
+    url = "/api/v1/events/batches"
+
+    def send(tenant: TenantFixture, seq: int) -> Response:
+        return client.post(
+            url,
+            content=frame(str(tenant.agent_id), seq, n=3),
+            headers={"Authorization": f"Bearer {tenant.agent_token}"},
+        )
+
+    first = send(tenant_a, 1)
+    assert (first.status_code, first.json()) == (202, {"ack": 1, "epoch": 1})
+    over = send(tenant_a, 2)
+    assert over.status_code == 429 and over.headers["content-type"] == "application/problem+json"
+    assert int(over.headers["retry-after"]) >= 1 and "event rate" in over.json()["detail"]
+    for seq in range(1, 6):  # the other tenant is not held back by A's limit
+        assert send(tenant_b, seq).status_code == 202
+    assert stored_rows(ctx.sessions, tenant_a.id) == 3
+    assert stored_rows(ctx.sessions, tenant_b.id) == 15
+    # A batch naming another agent, or not a batch at all, is refused and stores nothing.
+    forged = client.post(
+        url,
+        content=frame(str(tenant_b.agent_id), 9),
+        headers={"Authorization": f"Bearer {tenant_a.agent_token}"},
+    )
+    garbage = client.post(
+        url, content=b"not a batch", headers={"Authorization": f"Bearer {tenant_b.agent_token}"}
+    )
+    assert (forged.status_code, garbage.status_code) == (422, 422)
+    assert stored_rows(ctx.sessions, tenant_b.id) == 15
