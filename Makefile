@@ -10,8 +10,12 @@ PORT ?= 8000
 
 install: $(STAMP)
 
-# Re-install only when the project or its pins change; `make install` is idempotent.
-$(STAMP): pyproject.toml constraints.txt
+# The agent modules mypyc compiles in place (pyproject.toml, hooks.mypyc include): editing one
+# re-runs the build, so a stale extension never shadows its edited source.
+MYPYC_SOURCES := $(shell sed -n '/hooks\.mypyc\]/,/^\]/s/^ *"\(src\/.*\.py\)",*$$/\1/p' pyproject.toml)
+
+# Re-install only when the project, its pins or a compiled source change; idempotent.
+$(STAMP): pyproject.toml constraints.txt $(MYPYC_SOURCES)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "A2Z SOC needs Python 3.11+"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -104,3 +108,4 @@ lock: install
 
 clean:
 	rm -rf $(VENV) a2z-data .pytest_cache .mypy_cache .ruff_cache
+	find src -name "*.so" -delete

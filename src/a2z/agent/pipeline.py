@@ -8,14 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ParamSpec
+from typing import Final, ParamSpec
 
 from a2z.agent.capture.packet import RawPacket
 from a2z.agent.decode.errors import DecodeError, Malformed, Truncated
 from a2z.agent.decode.icmp import decode_icmp, decode_icmp6, icmp_counterpart
 from a2z.agent.decode.ipv4 import IPv4Header, decode_ipv4
 from a2z.agent.decode.ipv6 import IPv6Header, decode_ipv6
-from a2z.agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, decode_arp, decode_link
+from a2z.agent.decode.link import (
+    ETH_ARP,
+    ETH_IPV4,
+    ETH_IPV6,
+    LINKTYPE_ETHERNET,
+    decode_arp,
+    decode_link,
+)
 from a2z.agent.decode.reassembly import DefragConfig, Reassembler
 from a2z.agent.decode.tcp import ACK, RST, SYN, TCPHeader, decode_tcp
 from a2z.agent.decode.udp import decode_udp
@@ -37,8 +44,10 @@ from a2z.records import Record, Weird
 
 _P = ParamSpec("_P")
 
-WEIRD_SAMPLE_THRESHOLD = 1000  # Zeek's weird_sampling_threshold: every instance up to here...
-WEIRD_SAMPLE_RATE = 1000  # ...then one in this many (weird_sampling_rate); all are counted
+WEIRD_SAMPLE_THRESHOLD: Final = (
+    1000  # Zeek's weird_sampling_threshold: every instance up to here...
+)
+WEIRD_SAMPLE_RATE: Final = 1000  # ...then one in this many (weird_sampling_rate); all are counted
 
 
 @dataclass(slots=True)
@@ -64,8 +73,12 @@ class Pipeline:
         weird_sample_rate: int = WEIRD_SAMPLE_RATE,
         defrag: DefragConfig | None = None,
         protocols: ProtocolConfig | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.table = FlowTable(config)
+        # Ethernet/IPv4/TCP|UDP frames are decoded inline (_fast_ipv4); False sends every frame
+        # through the general decoders, which the differential tests compare it against.
+        self.fast_path = fast_path
         self.protocols = protocols or ProtocolConfig()  # DNS/HTTP/TLS analyzer settings
         self.defrag = Reassembler(defrag)  # IP fragments wait here; its .stats count them
         self.stats = PipelineStats()
@@ -109,6 +122,8 @@ class Pipeline:
         ts = pkt.ts
         table = self.table
         table.expire(ts)
+        if pkt.linktype == LINKTYPE_ETHERNET and self.fast_path and self._fast_ipv4(pkt):
+            return
         frame_buf = memoryview(pkt.data)
         try:
             frame = decode_link(pkt.linktype, frame_buf)
@@ -173,12 +188,7 @@ class Pipeline:
                 data_len = payload_len - tcp.header_len
                 flow = table.add_tcp(ts, src, dst, tcp, data_len, total_len)
                 if not flow.app_done:
-                    if data_len > 0 and not tcp.flags & RST:
-                        self._app_tcp(ts, flow, src, tcp, seg, data_len)
-                    elif flow.app is not None and tcp.flags & ACK:
-                        app = flow.app
-                        is_orig = src == flow.orig_h and tcp.sport == flow.orig_p
-                        self._guarded(flow, app, ts, app.tcp_ack, ts, is_orig, tcp.ack)
+                    self._app_tcp_packet(ts, flow, src, tcp, seg, data_len)
             elif proto == PROTO_UDP:
                 udp = decode_udp(seg)
                 flow = table.add_udp(
@@ -196,6 +206,76 @@ class Pipeline:
                 self._count(self.stats.ignored, f"ip_proto_{proto}")
         except DecodeError as exc:
             self._weird(ts, exc, src, dst)
+
+    def _fast_ipv4(self, pkt: RawPacket) -> bool:
+        """The common case, decoded inline: Ethernet II, IPv4 without options or fragments, TCP
+        or UDP, all lengths sane. Returns False, having changed nothing, for anything else (a
+        VLAN tag, a fragment, ICMP, a bad length...): ``_process`` then decodes the frame with
+        the general decoders, which also report what is wrong with it.
+
+        Same results as the general path (tests/agent/test_fast_path.py feeds both the same
+        frames), without a memoryview, LinkFrame, IPv4Header or TCPHeader per packet: once a
+        flow's analyzers are done, a segment costs a few byte reads and the flow-table update.
+        """
+        data = pkt.data
+        size = len(data)
+        # Ethernet type 0x0800, then version 4 with a 20-byte header; no MF flag, no offset.
+        if (
+            size < 34
+            or data[12] != 0x08
+            or data[13] != 0x00
+            or data[14] != 0x45
+            or data[20] & 0x3F
+            or data[21]
+        ):
+            return False
+        total_len = data[16] << 8 | data[17]
+        if total_len < 20 or total_len > max(pkt.wirelen, size) - 14:
+            return False  # zero (TSO), shorter than its header, or longer than the frame
+        proto = data[23]
+        seg_end = 14 + min(total_len, size - 14)  # the segment: data[34:seg_end]
+        if proto == PROTO_TCP:
+            if seg_end - 34 < 20:
+                return False
+            header_len = (data[46] >> 4) * 4
+            if header_len < 20 or header_len > seg_end - 34:
+                return False
+            ts = pkt.ts
+            src = data[26:30]
+            sport = data[34] << 8 | data[35]
+            seq = data[38] << 24 | data[39] << 16 | data[40] << 8 | data[41]
+            ack = data[42] << 24 | data[43] << 16 | data[44] << 8 | data[45]
+            flags = data[47] | (data[46] & 1) << 8
+            data_len = total_len - 20 - header_len
+            flow = self.table.add_segment(
+                ts, src, data[30:34], sport, data[36] << 8 | data[37], seq, ack, flags,
+                data[48] << 8 | data[49], data_len, total_len,
+            )  # fmt: skip
+            # As _app_tcp_packet decides, without building its arguments when it would not use
+            # them: payload, or an ACK for analyzers that exist.
+            if not flow.app_done and (
+                (data_len > 0 and not flags & RST) or (flow.app is not None and flags & ACK)
+            ):
+                seg = memoryview(data)[34:seg_end]
+                self._app_tcp_packet(ts, flow, src, decode_tcp(seg), seg, data_len)
+            return True
+        if proto == PROTO_UDP:
+            if seg_end - 34 < 8:
+                return False
+            ts = pkt.ts
+            src = data[26:30]
+            sport = data[34] << 8 | data[35]
+            length = data[38] << 8 | data[39]
+            flow = self.table.add_udp(
+                ts, src, sport, data[30:34], data[36] << 8 | data[37], max(length - 8, 0),
+                total_len,
+            )  # fmt: skip
+            if length > 8 and not flow.app_done:
+                self._app_udp(
+                    ts, flow, src, sport, memoryview(data)[42 : min(34 + length, seg_end)]
+                )
+            return True
+        return False
 
     def _defragment(
         self, ts: float, hdr: IPv4Header | IPv6Header, net: memoryview, src: bytes, dst: bytes
@@ -248,6 +328,17 @@ class Pipeline:
         self._emit(flow_to_conn(flow))
 
     # -- application layer (protocols/): payload -> analyzers -> dns/http/ssl records ------------
+
+    def _app_tcp_packet(
+        self, ts: float, flow: Flow, src: bytes, tcp: TCPHeader, seg: memoryview, data_len: int
+    ) -> None:
+        """A segment of a flow whose analyzers still look at it: payload, or an ACK they await."""
+        if data_len > 0 and not tcp.flags & RST:
+            self._app_tcp(ts, flow, src, tcp, seg, data_len)
+        elif flow.app is not None and tcp.flags & ACK:
+            app = flow.app
+            is_orig = src == flow.orig_h and tcp.sport == flow.orig_p
+            self._guarded(flow, app, ts, app.tcp_ack, ts, is_orig, tcp.ack)
 
     def _app_tcp(
         self, ts: float, flow: Flow, src: bytes, tcp: TCPHeader, seg: memoryview, data_len: int

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from a2z.agent.decode.errors import Truncated
 
-_HEADER = struct.Struct("!BBHI")
-ICMP_MIN_LEN = 8  # Zeek's ICMP_MINLEN: type, code, checksum and the 4-byte rest-of-header
+_HEADER: Final = struct.Struct("!BBHI")
+ICMP_MIN_LEN: Final = 8  # Zeek's ICMP_MINLEN: type, code, checksum and the 4-byte rest-of-header
 
 # Zeek's ICMP4_counterpart/ICMP6_counterpart: types that come in request/reply pairs. The pair
 # shares one connection; id.resp_p is the counterpart type. Other types are one-way and use
 # the code as id.resp_p.
-_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
-_ICMP6_PAIRS = {
+_ICMP4_PAIRS: Final = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_PAIRS: Final = {
     128: 129,
     129: 128,
     133: 134,

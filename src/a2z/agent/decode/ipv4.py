@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from a2z.agent.decode.errors import Malformed, Truncated
 
-_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_HEADER: Final = struct.Struct("!BBHHHBBH4s4s")
 
 
 class IPv4Header(NamedTuple):

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from a2z.agent.decode.errors import Malformed, Truncated
 
-_HEADER = struct.Struct("!IHBB16s16s")
-_FRAGMENT = struct.Struct("!BBHI")
+_HEADER: Final = struct.Struct("!IHBB16s16s")
+_FRAGMENT: Final = struct.Struct("!BBHI")
 
-HOP_BY_HOP = 0
-ROUTING = 43
-FRAGMENT = 44
-ESP = 50
-AH = 51
-NO_NEXT_HEADER = 59
-DEST_OPTS = 60
-MOBILITY = 135
-_GENERIC_EXT = frozenset({HOP_BY_HOP, ROUTING, DEST_OPTS, MOBILITY})
-MAX_EXT_HEADERS = 16
+HOP_BY_HOP: Final = 0
+ROUTING: Final = 43
+FRAGMENT: Final = 44
+ESP: Final = 50
+AH: Final = 51
+NO_NEXT_HEADER: Final = 59
+DEST_OPTS: Final = 60
+MOBILITY: Final = 135
+_GENERIC_EXT: Final = frozenset({HOP_BY_HOP, ROUTING, DEST_OPTS, MOBILITY})
+MAX_EXT_HEADERS: Final = 16
 
 
 class IPv6Header(NamedTuple):

@@ -4,35 +4,35 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from a2z.agent.decode.errors import Malformed, Truncated, Unsupported
 
-ETH_IPV4 = 0x0800
-ETH_ARP = 0x0806
-ETH_IPV6 = 0x86DD
-_VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
-MAX_VLAN_TAGS = 8
+ETH_IPV4: Final = 0x0800
+ETH_ARP: Final = 0x0806
+ETH_IPV6: Final = 0x86DD
+_VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
+MAX_VLAN_TAGS: Final = 8
 
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_PPP = 9
-LINKTYPE_PPP_HDLC = 50
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
-_DLT_RAW_12 = 12  # DLT_RAW on most BSDs
-_DLT_RAW_14 = 14  # DLT_RAW on OpenBSD
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_PPP: Final = 9
+LINKTYPE_PPP_HDLC: Final = 50
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
+_DLT_RAW_12: Final = 12  # DLT_RAW on most BSDs
+_DLT_RAW_14: Final = 14  # DLT_RAW on OpenBSD
 
 # BSD loopback address families (AF_INET6 differs by OS: 24 NetBSD/OpenBSD, 28 FreeBSD, 30 macOS;
 # 10 is Linux).
-_AF_INET = 2
-_AF_INET6 = frozenset({10, 24, 28, 30})
+_AF_INET: Final = 2
+_AF_INET6: Final = frozenset({10, 24, 28, 30})
 
-_U16 = struct.Struct("!H")
+_U16: Final = struct.Struct("!H")
 
 
 class LinkFrame(NamedTuple):
@@ -140,7 +140,7 @@ def decode_ppp(buf: memoryview) -> LinkFrame:
     return LinkFrame(_PPP_PROTOCOLS.get(proto, 0), off)
 
 
-_PPP_PROTOCOLS = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
+_PPP_PROTOCOLS: Final = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
 
 
 def _decode_ipv4_only(buf: memoryview) -> LinkFrame:

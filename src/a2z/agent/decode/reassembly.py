@@ -10,16 +10,16 @@ from __future__ import annotations
 import bisect
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from a2z.agent.decode.errors import DecodeError
 from a2z.agent.decode.ipv4 import IPv4Header
 from a2z.agent.decode.ipv6 import IPv6Header
 
-MIN_ACCEPTABLE_FRAG_SIZE = 64  # Zeek: a non-last fragment smaller than this is suspicious
-MAX_IP_PAYLOAD = 65_535  # the 16-bit length fields cannot describe more
-_BLOCK_OVERHEAD = 64  # bytes we charge per held piece besides its data (tuple, bytes header)
-_U16 = struct.Struct("!H")
+MIN_ACCEPTABLE_FRAG_SIZE: Final = 64  # Zeek: a non-last fragment smaller than this is suspicious
+MAX_IP_PAYLOAD: Final = 65_535  # the 16-bit length fields cannot describe more
+_BLOCK_OVERHEAD: Final = 64  # bytes we charge per held piece besides its data (tuple, bytes header)
+_U16: Final = struct.Struct("!H")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from a2z.agent.decode.errors import Truncated
 
-_HEADER = struct.Struct("!HHHH")
+_HEADER: Final = struct.Struct("!HHHH")
 
 
 class UDPHeader(NamedTuple):

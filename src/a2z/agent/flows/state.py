@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import Final
 
 from a2z.agent.decode.tcp import ACK, FIN, RST, SYN
 
-_M32 = 0xFFFFFFFF
-TOO_LARGE_SEQ_DELTA = 1048576  # Zeek: larger SYN/RST sequence jumps are not trusted
+_M32: Final = 0xFFFFFFFF
+TOO_LARGE_SEQ_DELTA: Final = 1048576  # Zeek: larger SYN/RST sequence jumps are not trusted
 
 
 class EndpointState(enum.IntEnum):
@@ -28,25 +29,25 @@ class EndpointState(enum.IntEnum):
     RESET = 6
 
 
-INACTIVE = EndpointState.INACTIVE
-SYN_SENT = EndpointState.SYN_SENT
-SYN_ACK_SENT = EndpointState.SYN_ACK_SENT
-PARTIAL = EndpointState.PARTIAL
-ESTABLISHED = EndpointState.ESTABLISHED
-CLOSED = EndpointState.CLOSED
-RESET = EndpointState.RESET
-_HANDSHAKE = frozenset({INACTIVE, SYN_SENT, SYN_ACK_SENT})
+INACTIVE: Final = EndpointState.INACTIVE
+SYN_SENT: Final = EndpointState.SYN_SENT
+SYN_ACK_SENT: Final = EndpointState.SYN_ACK_SENT
+PARTIAL: Final = EndpointState.PARTIAL
+ESTABLISHED: Final = EndpointState.ESTABLISHED
+CLOSED: Final = EndpointState.CLOSED
+RESET: Final = EndpointState.RESET
+_HANDSHAKE: Final = frozenset({INACTIVE, SYN_SENT, SYN_ACK_SENT})
 
 # History bits (Zeek's HIST_* masks); the responder's are shifted left by 16.
-HIST_SYN = 0x1
-HIST_FIN = 0x2
-HIST_RST = 0x4
-HIST_FIN_RST = 0x8
-HIST_ACK = 0x10
-HIST_DATA = 0x20
-HIST_MULTI_FLAG = 0x200
+HIST_SYN: Final = 0x1
+HIST_FIN: Final = 0x2
+HIST_RST: Final = 0x4
+HIST_FIN_RST: Final = 0x8
+HIST_ACK: Final = 0x10
+HIST_DATA: Final = 0x20
+HIST_MULTI_FLAG: Final = 0x200
 
-_RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
+_RSTOS0: Final = re.compile(r"\^?S[^HAFGIQ]*R.*")
 
 
 def seq_delta(a: int, b: int) -> int:
@@ -348,8 +349,8 @@ def _update_history(
         endpoint.hist_last_rst = rel_seq
 
 
-_ORIG_LETTERS = {code: code for code in "IQHSFR"}
-_RESP_LETTERS = {code: code.lower() for code in "IQHSFR"}
+_ORIG_LETTERS: Final = {code: code for code in "IQHSFR"}
+_RESP_LETTERS: Final = {code: code.lower() for code in "IQHSFR"}
 
 
 def _update_last_seq(

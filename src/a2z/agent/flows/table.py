@@ -13,7 +13,7 @@ import os
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from a2z.agent.decode.tcp import ACK, SYN, TCPHeader
 from a2z.agent.flows.state import History, TcpSession
@@ -21,22 +21,22 @@ from a2z.agent.flows.state import History, TcpSession
 if TYPE_CHECKING:
     from a2z.agent.protocols.session import AppSession
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_ICMP6 = 58
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+PROTO_ICMP6: Final = 58
 
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_UID_LEN = 17  # base62 digits after the "C": about 101 random bits, as Zeek's uids
-_UID_POOL_BYTES = 4096  # random bytes drawn per refill (about 220 uids)
+_B62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_UID_LEN: Final = 17  # base62 digits after the "C": about 101 random bits, as Zeek's uids
+_UID_POOL_BYTES: Final = 4096  # random bytes drawn per refill (about 220 uids)
 # Random byte -> base62 digit: bytes 248..255 are dropped, so 0..247 map 4:1 onto the 62
 # digits and every digit is equally likely.
-_B62_TABLE = bytes(ord(_B62[i % 62]) for i in range(256))
-_B62_DROP = bytes(range(248, 256))
-_HIST_ORIG_DATA = 0x1  # Zeek's UDP HIST_ORIG_DATA_PKT
-_HIST_RESP_DATA = 0x2
+_B62_TABLE: Final = bytes(ord(_B62[i % 62]) for i in range(256))
+_B62_DROP: Final = bytes(range(248, 256))
+_HIST_ORIG_DATA: Final = 0x1  # Zeek's UDP HIST_ORIG_DATA_PKT
+_HIST_RESP_DATA: Final = 0x2
 
-_TIMER_SLACK = 4096  # stale timer entries tolerated beyond 1.5 times the live flows
+_TIMER_SLACK: Final = 1024  # stale timer entries tolerated beyond 1.25 times the live flows
 
 FlowKey = tuple[int, bytes, int, bytes, int, bool]
 """(ip proto, address, port, address, port, one_way); two-way keys list the lower end first."""
@@ -155,11 +155,28 @@ class FlowTable:
         self, ts: float, src: bytes, dst: bytes, hdr: TCPHeader, payload_len: int, ip_len: int
     ) -> Flow:
         """Account one TCP segment; ``payload_len`` comes from the IP length fields."""
+        return self.add_segment(
+            ts, src, dst, hdr.sport, hdr.dport, hdr.seq, hdr.ack, hdr.flags, hdr.window,
+            payload_len, ip_len,
+        )  # fmt: skip
+
+    def add_segment(
+        self,
+        ts: float,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload_len: int,
+        ip_len: int,
+    ) -> Flow:
+        """``add_tcp`` from the header fields: the pipeline's fast path builds no TCPHeader."""
         if self._timers and self._timers[0][0] <= ts:
             self.expire(ts)
-        sport = hdr.sport
-        dport = hdr.dport
-        flags = hdr.flags
         # The two-way key, inlined (this is the hottest call of the agent).
         if src < dst or (src == dst and sport <= dport):
             key: FlowKey = (PROTO_TCP, src, sport, dst, dport, False)
@@ -170,7 +187,7 @@ class FlowTable:
         if flow is not None:
             tcp = flow.tcp
             assert tcp is not None
-            if flags & SYN and tcp.is_reuse(flags, hdr.seq):
+            if flags & SYN and tcp.is_reuse(flags, seq):
                 self._end(flow)
                 flow = None
             else:
@@ -195,7 +212,7 @@ class FlowTable:
             flow.resp_pkts += 1
             flow.resp_ip_bytes += ip_len
         _do_close, complete = tcp.process(
-            is_orig, flags, hdr.seq, hdr.ack, payload_len, hdr.window, flow.history
+            is_orig, flags, seq, ack, payload_len, window, flow.history
         )
         if flow.attempt_at is None and is_orig and flags & SYN and tcp.is_attempt():
             flow.attempt_at = ts + self.config.tcp_attempt_timeout
@@ -379,15 +396,16 @@ class FlowTable:
             flow.sched = deadline
             timers = self._timers
             heapq.heappush(timers, (deadline, flow.key))
-            if len(timers) > len(self._flows) * 3 // 2 + _TIMER_SLACK:
+            if len(timers) > len(self._flows) * 5 // 4 + _TIMER_SLACK:
                 self._compact_timers()
 
     def _compact_timers(self) -> None:
         """Drop stale timer entries (ended or rescheduled flows) and re-heap the live ones.
 
         A stale entry holds its key (about 200 bytes) until it comes due; under a SYN flood
-        with a full table every packet leaves one. Runs when stale entries exceed half the
-        live flows, so its O(n) cost is amortised.
+        with a full table every packet leaves one. Runs when stale entries exceed a quarter
+        of the live flows (plus a slack), so its O(n) cost is amortised; the tighter bound
+        (it was a half) pays for the compiled flow objects' larger size (ADR 0006).
         """
         flows = self._flows
         live = [
