@@ -17,10 +17,12 @@ from sqlalchemy import MetaData, select
 from a2z.server.agents import service as agents
 from a2z.server.auth.keys import create_api_key
 from a2z.server.context import ServerContext
+from a2z.server.rules import service as rules
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, login
 from tests.server.openapi_walk import example, fill, routes
+from tests.server.rule_texts import custom_rule
 
 # Routes without object ids whose subject is the caller itself, not a tenant's objects.
 SELF_ROUTES = {
@@ -41,7 +43,15 @@ def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
         token, _ = agents.create_enrollment_token(
             session=session, ttl=__import__("datetime").timedelta(hours=1), uses=1, created_by="t"
         )
+        rule = rules.create(
+            session=session,
+            catalog=ctx.rules_catalog,
+            checked=rules.check(custom_rule()),
+            enabled=True,
+            actor="t",
+        )
     return {
+        "rule_id": str(rule.id),
         "agent_id": str(tenant.agent_id),
         "key_id": str(key.id),
         "user_id": str(user.id),
@@ -81,6 +91,7 @@ def test_tenant_a_cannot_reach_tenant_b(
             "tenant_id": str(tenant_b.id),
             "email": f"new-{uuid.uuid4().hex[:8]}@alpha.test",
             "name": f"sweep-{uuid.uuid4().hex[:8]}",
+            "yaml": custom_rule(),  # compiles: a create lands in A, never 422
         }
         body = example(spec, route.body, overrides) if route.body else None
         if route.params:
@@ -111,3 +122,4 @@ def test_tenant_a_cannot_reach_tenant_b(
     # And A's own objects are reachable with the same routes (the sweep is not vacuous).
     assert client.get(fill("/api/v1/agents/{agent_id}", a_ids), headers=headers).status_code == 200
     assert client.get(fill("/api/v1/users/{user_id}", a_ids), headers=headers).status_code == 200
+    assert client.get(fill("/api/v1/rules/{rule_id}", a_ids), headers=headers).status_code == 200

@@ -10,13 +10,14 @@ from a2z.server.audit import views as audit
 from a2z.server.auth import views as auth
 from a2z.server.deps import Context
 from a2z.server.events import views as events
+from a2z.server.rules import views as rules
 from a2z.server.tenants import views as tenants
 from a2z.server.web import views as web
 
 
 def mount(app: FastAPI) -> None:
     """Attach every router and the operational endpoints."""
-    for module in (auth, tenants, agents, events, audit, web):
+    for module in (auth, tenants, agents, events, rules, audit, web):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from a2z.rules.catalog import Catalog, shipped_catalog
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
@@ -23,3 +24,4 @@ class ServerContext:
     secret: bytes  # signs access tokens, encrypts CA keys
     root: AgentRoot  # the agent root CA and the gateway certificate
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    rules_catalog: Catalog = field(default_factory=shipped_catalog)  # the shipped Sigma rules

@@ -5,6 +5,7 @@ from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.events.models import Event
 from a2z.server.pki.models import AgentCert, TenantCA
+from a2z.server.rules.models import RuleVersion, TenantRule
 from a2z.server.tenants.models import Membership, Role, Tenant, User
 
 __all__ = [
@@ -17,7 +18,9 @@ __all__ = [
     "Event",
     "Membership",
     "Role",
+    "RuleVersion",
     "Tenant",
     "TenantCA",
+    "TenantRule",
     "User",
 ]

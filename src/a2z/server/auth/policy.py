@@ -16,6 +16,8 @@ class Permission(enum.StrEnum):
     MANAGE_USERS = "manage_users"  # memberships
     READ_AUDIT = "read_audit"
     MANAGE_TENANTS = "manage_tenants"  # list granted tenants, create tenants (MSSP)
+    MANAGE_RULES = "manage_rules"  # create, change, enable/disable, archive detection rules
+    TEST_RULES = "test_rules"  # validate rules and dry-run them over stored records
 
 
 _ADMINS = {Role.OWNER, Role.ADMIN, Role.OPERATOR}
@@ -26,6 +28,10 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.MANAGE_USERS: frozenset(_ADMINS),
     Permission.READ_AUDIT: frozenset(_ADMINS),
     Permission.MANAGE_TENANTS: frozenset({Role.OPERATOR}),
+    Permission.MANAGE_RULES: frozenset(_ADMINS),
+    # Analysts write detections, so they may try them; a dry run scans many records, so
+    # viewers (read-only dashboards) may not.
+    Permission.TEST_RULES: frozenset(_ADMINS | {Role.ANALYST}),
 }
 
 # Roles a principal may hand out (to users or keys): never more than it holds.
