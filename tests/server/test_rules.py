@@ -19,6 +19,7 @@ from a2z.server.audit import service as audit
 from a2z.server.context import ServerContext
 from a2z.server.events import service as events
 from a2z.server.rules import service as rules
+from a2z.server.rules.models import RuleVersion
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, login
@@ -609,3 +610,37 @@ def test_tenants_own_their_rule_ids_independently(
     )
     client.delete(f"/api/v1/rules/{rule_id}", headers=a)
     assert client.get(f"/api/v1/rules/{rule_id}", headers=b).json()["archived"] is False
+
+
+def test_a_tenant_whose_merge_fails_does_not_stop_the_others(
+    ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    # Two API processes starting at once both merge; the second one's version insert collides
+    # with the first's. Here tenant A's next version number is taken beforehand.
+    base = shipped_text()
+    for tenant in (tenant_a, tenant_b):
+        with ctx.sessions.tenant(tenant.id) as session:
+            rules.create(
+                session=session, catalog=ctx.rules_catalog, checked=rules.check(edited(base, level="high")),
+                enabled=True, actor="test",
+            )  # fmt: skip
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        session.add(
+            RuleVersion(
+                tenant_id=tenant_a.id, rule_id=uuid.UUID(B64), version=2, title="taken",
+                yaml=base, digest=digest_of(base), origin="update", created_by="other-process",
+            )
+        )  # fmt: skip
+    merged = rules.merge_upstream_all(
+        sessions=ctx.sessions,
+        catalog=with_shipped(B64, edited(base, description="new")),
+        metrics=ctx.metrics,
+    )
+    assert [m.rule_id for m in merged] == [uuid.UUID(B64)]  # B's
+    assert ctx.metrics.rules_upstream_merge_errors._value.get() == 1
+    with ctx.sessions.tenant(tenant_b.id) as session:
+        rule_b = rules.get(session=session, rule_id=uuid.UUID(B64))
+        assert rule_b is not None and rule_b.version == 2
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        rule_a = rules.get(session=session, rule_id=uuid.UUID(B64))
+        assert rule_a is not None and rule_a.version == 1  # rolled back whole, retried next start
