@@ -21,10 +21,12 @@ from a2z.server.agents.config import service as configs
 from a2z.server.agents.config.models import ConfigScope
 from a2z.server.auth.keys import create_api_key
 from a2z.server.context import ServerContext
+from a2z.server.rules import service as rules
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, login
 from tests.server.openapi_walk import example, fill, routes
+from tests.server.rule_texts import custom_rule
 
 # Routes without object ids whose subject is the caller itself, not a tenant's objects.
 SELF_ROUTES = {
@@ -57,8 +59,16 @@ def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
         command = commands.create(
             session=session, agent=agent, kind="reload-rules", args={}, actor="t"
         )
+        rule = rules.create(
+            session=session,
+            catalog=ctx.rules_catalog,
+            checked=rules.check(custom_rule()),
+            enabled=True,
+            actor="t",
+        )
     return {
         "tenant_id": str(tenant.id),
+        "rule_id": str(rule.id),
         "agent_id": str(tenant.agent_id),
         "group_id": str(group.id),
         "command_id": str(command.id),
@@ -100,6 +110,7 @@ def test_tenant_a_cannot_reach_tenant_b(
             "tenant_id": str(tenant_b.id),
             "email": f"new-{uuid.uuid4().hex[:8]}@alpha.test",
             "name": f"sweep-{uuid.uuid4().hex[:8]}",
+            "yaml": custom_rule(),  # compiles: a create lands in A, never 422
         }
         body = example(spec, route.body, overrides) if route.body else None
         if route.params:
@@ -130,3 +141,4 @@ def test_tenant_a_cannot_reach_tenant_b(
     # And A's own objects are reachable with the same routes (the sweep is not vacuous).
     assert client.get(fill("/api/v1/agents/{agent_id}", a_ids), headers=headers).status_code == 200
     assert client.get(fill("/api/v1/users/{user_id}", a_ids), headers=headers).status_code == 200
+    assert client.get(fill("/api/v1/rules/{rule_id}", a_ids), headers=headers).status_code == 200

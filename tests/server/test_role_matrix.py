@@ -20,15 +20,18 @@ from a2z.server.agents.config import service as configs
 from a2z.server.agents.config.models import ConfigScope
 from a2z.server.auth.keys import create_api_key
 from a2z.server.context import ServerContext
+from a2z.server.rules import service as rules
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, login
 from tests.server.openapi_walk import example, fill, routes
+from tests.server.rule_texts import custom_rule
 from tests.server.test_channel import frame
 
 HUMANS = {"owner", "admin", "analyst", "viewer", "operator"}
 READERS = HUMANS
 ADMINS = {"owner", "admin", "operator"}
+RULE_TESTERS = ADMINS | {"analyst"}
 EVERYONE = HUMANS | {"agent"}
 
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -76,6 +79,17 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("get", "/api/v1/events/histogram"): READERS,
     ("get", "/api/v1/events/top"): READERS,
     ("post", "/api/v1/events/batches"): {"agent"},  # agent-bound keys send record batches
+    ("get", "/api/v1/rules"): READERS,
+    ("post", "/api/v1/rules"): ADMINS,
+    ("post", "/api/v1/rules/validate"): RULE_TESTERS,
+    ("get", "/api/v1/rules/shipped"): READERS,
+    ("get", "/api/v1/rules/effective"): READERS,
+    ("get", "/api/v1/rules/{rule_id}"): READERS,
+    ("put", "/api/v1/rules/{rule_id}"): ADMINS,
+    ("patch", "/api/v1/rules/{rule_id}"): ADMINS,
+    ("delete", "/api/v1/rules/{rule_id}"): ADMINS,
+    ("get", "/api/v1/rules/{rule_id}/versions"): READERS,
+    ("post", "/api/v1/rules/{rule_id}/dry-run"): RULE_TESTERS,
 }
 BATCHES = "/api/v1/events/batches"
 # Not in the matrix: login and refresh take no principal; logout ends the caller's own session.
@@ -137,6 +151,16 @@ def fresh_objects(
                 session=session, ttl=timedelta(hours=1), uses=1, created_by="t"
             )
             out["token_id"] = str(token.id)
+        if "rule_id" in params:
+            checked = rules.check(custom_rule())
+            rule = rules.create(
+                session=session,
+                catalog=ctx.rules_catalog,
+                checked=checked,
+                enabled=True,
+                actor="test",
+            )
+            out["rule_id"] = str(rule.id)
     assert set(out) == set(params), f"teach fresh_objects about {set(params) - set(out)}"
     return out
 
@@ -162,6 +186,8 @@ def test_role_gets_2xx_only_where_allowed(
             "email": f"n-{uuid.uuid4().hex[:8]}@x.test",
             "name": f"n-{uuid.uuid4().hex[:8]}",
             "group_id": None,  # PUT /agents/{id}/group: take the agent out of any group
+            # A rule text that compiles; an update must keep the rule's id.
+            "yaml": custom_rule(ids.get("rule_id")),
         }
         body = example(spec, route.body, overrides) if route.body else None
         if route.path == BATCHES:  # a wire frame, not JSON: a valid one of the tenant's agent

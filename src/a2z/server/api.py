@@ -13,6 +13,7 @@ from a2z.server.auth import views as auth
 from a2z.server.deps import Context
 from a2z.server.events import views as events
 from a2z.server.releases import views as releases
+from a2z.server.rules import views as rules
 from a2z.server.tenants import views as tenants
 from a2z.server.web import views as web
 
@@ -27,6 +28,7 @@ def mount(app: FastAPI) -> None:
         agent_commands,
         releases,
         events,
+        rules,
         audit,
         web,
     ):

@@ -26,6 +26,7 @@ from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import load_or_create_root
 from a2z.server.quotas.service import Quotas
 from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
+from a2z.server.rules import service as rules
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 
@@ -73,6 +74,12 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if ServerRole.API in ctx.settings.roles:
+            # A new product version may ship new versions of rules tenants override: merge
+            # them before serving, so the API and the effective rule sets show the result.
+            rules.merge_upstream_all(
+                sessions=ctx.sessions, catalog=ctx.rules_catalog, metrics=ctx.metrics
+            )
         await ctx.bus.start()
         upkeep = asyncio.create_task(
             ctx.maintenance.run_every(ctx.settings.maintenance_interval_s), name="store-upkeep"

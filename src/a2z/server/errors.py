@@ -9,6 +9,10 @@ class A2ZServerError(Exception):
     status = 500
     title = "Internal error"
 
+    def extra(self) -> dict[str, object]:
+        """Members the problem document carries beside type, title, status and detail."""
+        return {}
+
 
 class NotFound(A2ZServerError):
     """The object does not exist for this principal (also used across tenants: never 403)."""

@@ -89,6 +89,27 @@ class ServerMetrics:
             ["group"],
             registry=r,
         )
+        # Tenant rules: refused texts, dry-run work, merges of overrides with new shipped rules.
+        self.rules_rejected = Counter(
+            "a2z_rules_rejected",
+            "Rule texts refused at the API (kind: syntax or unsupported)",
+            ["kind"],
+            registry=r,
+        )
+        self.rules_dry_run_records = Counter(
+            "a2z_rules_dry_run_records", "Stored records scanned by rule dry runs", registry=r
+        )
+        self.rules_upstream_merges = Counter(
+            "a2z_rules_upstream_merges",
+            "Overrides merged with a new shipped version (outcome: clean, conflict, kept)",
+            ["outcome"],
+            registry=r,
+        )
+        self.rules_upstream_merge_errors = Counter(
+            "a2z_rules_upstream_merge_errors",
+            "Tenants whose override merge failed at startup (retried at the next start)",
+            registry=r,
+        )
         self.bus_handle_seconds = Histogram(
             "a2z_bus_handle_seconds", "Handler time per message", ["group"], registry=r
         )

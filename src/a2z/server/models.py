@@ -8,6 +8,7 @@ from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.events.models import Event, StoredUsage
 from a2z.server.pki.models import AgentCert, TenantCA
 from a2z.server.releases.models import AgentRelease
+from a2z.server.rules.models import RuleVersion, TenantRule
 from a2z.server.tenants.models import Membership, Role, Tenant, User
 
 __all__ = [
@@ -24,8 +25,10 @@ __all__ = [
     "Event",
     "Membership",
     "Role",
+    "RuleVersion",
     "StoredUsage",
     "Tenant",
     "TenantCA",
+    "TenantRule",
     "User",
 ]

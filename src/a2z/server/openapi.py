@@ -29,6 +29,16 @@ _PROBLEM = {
                 "properties": {"loc": {"type": "array"}, "msg": {"type": "string"}},
             },
         },
+        "rule_error": {
+            "type": "object",
+            "description": "Why a Sigma rule was refused (a2z.rules.errors)",
+            "required": ["kind", "message"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["syntax", "unsupported"]},
+                "message": {"type": "string"},
+                "feature": {"type": ["string", "null"]},
+            },
+        },
     },
 }
 _ERRORS = {

@@ -25,7 +25,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(A2ZServerError)
     async def _ours(_req: Request, exc: A2ZServerError) -> JSONResponse:
-        resp = problem(exc.status, exc.title, str(exc) or exc.title)
+        resp = problem(exc.status, exc.title, str(exc) or exc.title, **exc.extra())
         if isinstance(exc, RateLimited):
             resp.headers["Retry-After"] = str(exc.retry_after)
         return resp

@@ -17,6 +17,8 @@ class Permission(enum.StrEnum):
     READ_AUDIT = "read_audit"
     MANAGE_TENANTS = "manage_tenants"  # list granted tenants, create tenants (MSSP)
     INGEST = "ingest"  # send record batches over HTTP (agent-bound keys)
+    MANAGE_RULES = "manage_rules"  # create, change, enable/disable, archive detection rules
+    TEST_RULES = "test_rules"  # validate rules and dry-run them over stored records
 
 
 _ADMINS = {Role.OWNER, Role.ADMIN, Role.OPERATOR}
@@ -28,6 +30,10 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.READ_AUDIT: frozenset(_ADMINS),
     Permission.MANAGE_TENANTS: frozenset({Role.OPERATOR}),
     Permission.INGEST: frozenset({Role.AGENT}),
+    Permission.MANAGE_RULES: frozenset(_ADMINS),
+    # Analysts write detections, so they may try them; a dry run scans many records, so
+    # viewers (read-only dashboards) may not.
+    Permission.TEST_RULES: frozenset(_ADMINS | {Role.ANALYST}),
 }
 
 # Roles a principal may hand out (to users or keys): never more than it holds.

@@ -1,0 +1,1 @@
+"""Tenant detection rules: custom Sigma rules, overrides of shipped rules, their versions."""
