@@ -29,6 +29,7 @@ from a2z.agent.live import LiveCapture, live_stream
 from a2z.agent.service import ship_records
 from a2z.agent.ship.channel import ShipStats
 from a2z.server.context import ServerContext
+from a2z.server.events import service as events
 from a2z.server.events.models import Event
 from tests.agent.netns import require_root_tools, veth_pair
 from tests.agent.netns_thread import thread_in_netns
@@ -136,8 +137,8 @@ def test_pushed_filter_narrows_live_capture_without_a_gap(
 
     with ctx.sessions.tenant(tenant_a.id) as session:
         conns = [
-            json.loads(data)
-            for data in session.scalars(select(Event.data).where(Event.path == "conn"))
+            events.record_of(row)
+            for row in session.scalars(select(Event).where(Event.path == "conn"))
         ]
     captured = {port: 0 for port in (KEPT, OTHER)}
     last_seen = {port: 0.0 for port in (KEPT, OTHER)}

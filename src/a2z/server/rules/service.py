@@ -327,7 +327,7 @@ def dry_run(
             break
         scanned += 1
         try:
-            record: RuleRecord = msgspec.json.decode(data, type=record_type)
+            record: RuleRecord = msgspec.convert(data, type=record_type, strict=False)
         except msgspec.ValidationError:
             undecodable += 1
             continue
@@ -339,8 +339,8 @@ def dry_run(
     return DryRun(path, scanned, matched, uids, truncated, undecodable)
 
 
-def _stored_records(session: ScopedSession, flt: search.EventFilter) -> Iterator[str]:
-    """The JSON text of each stored record matching ``flt``, newest first, page by page.
+def _stored_records(session: ScopedSession, flt: search.EventFilter) -> Iterator[dict[str, Any]]:
+    """Each stored record matching ``flt`` (Zeek field names), newest first, page by page.
 
     Reads through the events service (not the table), so a change of the event store's
     layout stays inside that service.
@@ -351,7 +351,7 @@ def _stored_records(session: ScopedSession, flt: search.EventFilter) -> Iterator
             session=session, limit=DRY_RUN_PAGE, flt=flt, cursor=cursor
         )
         for row in rows:
-            yield row.data
+            yield events.record_of(row)
         if cursor is None:
             return
 
