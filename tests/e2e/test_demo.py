@@ -18,6 +18,7 @@ import pytest
 
 from a2z.demo.runner import DEMO_CAPTURE
 from a2z.rules.anomaly import RULE_ID as ANOMALY_RULE_ID
+from a2z.rules.catalog import shipped_catalog
 
 pytestmark = pytest.mark.e2e
 
@@ -111,15 +112,19 @@ def test_demo_serves_every_replayed_record(demo: Demo) -> None:
         timeout=10,
     ).json()["access_token"]
     stored = all_events(base, {"Authorization": f"Bearer {token}"})
-    # The backend's own detections (the anomaly model) add alerts about the delivered records.
-    backend = [e for e in stored if e.get("rule_id") == ANOMALY_RULE_ID]
-    events = [e for e in stored if e.get("rule_id") != ANOMALY_RULE_ID]
+    # The backend's own detections (the anomaly model and the shipped Sigma rules) add alerts
+    # about the delivered records.
+    backend_rules = {ANOMALY_RULE_ID} | {r.rule_id for r in shipped_catalog()}
+    backend = [e for e in stored if e.get("rule_id") in backend_rules]
+    events = [e for e in stored if e.get("rule_id") not in backend_rules]
 
     # Every record the pipeline makes of the capture arrived once: replay == delivered == stored.
     assert len(events) == delivered == replayed_record_count()
     conns = [e for e in events if e["_path"] == "conn"]
-    # The scan and flood stand out against the capture's ordinary traffic once the model is warm.
-    assert backend, "the anomaly model raised nothing on the attack capture"
+    # The scan and flood stand out against the capture's ordinary traffic once the model is
+    # warm; nikto's and sqlmap's user agents match shipped SigmaHQ rules.
+    assert {e["rule_id"] for e in backend} - {ANOMALY_RULE_ID}, "no shipped rule fired"
+    assert ANOMALY_RULE_ID in {e["rule_id"] for e in backend}, "the model raised nothing"
     assert {a["uid"] for a in backend} <= {c["uid"] for c in conns}
     assert conns, "the capture's flows must arrive as conn records"
     # The capture holds an nmap SYN scan of the victim: many refused or unanswered flows.

@@ -10,15 +10,17 @@ import uuid
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from a2z.records import Batch, Conn, encode_batch
+from a2z.records import Batch, Conn, Dns, Http, encode_batch
 from a2z.rules.anomaly import RULE_ID, AnomalySettings
 from a2z.server.bus.base import Message, events_subject
 from a2z.server.context import ServerContext
-from a2z.server.detect.detectors import ConnAnomalyDetector
+from a2z.server.detect.detectors import ConnAnomalyDetector, TenantRulesDetector
 from a2z.server.detect.worker import DetectWorker, derived_stream_id
 from a2z.server.events.models import Event
+from a2z.server.rules import service as rules
 from tests.rules.test_anomaly import EXFILTRATION, usual_traffic
 from tests.server.conftest import TenantFixture, login
+from tests.server.rule_texts import custom_rule
 
 
 def message(tenant: TenantFixture, seq: int, records: list[Conn]) -> Message:
@@ -127,3 +129,53 @@ def test_a_failing_detector_is_counted_and_the_others_still_run(
     worker.close()
     assert ctx.metrics.detect_errors.labels(detector="broken")._value.get() == 2
     assert alert_rows(ctx, tenant_a) == 1
+
+
+def dns(uid: str, query: str) -> Dns:
+    return Dns(
+        ts=1_700_000_000.0, uid=uid, orig_h="10.0.0.5", orig_p=5353, resp_h="10.0.0.53",
+        resp_p=53, proto="udp", trans_id=1, query=query,
+    )  # fmt: skip
+
+
+def test_tenant_rules_run_in_the_backend_and_edits_take_effect(
+    ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    """A tenant's custom rule raises alerts on its own records only, and disabling it stops
+    them once the detector looks again (``refresh_s``)."""
+    now = [0.0]
+    detector = TenantRulesDetector(
+        ctx.sessions, ctx.rules_catalog, ctx.metrics, refresh_s=30.0, clock=lambda: now[0]
+    )
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        rule = rules.create(
+            session=session, catalog=ctx.rules_catalog,
+            checked=rules.check(custom_rule(query="evil.test")), enabled=True, actor="t",
+        )  # fmt: skip
+    hit, miss = dns("Chit", "evil.test"), dns("Cmiss", "good.test")
+
+    found = detector.detect(str(tenant_a.id), [hit, miss])
+    assert [(a.rule_id, a.uids) for a in found] == [(str(rule.id), ["Chit"])]
+    assert detector.detect(str(tenant_b.id), [hit]) == []  # b has no such rule
+
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        stored = rules.get(session=session, rule_id=rule.id)
+        assert stored is not None
+        rules.set_enabled(session=session, rule=stored, enabled=False)
+    assert len(detector.detect(str(tenant_a.id), [hit])) == 1  # cached until refresh_s
+    now[0] = 31.0
+    assert detector.detect(str(tenant_a.id), [hit]) == []
+
+
+def test_shipped_rules_raise_backend_alerts_through_the_bus(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """The embedded server runs the shipped Sigma rules on what agents send."""
+    scanner = Http(
+        ts=1_700_000_000.0, uid="Cnikto", orig_h="10.0.0.5", orig_p=40000, resp_h="10.0.0.80",
+        resp_p=80, method="GET", host="victim", uri="/", user_agent="Mozilla/5.00 (Nikto/2.1.6)",
+    )  # fmt: skip
+    asyncio.run(ctx.bus.publish(message(tenant_a, 1, [scanner])))  # type: ignore[list-item]
+    shipped = {r.rule_id for r in ctx.rules_catalog}
+    found = [a for a in alerts(client, tenant_a) if a["rule_id"] in shipped]
+    assert found and all(a["uids"] == ["Cnikto"] for a in found)

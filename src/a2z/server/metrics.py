@@ -182,6 +182,11 @@ class ServerMetrics:
         self.detect_errors = Counter(
             "a2z_detect_errors", "Batches a detector failed on (skipped)", ["detector"], registry=r
         )
+        self.detect_rules_skipped = Counter(
+            "a2z_detect_rules_skipped",
+            "Tenant rules the detect role could not compile (skipped; the others run)",
+            registry=r,
+        )
         self.detect_seconds = Histogram(
             "a2z_detect_seconds", "Detection time per batch (all detectors)", registry=r
         )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from a2z.rules.catalog import Catalog, shipped_catalog
 from a2z.server.bus import Bus
 from a2z.server.bus.jetstream import EVENTS_PREFIX
-from a2z.server.detect.detectors import BatchDetector, ConnAnomalyDetector
+from a2z.server.detect.detectors import BatchDetector, ConnAnomalyDetector, TenantRulesDetector
 from a2z.server.detect.worker import DetectWorker
 from a2z.server.metrics import ServerMetrics
 from a2z.server.store.session import SessionFactory
@@ -12,9 +13,11 @@ from a2z.server.store.session import SessionFactory
 DETECT_GROUP = "detect"  # the durable consumer every detect process shares
 
 
-def default_detectors() -> list[BatchDetector]:
-    """The backend detections every tenant gets."""
-    return [ConnAnomalyDetector()]
+def default_detectors(
+    sessions: SessionFactory, metrics: ServerMetrics, catalog: Catalog
+) -> list[BatchDetector]:
+    """The backend detections every tenant gets: its Sigma rules and the anomaly model."""
+    return [TenantRulesDetector(sessions, catalog, metrics), ConnAnomalyDetector()]
 
 
 def wire_detect(
@@ -22,8 +25,11 @@ def wire_detect(
     sessions: SessionFactory,
     metrics: ServerMetrics,
     detectors: list[BatchDetector] | None = None,
+    catalog: Catalog | None = None,
 ) -> DetectWorker:
     """Subscribe a detect worker to every tenant's event batches; returns it (close it last)."""
-    worker = DetectWorker(sessions, metrics, detectors or default_detectors())
+    if detectors is None:
+        detectors = default_detectors(sessions, metrics, catalog or shipped_catalog())
+    worker = DetectWorker(sessions, metrics, detectors)
     bus.subscribe(EVENTS_PREFIX, worker.handle, group=DETECT_GROUP)
     return worker
