@@ -103,17 +103,23 @@ def scratch_database() -> Iterator[str]:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def workload(
-    sessions: SessionFactory, n_tenants: int, n_batches: int, size: int
-) -> list[tuple[uuid.UUID, uuid.UUID, Batch]]:
-    """Tenants and agents in the store, and the batches to write (round-robin over tenants)."""
-    rng = random.Random(7)
+def create_owners(sessions: SessionFactory, n_tenants: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """``n_tenants`` tenants with one agent each: (tenant id, agent id)."""
     owners = []
     for t in range(n_tenants):
         with sessions.system() as session:
             tenant = tenants.create_tenant(session=session, name=f"bench-{t}")
         with sessions.tenant(tenant.id) as session:
             owners.append((tenant.id, agents.create(session=session, name="sensor").id))
+    return owners
+
+
+def workload(
+    sessions: SessionFactory, n_tenants: int, n_batches: int, size: int
+) -> list[tuple[uuid.UUID, uuid.UUID, Batch]]:
+    """Tenants and agents in the store, and the batches to write (round-robin over tenants)."""
+    rng = random.Random(7)
+    owners = create_owners(sessions, n_tenants)
     work = []
     for b in range(n_batches):
         tenant_id, agent_id = owners[b % n_tenants]

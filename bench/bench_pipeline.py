@@ -44,7 +44,6 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from a2z.records import Batch, decode_batch, encode_batch
-from a2z.server.agents import service as agents
 from a2z.server.app import build_context, create_app
 from a2z.server.bus import JetStreamBus, Message
 from a2z.server.bus.base import events_subject
@@ -55,7 +54,7 @@ from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
-from bench_ingest import records, scratch_database
+from bench_ingest import create_owners, records, scratch_database
 
 APP_ROLE = "a2z_app"
 PASSWORD = "bench-password-123"
@@ -134,18 +133,12 @@ def workload(
     sessions: SessionFactory, n_tenants: int, n_batches: int, size: int, first_seq: int = 1
 ) -> Work:
     """Tenants with one agent each in the store, and their encoded batches (round-robin)."""
+    owners = create_owners(sessions, n_tenants)
+    with sessions.tenant(owners[0][0]) as session:  # the search benchmark logs in as this one
+        tenants.create_user(
+            session=session, email="bench@example.test", password=PASSWORD, role=Role.VIEWER
+        )
     rng = random.Random(7)
-    owners = []
-    for t in range(n_tenants):
-        with sessions.system() as session:
-            tenant = tenants.create_tenant(session=session, name=f"bench-{t}")
-        with sessions.tenant(tenant.id) as session:
-            owners.append((tenant.id, agents.create(session=session, name="sensor").id))
-            if t == 0:
-                tenants.create_user(
-                    session=session, email="bench@example.test", password=PASSWORD,
-                    role=Role.VIEWER,
-                )  # fmt: skip
     return frames(owners, rng, n_batches, size, first_seq)
 
 
