@@ -235,7 +235,7 @@ def _detector(args: argparse.Namespace) -> EdgeDetector | None:
         rules, errors = load_rules(args.rules)
         for error in errors:
             print(f"a2z agent: rule not loaded: {error}", file=sys.stderr)
-    return EdgeDetector(rules=rules)
+    return EdgeDetector(rules=rules, rule_paths=args.rules or ())
 
 
 def _ship_detector(args: argparse.Namespace) -> EdgeDetector | None:

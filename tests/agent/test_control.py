@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -12,6 +13,7 @@ import pytest
 
 from a2z.agent.commands import CommandRunner, diagnostics_bundle
 from a2z.agent.control import STATE_FILE, AgentRuntime, LogRing
+from a2z.agent.detect import EdgeDetector, load_rules
 from a2z.agent.ship.channel import ShipStats
 from a2z.records import AgentSettings, Command, CommandResult, ConfigPush, ConfigResult, Dns, Http
 from a2z.records.control import MAX_RESULT_BYTES
@@ -116,7 +118,43 @@ def test_a_command_runs_once_and_is_re_answered_across_restarts(tmp_path: Path) 
     restart = asyncio.run(runner(Command(id="c-2", kind="restart-capture")))
     assert not restart.ok and "not capturing" in restart.error
     rules = asyncio.run(runner(Command(id="c-3", kind="reload-rules")))
-    assert not rules.ok and "no edge rules" in rules.error
+    assert not rules.ok and "edge detection is off" in rules.error
+
+
+def sigma(title: str, uri: str) -> str:
+    return (
+        f"title: {title}\nid: {uuid.uuid4()}\nlogsource:\n  category: webserver\n"
+        f"detection:\n  selection:\n    cs-uri-query|contains: '{uri}'\n"
+        "  condition: selection\nlevel: high\n"
+    )
+
+
+def test_reload_rules_rereads_the_rule_paths_and_keeps_the_old_set_on_error(
+    tmp_path: Path,
+) -> None:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "a.yml").write_text(sigma("First", "/first"))
+    detector = EdgeDetector(rules=load_rules([rules_dir])[0], rule_paths=[rules_dir])
+    runner = CommandRunner(runtime(tmp_path / "state"), detector=detector)
+    probe = Http(
+        ts=1.0, uid="C1", orig_h="10.0.0.1", orig_p=40000, resp_h="10.0.0.2", resp_p=80,
+        method="GET", host="h", uri="/second?x=1", status_code=200,
+    )  # fmt: skip
+    assert detector.rules is not None and detector.rules.match(probe) == []
+
+    (rules_dir / "b.yml").write_text(sigma("Second", "/second"))
+    (rules_dir / "broken.yml").write_text("title: [unclosed")
+    done = asyncio.run(runner(Command(id="r-1", kind="reload-rules")))
+    assert done.ok and done.result is not None
+    assert done.result["rules"] == 2 and done.result["error_count"] == 1
+    assert [a.title for a in detector.rules.match(probe)] == ["Second"]
+
+    kept = detector.rules
+    detector.rule_paths = (tmp_path / "gone.yml",)
+    failed = asyncio.run(runner(Command(id="r-2", kind="reload-rules")))
+    assert not failed.ok and "cannot read rules" in failed.error
+    assert detector.rules is kept  # the old set keeps running
 
 
 @pytest.mark.parametrize("limit", [4096, MAX_RESULT_BYTES])

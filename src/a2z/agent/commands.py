@@ -18,6 +18,7 @@ import psutil
 from a2z import __version__
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.control import AgentRuntime, LogRing
+from a2z.agent.detect import DetectConfigError, EdgeDetector
 from a2z.agent.identity import write_private
 from a2z.agent.ship.channel import ShipStats
 from a2z.records import AgentSettings, Command, CommandResult
@@ -45,6 +46,7 @@ class CommandRunner:
     stats: ShipStats = field(default_factory=ShipStats)
     logs: LogRing | None = None
     upgrade: Upgrader | None = None  # installs a release (a2z.agent.upgrade)
+    detector: EdgeDetector | None = None  # the edge detection stage, if detection is on
     _done: dict[str, CommandResult] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -96,8 +98,12 @@ class CommandRunner:
             await asyncio.to_thread(capture.restart)
             return {"restarts": capture.restarts, "filter": capture.bpf}
         if command.kind == "reload-rules":
-            # Detection runs on the server today; the agent has no rule set to reload yet.
-            raise CommandError("this agent runs no edge rules (detection runs on the server)")
+            if self.detector is None:
+                raise CommandError("edge detection is off on this agent (--no-detect)")
+            try:
+                return await asyncio.to_thread(self.detector.reload_rules)
+            except DetectConfigError as exc:
+                raise CommandError(str(exc)) from exc
         if self.upgrade is None:
             raise CommandError("this agent cannot upgrade itself (no release channel)")
         return await self.upgrade(command.args)

@@ -124,7 +124,9 @@ async def ship_records(
     )
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
     logs = LogRing()
-    runtime.run_command = CommandRunner(runtime, stats, logs, upgrade or make_upgrader(config))
+    runtime.run_command = CommandRunner(
+        runtime, stats, logs, upgrade or make_upgrader(config), detector=detector
+    )
     client.control = runtime.handle
     kept = (r for r in records if r is None or runtime.keeps(r))
     logging.getLogger("a2z").addHandler(logs)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from a2z.records import Alert, Record
 from a2z.rules.detections import BuiltinSettings, Detection, builtin_detections
@@ -79,9 +79,11 @@ class EdgeDetector:
         rules: RuleSet | None = None,
         suppression: SuppressionSettings | None = None,
         enable_builtins: bool = True,
+        rule_paths: Sequence[Path] = (),
     ) -> None:
         self.detections: list[Detection] = builtin_detections(builtins) if enable_builtins else []
         self.rules = rules
+        self.rule_paths = tuple(rule_paths)  # where ``rules`` came from; reload_rules re-reads
         self.suppressor = Suppressor(suppression)
         self.stats = DetectStats(suppression=self.suppressor.stats)
         # Dispatch by record type once, not per record.
@@ -89,6 +91,24 @@ class EdgeDetector:
         for d in self.detections:
             for record_type in d.consumes:
                 self._by_type.setdefault(record_type, []).append(d)
+
+    def reload_rules(self) -> dict[str, Any]:
+        """Re-read the Sigma rules from ``rule_paths`` (the ``reload-rules`` command).
+
+        The new set replaces the old one in a single assignment, so the record stream never
+        sees a half-loaded set; a path that cannot be read raises DetectConfigError and the old
+        set keeps running. Rules that do not compile are skipped and reported.
+        """
+        if not self.rule_paths:
+            raise DetectConfigError("this agent was started without --rules: nothing to reload")
+        rules, errors = load_rules(self.rule_paths)
+        self.rules = rules
+        return {
+            "rules": len(rules),
+            "paths": [str(p) for p in self.rule_paths],
+            "errors": [str(e) for e in errors[:20]],
+            "error_count": len(errors),
+        }
 
     def process(self, record: Record) -> list[Alert]:
         """The alerts (after suppression) that ``record`` completes."""
