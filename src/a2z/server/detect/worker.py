@@ -13,7 +13,9 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from sqlalchemy.exc import DBAPIError
 
 from a2z.records import Alert, Batch, decode_batch
 from a2z.server.bus.base import Message, parse_events_subject
@@ -30,6 +32,11 @@ DETECT_STREAM_NAMESPACE = uuid.UUID("5b0f6a3e-9d1c-4f57-8a51-2f4d3c9e7a10")
 def derived_stream_id(agent_id: uuid.UUID) -> uuid.UUID:
     """The id under which the backend stores alerts it raised from ``agent_id``'s batches."""
     return uuid.uuid5(DETECT_STREAM_NAMESPACE, str(agent_id))
+
+
+def _log_failure(future: Future[None]) -> None:
+    if (exc := future.exception()) is not None:
+        log.error("a detector failed to prepare; it will load on its first batch", exc_info=exc)
 
 
 class DetectWorker:
@@ -51,7 +58,7 @@ class DetectWorker:
         self._detectors = list(detectors)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a2z-detect")
         for detector in self._detectors:  # queued first: batches wait for it, startup does not
-            self._executor.submit(detector.prepare)
+            self._executor.submit(detector.prepare).add_done_callback(_log_failure)
 
     async def handle(self, message: Message) -> None:
         """Bus handler: detect on the detection thread, store the alerts, then return (ack)."""
@@ -72,6 +79,8 @@ class DetectWorker:
         for detector in self._detectors:
             try:
                 found = detector.detect(tenant, batch.records)
+            except DBAPIError:
+                raise  # the database is unreachable: transient, so the bus redelivers the batch
             except Exception:
                 # A detector's bug must not stall the tenant's stream (in the embedded server the
                 # agent's ack waits on this handler): count it, log it, run the others.
