@@ -13,6 +13,7 @@ found / incidents.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections import Counter
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from a2z.agent.detect import EdgeDetector
 from a2z.agent.replay import iter_records
-from a2z.records import Alert
+from a2z.records import Alert, Conn
+from a2z.rules.anomaly import AnomalySettings, ConnAnomalyModel
 from a2z.rules.detections import BUILTIN_RULE_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,13 +104,63 @@ def evaluate(cases: Sequence[tuple[Path, set[str]]]) -> tuple[dict[str, Score], 
     return scores, records, time.perf_counter() - started
 
 
+def evaluate_model(cases: Sequence[tuple[Path, set[str]]], settings: AnomalySettings) -> None:
+    """The backend's anomaly model (ADR 8) as one tenant would see it.
+
+    The model learns the first 70 % of the benign captures' connections (training, warm-up
+    included), then scores the remaining benign ones (each flagged one is a false positive) and,
+    from a copy of that same state, each attack capture in turn. An attack capture is an
+    incident, found when at least one of its connections reaches the threshold; precision is
+    over flagged connections (attack captures' connections count as true: they are the
+    attack sessions).
+    """
+    benign = [p for p, keys in cases if not keys]
+    attacks = [p for p, keys in cases if keys]
+    benign_conns = [r for p in benign for r in iter_records(p) if isinstance(r, Conn)]
+    cut = int(len(benign_conns) * 0.7)
+    model = ConnAnomalyModel(settings)
+    for conn in benign_conns[:cut]:
+        model.observe(conn)
+    trained = copy.deepcopy(model)
+    false = sum(
+        1
+        for c in benign_conns[cut:]
+        if (s := model.observe(c)) is not None and s >= settings.threshold
+    )
+    found = flagged_attack = 0
+    rows = []
+    for path in attacks:
+        scorer = copy.deepcopy(trained)
+        conns = [r for r in iter_records(path) if isinstance(r, Conn)]
+        scores = [scorer.observe(c) for c in conns]
+        hits = sum(1 for s in scores if s is not None and s >= settings.threshold)
+        found += hits > 0
+        flagged_attack += hits
+        rows.append(f"  {path.name:<28} {len(conns):>6} conns {hits:>6} flagged")
+    flagged = flagged_attack + false
+    precision = flagged_attack / flagged if flagged else None
+    recall = found / len(attacks) if attacks else None
+    print(
+        f"\nanomaly model (threshold {settings.threshold}, warm-up {settings.warm_up}, window "
+        f"{settings.window}): trained on {cut:,} benign connections; "
+        f"{false} of {len(benign_conns) - cut:,} held-out benign connections flagged"
+    )
+    print(
+        f"{'a2z-anomaly-conn':<26} {len(attacks):>9} {found:>6} {flagged:>6} {false:>4}"
+        f" {_pct(precision):>9} {_pct(recall):>7}"
+    )
+    print("\n".join(rows))
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.parse_args(argv)
+    parser.add_argument("--model-warm-up", type=int, default=250, help="anomaly model warm-up")
+    parser.add_argument("--model-threshold", type=float, default=AnomalySettings().threshold)
+    args = parser.parse_args(argv)
     cases = labelled_set()
     attacks = sum(1 for _p, keys in cases if keys)
     scores, records, seconds = evaluate(cases)
@@ -134,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for s in scores.values():
         for fp in s.false:
             print(f"  false positive: {fp}")
+    evaluate_model(
+        cases,
+        AnomalySettings(warm_up=args.model_warm_up, window=min(250, args.model_warm_up),
+                        threshold=args.model_threshold),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
