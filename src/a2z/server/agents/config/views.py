@@ -138,6 +138,23 @@ def _agent(session: ScopedSession, agent_id: uuid.UUID) -> Agent:
     return agent
 
 
+def _versions_page(
+    session: ScopedSession,
+    scope: ConfigScope,
+    subject_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+) -> ConfigVersionPage:
+    """One page of a group's or an agent's layer versions, oldest first."""
+    page = configs.list_versions(
+        session=session, scope=scope, subject_id=subject_id, limit=limit, cursor=cursor
+    )
+    return ConfigVersionPage(
+        items=[ConfigVersionOut.of(scope, subject_id, r) for r in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
 def agent_config_out(session: ScopedSession, agent: Agent) -> AgentConfigOut:
     """The agent's configuration state as the API shows it."""
     own = configs.latest(session=session, scope=ConfigScope.AGENT, subject_id=agent.id)
@@ -235,14 +252,7 @@ def list_group_config_versions(
     """Every version of the group's layer, oldest first."""
     with ctx.sessions.tenant(principal.tenant_id) as session:
         _group(session, group_id)
-        page = configs.list_versions(
-            session=session, scope=ConfigScope.GROUP, subject_id=group_id, limit=limit,
-            cursor=cursor,
-        )  # fmt: skip
-        return ConfigVersionPage(
-            items=[ConfigVersionOut.of(ConfigScope.GROUP, group_id, r) for r in page.items],
-            next_cursor=page.next_cursor,
-        )
+        return _versions_page(session, ConfigScope.GROUP, group_id, limit, cursor)
 
 
 @router.post("/agent-groups/{group_id}/config/rollback")
@@ -311,14 +321,7 @@ def list_agent_config_versions(
     """Every version of the agent's own layer, oldest first."""
     with ctx.sessions.tenant(principal.tenant_id) as session:
         _agent(session, agent_id)
-        page = configs.list_versions(
-            session=session, scope=ConfigScope.AGENT, subject_id=agent_id, limit=limit,
-            cursor=cursor,
-        )  # fmt: skip
-        return ConfigVersionPage(
-            items=[ConfigVersionOut.of(ConfigScope.AGENT, agent_id, r) for r in page.items],
-            next_cursor=page.next_cursor,
-        )
+        return _versions_page(session, ConfigScope.AGENT, agent_id, limit, cursor)
 
 
 @router.post("/agents/{agent_id}/config/rollback")
