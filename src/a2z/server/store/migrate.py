@@ -28,7 +28,8 @@ _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # Key of the PostgreSQL advisory lock that serialises schema changes: api, ingest and detect
 # processes starting together would otherwise run the same migration at once and all but one
-# fail half-way. Any constant works; this is "a2z-migr" in ASCII.
+# fail half-way, and one process's GRANTs would collide with another's partition maintenance.
+# Any constant works; this is "a2z-migr" in ASCII.
 _MIGRATION_LOCK = 0x61327A2D6D696772
 
 
@@ -63,13 +64,17 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; processes starting together take turns."""
     config = alembic_config(engine)
     with _sqlite_file_lock(engine), engine.begin() as conn:
-        _lock_schema(conn)
+        lock_schema(conn)
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 
 
-def _lock_schema(conn: Connection) -> None:
-    """PostgreSQL: hold the migration lock until this transaction ends."""
+def lock_schema(conn: Connection) -> None:
+    """PostgreSQL: hold the schema lock until this transaction ends.
+
+    Every schema or grant change takes it (migrations, the app role's grants, partition
+    maintenance): concurrent GRANTs on the same tables fail with "tuple concurrently updated".
+    """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
 
@@ -116,7 +121,7 @@ def ensure_app_role(owner: Engine, role: str) -> None:
     """
     check_role_name(role)
     with owner.begin() as conn:
-        _lock_schema(conn)
+        lock_schema(conn)
         exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
         if not exists:
             # Roles belong to the cluster, not the database, so a process migrating another

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, text
 
-from a2z.server.store.migrate import check_role_name
+from a2z.server.store.migrate import check_role_name, lock_schema
 from a2z.server.store.tenancy import enable_rls
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ DAY = 86_400
 PARENT = "events"
 DEFAULT_PARTITION = "events_default"
 _NAME = re.compile(r"^events_p(\d{8})$")
-_LOCK_KEY = 0x6132_7A70  # pg_advisory_xact_lock key: one process changes partitions at a time
 APP_GRANTS = "SELECT, INSERT, UPDATE, DELETE"
 
 
@@ -106,7 +105,7 @@ def ensure_days(conn: Connection, days: Iterable[int], app_role: str) -> Partiti
     un-forced for the move so a non-superuser owner sees every tenant's rows; the change is
     transactional and the table is locked, so nobody else ever sees it un-forced.
     """
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    lock_schema(conn)
     existing = day_partitions(conn)
     created: list[str] = []
     moved = 0
@@ -137,7 +136,7 @@ def ensure_days(conn: Connection, days: Iterable[int], app_role: str) -> Partiti
 
 def drop_before(conn: Connection, day: int) -> tuple[str, ...]:
     """Drop every day partition of a day before ``day``, in the caller's transaction."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    lock_schema(conn)
     dropped = []
     for d, name in sorted(day_partitions(conn).items()):
         if d < day:
