@@ -79,7 +79,7 @@ class ServerMetrics:
         )
         self.bus_dead_lettered = Counter(
             "a2z_bus_dead_lettered",
-            "Messages moved to the dead-letter stream (reason: poison or max_deliver)",
+            "Messages moved to the dead-letter stream (reason: poison, max_deliver or unanswered)",
             ["group", "reason"],
             registry=r,
         )
