@@ -106,7 +106,9 @@ class Heartbeat(msgspec.Struct, kw_only=True, frozen=True, tag="heartbeat", tag_
     reconnects: int  # channel reconnects, in total
     drops: int  # records the spool had to drop, in total
     spool_bytes: int  # bytes waiting in the disk spool
-    rules_digest: str = ""  # the pushed rule set the edge runs ("" none; records/ruleset.py)
+    # The pushed rule set the edge runs (records/ruleset.py): "" none yet; absent (None) from
+    # an agent that takes no rule sets, which the server then never sends one.
+    rules_digest: str | None = None
 
 
 class ConfigResult(

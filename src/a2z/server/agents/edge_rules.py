@@ -65,7 +65,10 @@ def wanted(settings: AgentSettings, effective: EffectiveRuleSet) -> RulesPush | 
 def due(
     *, session: ScopedSession, agent: Agent, settings: AgentSettings, catalog: Catalog
 ) -> RulesPush | None:
-    """The set to push to ``agent``: one it wants, does not run and has not refused."""
+    """The set to push to ``agent``: one it wants, does not run and has not refused. None for
+    an agent that has not said it takes rule sets (an older version, a bare channel client)."""
+    if agent.rules_digest is None:
+        return None
     push = wanted(settings, effective_rules(session=session, catalog=catalog))
     if push is None or push.digest in (agent.rules_digest, agent.rules_rejected_digest):
         return None
@@ -83,6 +86,7 @@ def record_result(*, agent: Agent, result: RulesResult) -> None:
         agent.rules_rejected_reason = result.reason[:MAX_REASON_CHARS] or "rejected"
 
 
-def record_heartbeat(*, agent: Agent, digest: str) -> None:
-    """A heartbeat says which set the agent runs (e.g. after its state was lost or restored)."""
-    agent.rules_digest = digest[:64] or None
+def record_heartbeat(*, agent: Agent, digest: str | None) -> None:
+    """A heartbeat says which set the agent runs ("" none yet), e.g. after its state was lost;
+    a heartbeat without the field comes from an agent that takes no rule sets."""
+    agent.rules_digest = digest[:64] if digest is not None else None

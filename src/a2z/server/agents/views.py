@@ -46,8 +46,9 @@ class AgentOut(Out):
     config_version: int | None
     health: dict[str, Any] | None  # the latest heartbeat's metrics
     clone_suspected_at: datetime | None
-    # Edge rules (ADR 13): the pushed rule set the agent runs (null: none yet), and the last
-    # set it refused with the reason; compare with GET /api/v1/rules/effective's edge_digest.
+    # Edge rules (ADR 13): the pushed rule set the agent runs ("": none yet; null: the agent
+    # takes no rule sets), and the last set it refused with the reason; compare with
+    # GET /api/v1/rules/effective's edge_digest.
     rules_digest: str | None
     rules_version: int | None
     rules_rejected_digest: str | None
