@@ -25,7 +25,10 @@ class ServerMetrics:
         )
         self.heartbeats = Counter("a2z_agent_heartbeats", "Agent heartbeats received", registry=r)
         self.control_sent = Counter(
-            "a2z_agent_control_sent", "Configuration pushes and commands sent", ["kind"], registry=r
+            "a2z_agent_control_sent",
+            "Configuration pushes, rule sets and commands sent",
+            ["kind"],
+            registry=r,
         )
         self.control_results = Counter(
             "a2z_agent_control_results",
