@@ -180,6 +180,8 @@ def test_correlation_state_is_bounded_in_groups_and_tenants(
     correlations = 4  # shipped: two chains of two
     assert detector.open_groups(str(tenant_a.id)) <= 10 * correlations
     assert detector.stats(str(tenant_a.id)).evicted >= 490
+    evicted = ctx.metrics.detect_correlation_dropped.labels("evicted")._value.get()
+    assert evicted == detector.stats(str(tenant_a.id)).evicted
     for _ in range(3):  # more tenants than the cap: the least recently seen is dropped
         detector.detect(str(uuid.uuid4()), flood[:1])
     assert detector.tenants == 2

@@ -81,7 +81,7 @@ class AgentRuntime:
     settings: AgentSettings = field(default_factory=AgentSettings)
     on_applied: Callable[[int], None] | None = None  # told the new version (for heartbeats)
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
-    apply_rules: Callable[[RulesPush], RulesResult] | None = None  # agent/detect/pushed.py
+    apply_rules: Callable[[RulesPush], RulesResult] | None = None  # agent/pushed_rules.py
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------

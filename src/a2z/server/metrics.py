@@ -193,3 +193,9 @@ class ServerMetrics:
         self.detect_seconds = Histogram(
             "a2z_detect_seconds", "Detection time per batch (all detectors)", registry=r
         )
+        self.detect_correlation_dropped = Counter(
+            "a2z_detect_correlation_dropped",
+            "Correlation input dropped: late or future matches, groups evicted by the state cap",
+            ["reason"],
+            registry=r,
+        )

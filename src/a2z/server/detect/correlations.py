@@ -30,6 +30,8 @@ from a2z.server.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
 
+_DROPS = ("late", "future", "evicted")  # CorrelationStats counters exported as drops
+
 
 @dataclass
 class _TenantCorrelations:
@@ -79,10 +81,16 @@ class CorrelationDetector:
         correlator = self._correlator(tenant)
         if correlator is None:
             return []
+        stats = correlator.stats(tenant)
+        before = [getattr(stats, reason) for reason in _DROPS]
         alerts: list[Alert] = []
         for record in records:
             if not isinstance(record, Alert):
                 alerts.extend(correlator.process(tenant, record))
+        stats = correlator.stats(tenant)  # the same object, unless this was the tenant's first
+        for reason, was in zip(_DROPS, before, strict=True):
+            if (now := getattr(stats, reason)) > was:
+                self._metrics.detect_correlation_dropped.labels(reason).inc(now - was)
         return alerts
 
     def stats(self, tenant: str) -> CorrelationStats:
