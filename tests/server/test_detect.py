@@ -179,3 +179,21 @@ def test_shipped_rules_raise_backend_alerts_through_the_bus(
     shipped = {r.rule_id for r in ctx.rules_catalog}
     found = [a for a in alerts(client, tenant_a) if a["rule_id"] in shipped]
     assert found and all(a["uids"] == ["Cnikto"] for a in found)
+
+
+def test_a_rule_the_edge_already_alerted_on_is_not_alerted_again(
+    ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """An agent running the tenant's rules (ADR 13) ships its alert after the record: the
+    backend does not raise the same rule on the same record again."""
+    detector = TenantRulesDetector(ctx.sessions, ctx.rules_catalog, ctx.metrics)
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        rule = rules.create(
+            session=session, catalog=ctx.rules_catalog,
+            checked=rules.check(custom_rule(query="evil.test")), enabled=True, actor="t",
+        )  # fmt: skip
+    hit, other = dns("Chit", "evil.test"), dns("Cother", "evil.test")
+    (edge,) = detector.detect(str(tenant_a.id), [hit])  # what the edge would have raised
+    assert edge.rule_id == str(rule.id)
+    found = detector.detect(str(tenant_a.id), [hit, edge, other])
+    assert [(a.rule_id, a.uids) for a in found] == [(str(rule.id), ["Cother"])]

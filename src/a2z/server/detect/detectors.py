@@ -17,7 +17,7 @@ from typing import Protocol
 from a2z.records import Alert, Conn, Record
 from a2z.rules import RuleError, RuleSet, compile_yaml
 from a2z.rules.anomaly import AnomalySettings, TenantModels, load_library
-from a2z.rules.catalog import Catalog
+from a2z.rules.catalog import Catalog, is_correlation
 from a2z.server.metrics import ServerMetrics
 from a2z.server.rules.service import effective_rules
 from a2z.server.store.session import SessionFactory
@@ -106,16 +106,27 @@ class TenantRulesDetector:
     def prepare(self) -> None:
         """Compile one shipped rule, so pySigma's import is paid before the first batch."""
         for shipped in self._catalog:
-            compile_yaml(shipped.yaml)
-            break
+            if not is_correlation(shipped.yaml):
+                compile_yaml(shipped.yaml)
+                break
 
     def detect(self, tenant: str, records: Sequence[Record]) -> list[Alert]:
-        """Alerts of the tenant's rules on ``records`` (alerts themselves are never inputs)."""
+        """Alerts of the tenant's rules on ``records`` (alerts themselves are never inputs).
+
+        An agent that runs the tenant's rules at the edge (ADR 13) ships its alert right after
+        the record that raised it; a rule and record the batch already has an alert for are
+        not alerted on twice.
+        """
         rules = self._rules(tenant)
         alerts: list[Alert] = []
+        edge: set[tuple[str, str]] = set()
         for record in records:
-            if not isinstance(record, Alert):
+            if isinstance(record, Alert):
+                edge.update((record.rule_id, uid) for uid in record.uids)
+            else:
                 alerts.extend(rules.match(record))
+        if edge:
+            alerts = [a for a in alerts if (a.rule_id, a.uid) not in edge]
         return alerts
 
     def _rules(self, tenant: str) -> RuleSet:
@@ -132,6 +143,8 @@ class TenantRulesDetector:
             return cached.rules
         compiled = []
         for rule in effective.rules:
+            if is_correlation(rule.yaml):
+                continue  # the CorrelationDetector's
             try:
                 compiled.append(compile_yaml(rule.yaml))
             except RuleError as exc:
