@@ -202,9 +202,9 @@ def evaluate_model(cases: Sequence[tuple[Path, set[str]]], budget: float) -> Non
         f"{RULE_ID:<26} {len(attacks):>9} {found:>6} {true + len(false):>6} {len(false):>4}"
         f" {_pct(precision):>9} {_pct(found / len(attacks) if attacks else None):>7}"
     )
+    share = found_behavioural / behavioural if behavioural else None
     print(
-        f"{'  behavioural attacks':<26} {behavioural:>9} {found_behavioural:>6}"
-        f" {'':>6} {'':>4} {'':>9} {_pct(found_behavioural / behavioural if behavioural else None):>7}"
+        f"{'  behavioural attacks':<26} {behavioural:>9} {found_behavioural:>6} {_pct(share):>36}"
     )
     print("\n".join(rows))
     for fp in false:
@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for fp in s.false:
             print(f"  false positive: {fp}")
     evaluate_model(cases, args.fp_budget)
+
 
 if __name__ == "__main__":
     main()

@@ -67,8 +67,21 @@ class SourceWindow:
     """One source's records of the last ``span`` seconds, at most ``max_entries`` of each kind."""
 
     __slots__ = (
-        "_conns", "_dns", "_gaps", "_hosts", "_ports", "_names", "_failed", "_no_service",
-        "_gap_sum", "_gap_sq", "_dns_ent", "_dns_failed", "span", "max_entries", "last_alert",
+        "_conns",
+        "_dns",
+        "_dns_ent",
+        "_dns_failed",
+        "_failed",
+        "_gap_sq",
+        "_gap_sum",
+        "_gaps",
+        "_hosts",
+        "_names",
+        "_no_service",
+        "_ports",
+        "last_alert",
+        "max_entries",
+        "span",
     )  # fmt: skip
 
     def __init__(self, span: float, max_entries: int) -> None:

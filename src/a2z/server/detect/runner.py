@@ -17,7 +17,7 @@ def default_detectors(
     sessions: SessionFactory, metrics: ServerMetrics, catalog: Catalog
 ) -> list[BatchDetector]:
     """The backend detections every tenant gets: its Sigma rules and the anomaly model."""
-    return [TenantRulesDetector(sessions, catalog, metrics), ConnAnomalyDetector()]
+    return [TenantRulesDetector(sessions, catalog, metrics), ConnAnomalyDetector(sessions=sessions)]
 
 
 def wire_detect(
