@@ -28,13 +28,13 @@ def upgrade() -> None:
         TABLE,
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("uid", sa.String(length=64), nullable=False),
-        sa.Column("ts", sa.Float(), nullable=False),
-        sa.Column("score", sa.Float(), nullable=False),
+        sa.Column("ts", sa.Double(), nullable=False),
+        sa.Column("score", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("tenant_id", "uid"),
     )
     op.create_index("ix_anomaly_scores_tenant_ts", TABLE, ["tenant_id", "ts"], unique=False)
     with op.batch_alter_table("tenants") as batch_op:
-        batch_op.add_column(sa.Column("anomaly_threshold", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("anomaly_threshold", sa.Double(), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
         for statement in enable_rls(TABLE):
             op.execute(statement)
