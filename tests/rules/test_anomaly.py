@@ -21,6 +21,7 @@ from a2z.rules.anomaly import (
     TenantModels,
     window_features,
 )
+from a2z.rules.anomaly.window import link_control
 
 DETECT = Path(__file__).resolve().parents[2] / "bench" / "data" / "detect"
 ATTACKER = "10.77.0.1"  # the attacking source of the real-tool captures (labels.json)
@@ -95,7 +96,10 @@ def usual_traffic(rng: random.Random, n: int, start: float = 0.0, hosts: int = 2
     return records
 
 
-SETTINGS = AnomalySettings(warm_up=1_500, window=250)
+# A tenant tuned below the default (0.99, chosen on make eval-detection's mixed validation set):
+# its own hosts' traffic stays under 0.85, the real tools' scans and floods reach 0.98-0.99.
+THRESHOLD = 0.95
+SETTINGS = AnomalySettings(warm_up=1_500, window=250, threshold=THRESHOLD)
 
 
 def trained(settings: AnomalySettings = SETTINGS) -> SourceAnomalyModel:
@@ -124,20 +128,42 @@ def test_scores_nothing_until_warm() -> None:
                              resp_p=53, proto="udp", trans_id=1, query="x.test")) is None  # fmt: skip
 
 
+def scorable(record: Record) -> bool:
+    return isinstance(record, Conn) and not link_control(record.resp_h)
+
+
+def office() -> tuple[list[Record], list[Record]]:
+    """The real office capture (scripts/make-benign-office.py): its first 60 % (to learn) and
+    the rest (held out)."""
+    records = [r for r in iter_records(DETECT / "benign-office.pcap") if isinstance(r, (Conn, Dns))]
+    cut = len(records) * 6 // 10
+    return records[:cut], records[cut:]
+
+
 @pytest.mark.parametrize(
     "capture", ["nmap-syn-scan.pcap", "nmap-tcp-sweep.pcap", "hping3-syn-flood.pcap"]
 )
 def test_real_attack_source_is_flagged_and_held_out_benign_traffic_is_not(capture: str) -> None:
-    """After warm-up on an office's traffic, a real tool's scan, sweep or flood stands out by its
-    source; the same office's later traffic (another seed: held out) does not."""
-    model = trained()
-    held_out = usual_traffic(random.Random(8), 1_000, start=10_000.0)
+    """After warm-up on an office's real traffic, a real tool's scan, sweep or flood stands out
+    by its source; the same office's later traffic (held out) does not."""
+    learn, held_out = office()
+    warm_up = sum(scorable(r) for r in learn)
+    model = SourceAnomalyModel(AnomalySettings(warm_up=warm_up, window=250, threshold=THRESHOLD))
+    for record in learn:
+        model.observe(record)
+    assert model.warm
     assert flagged_sources(model, held_out) == set()
     attack = [r for r in iter_records(DETECT / capture) if isinstance(r, (Conn, Dns))]
-    flagged = flagged_sources(model, attack)
-    assert ATTACKER in flagged
-    # The only others: the namespaces' IPv6 neighbour discovery, which this office never sent.
-    assert all(src.startswith("fe80:") for src in flagged - {ATTACKER}), flagged
+    assert flagged_sources(model, attack) == {ATTACKER}
+
+
+def test_link_housekeeping_is_left_out() -> None:
+    """Neighbour discovery and other multicast traffic is not a source's own activity."""
+    model = trained()
+    solicitation = Conn(ts=1e5, uid="Cnd", orig_h="fe80::1", orig_p=133, resp_h="ff02::2",
+                        resp_p=134, proto="icmp", conn_state="OTH", orig_pkts=1)  # fmt: skip
+    assert model.observe(solicitation) is None
+    assert "fe80::1" not in model.windows
 
 
 def test_one_alert_per_source_per_window_with_score_and_what_it_did() -> None:
@@ -148,7 +174,6 @@ def test_one_alert_per_source_per_window_with_score_and_what_it_did() -> None:
         score = model.observe(conn)
         if score is not None and (alert := model.alert(conn, score)) is not None:
             alerts.append((alert, score))
-    alerts = [(a, s) for a, s in alerts if a.orig_h == ATTACKER]  # not the IPv6 chatter
     assert len(alerts) == 1  # the scan lasts under a window: one alert, not one per probe
     alert, score = alerts[0]
     assert alert.rule_id == RULE_ID and alert.severity is Severity.LOW
@@ -159,7 +184,11 @@ def test_one_alert_per_source_per_window_with_score_and_what_it_did() -> None:
 
 def test_a_tenant_threshold_overrides_the_default() -> None:
     model = trained()
-    conn = next(r for r in iter_records(DETECT / "nmap-syn-scan.pcap") if isinstance(r, Conn))
+    conn = next(
+        r
+        for r in iter_records(DETECT / "nmap-syn-scan.pcap")
+        if scorable(r) and r.orig_h == ATTACKER
+    )
     score = model.observe(conn)
     assert score is not None
     assert model.alert(conn, score, threshold=min(score + 0.001, 1.0)) is None

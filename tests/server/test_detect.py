@@ -22,17 +22,17 @@ from a2z.server.events import service as events
 from a2z.server.events.models import Event
 from a2z.server.rules import service as rules
 from a2z.server.tenants import service as tenants
-from tests.rules.test_anomaly import DETECT, usual_traffic
+from tests.rules.test_anomaly import DETECT, THRESHOLD, usual_traffic
 from tests.server.conftest import TenantFixture, login
 from tests.server.rule_texts import custom_rule
 
-SETTINGS = AnomalySettings(warm_up=1_500, window=250)
+SETTINGS = AnomalySettings(warm_up=1_500, window=250, threshold=THRESHOLD)
 # A real nmap SYN scan (bench/data/detect): its source stands out once the model is warm.
 SCANNER = "10.77.0.1"
 SCAN: list[Record] = [
     r
     for r in iter_records(DETECT / "nmap-syn-scan.pcap")
-    if isinstance(r, Conn) and r.orig_h == SCANNER  # not the namespaces' IPv6 chatter
+    if isinstance(r, Conn) and r.orig_h == SCANNER  # the scan itself, not neighbour discovery
 ]
 
 

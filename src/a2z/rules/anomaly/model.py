@@ -7,7 +7,8 @@ Half-Space Trees (Tan, Ting & Liu, 2011) suit a stream: constant memory per mode
 O(trees x height) per record, and a model that follows drift because the mass profile it scores
 against is the previous ``window`` of learned records. Until ``warm_up`` records have been
 learned a model scores nothing. A record scored at or above the threshold is not learned, so an
-attack does not teach the model that it is normal while it lasts.
+attack does not teach the model that it is normal while it lasts. Traffic to multicast and
+broadcast addresses (neighbour discovery, MLD, mDNS) is left out: every interface sends it.
 
 Imported only by the backend (``a2z.server.detect``): river pulls in numpy and scipy (~140 MiB
 resident), far beyond the agent's memory budget, so ``a2z.rules`` does not re-export it. Even
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from a2z.records import Alert, Conn, Dns, Record, Severity
-from a2z.rules.anomaly.window import SourceWindows, WindowStats
+from a2z.rules.anomaly.window import SourceWindows, WindowStats, link_control
 
 if TYPE_CHECKING:
     from river.anomaly import HalfSpaceTrees
@@ -79,7 +80,7 @@ def window_features(stats: WindowStats, max_entries: int) -> dict[str, float]:
 class AnomalySettings:
     """Tunables (docs/detections.md): defaults measured with ``make eval-detection``."""
 
-    threshold: float = 0.96  # chosen on the validation split of make eval-detection
+    threshold: float = 0.99  # chosen on the validation split of make eval-detection
     warm_up: int = 2_000  # connections learned before any score counts
     span: float = 60.0  # seconds of a source's activity its window aggregates
     max_entries: int = 256  # records kept per source window (each of conn and dns)
@@ -128,10 +129,10 @@ class SourceAnomalyModel:
     def observe(self, record: Record, threshold: float | None = None) -> float | None:
         """Add a record to its source's window; a connection's score in [0, 1] (None while
         warming up, and for other record types). ``threshold`` overrides the settings'."""
+        if not isinstance(record, (Conn, Dns)) or link_control(record.resp_h):
+            return None
         if isinstance(record, Dns):
             self.windows.of(record.orig_h).add_dns(record)
-            return None
-        if not isinstance(record, Conn):
             return None
         window = self.windows.of(record.orig_h)
         window.add_conn(record)

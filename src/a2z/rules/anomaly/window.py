@@ -9,6 +9,8 @@ with running sums, so adding a record and reading the aggregates are O(1) amorti
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
@@ -19,6 +21,25 @@ from a2z.records import Conn, Dns
 # Zeek states where the connection never completed a normal exchange.
 FAILED_STATES = frozenset({"S0", "REJ", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
 _K = TypeVar("_K")
+
+
+def failed(conn: Conn) -> bool:
+    """The connection got no normal exchange: a refused or unanswered TCP attempt, a UDP or ICMP
+    flow without reply. (Zeek gives every ICMP flow state OTH, answered or not.)"""
+    if conn.proto == "icmp":
+        return conn.resp_pkts == 0
+    return conn.conn_state in FAILED_STATES
+
+
+@functools.lru_cache(maxsize=65_536)  # bounded: a network's addresses repeat
+def link_control(resp_h: str) -> bool:
+    """Traffic to a multicast or broadcast address (neighbour discovery, MLD, mDNS, DHCP):
+    link housekeeping that every new interface sends, not a source's own activity."""
+    try:
+        address = ipaddress.ip_address(resp_h)
+    except ValueError:
+        return False
+    return address.is_multicast or (address.version == 4 and str(address).endswith(".255"))
 
 
 def label_entropy(label: str) -> float:
@@ -110,7 +131,7 @@ class SourceWindow:
             end=end,
             resp_h=conn.resp_h,
             resp_p=conn.resp_p,
-            failed=conn.conn_state in FAILED_STATES,
+            failed=failed(conn),
             no_service=not conn.service,
         )
         self._conns.append(entry)

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert, delete, insert, select
+from sqlalchemy import Insert, Table, delete, insert, select
 
 from a2z.server.events.models import AnomalyScore
+from a2z.server.events.service import COPY_MIN_ROWS
+from a2z.server.store import bulk
 from a2z.server.store.session import ScopedSession
+
+_SCORES = cast(Table, AnomalyScore.__table__)
 
 
 def store(*, session: ScopedSession, scores: Sequence[tuple[str, float, float]]) -> None:
-    """Store ``(uid, ts, score)`` triples of the session's tenant in one statement; a uid
-    already scored (a redelivered batch) keeps its first score."""
+    """Store ``(uid, ts, score)`` triples of the session's tenant in bulk (COPY on PostgreSQL,
+    as ingest writes events); a uid already scored (a redelivered batch) keeps its first
+    score."""
     if not scores:
         return
     rows = [
         {"tenant_id": session.tenant_id, "uid": uid[:64], "ts": ts, "score": score}
         for uid, ts, score in scores
     ]
-    session.execute(_insert_ignoring_duplicates(session), rows)
+    if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        bulk.copy_insert_ignoring_duplicates(session, _SCORES, rows, returning="uid")
+    else:
+        session.execute(_insert_ignoring_duplicates(session), rows)
 
 
 def of(*, session: ScopedSession, uids: Collection[str]) -> dict[str, float]:
