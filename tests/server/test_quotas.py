@@ -102,6 +102,25 @@ def test_admin_cli_sets_and_clears_tenant_settings(tmp_path: Path) -> None:
     assert out["events_per_second"] == "None" and out["max_stored_bytes"] == "1000000"
     bad = admin(tmp_path, "tenant", "set", "acme", "--region", "Not A Region")
     assert bad.returncode == 2 and "region" in bad.stderr
+    out = json.loads(admin(tmp_path, "tenant", "set", "acme", "--anomaly-threshold", "0.9").stdout)
+    assert out["anomaly_threshold"] == "0.9"
+    bad = admin(tmp_path, "tenant", "set", "acme", "--anomaly-threshold", "1.5")
+    assert bad.returncode == 2 and "anomaly-threshold" in bad.stderr
+
+
+def test_operator_sets_the_anomaly_threshold_within_zero_to_one(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    headers = operator_headers(client, ctx, tenant_a)
+    url = f"/api/v1/tenants/{tenant_a.id}"
+    assert client.get(url, headers=headers).json()["anomaly_threshold"] is None  # the default
+    resp = client.patch(url, json={"anomaly_threshold": 0.95}, headers=headers)
+    assert resp.status_code == 200 and resp.json()["anomaly_threshold"] == 0.95
+    for bad in (0, 1.01, -0.5, "high"):
+        resp = client.patch(url, json={"anomaly_threshold": bad}, headers=headers)
+        assert resp.status_code == 422, bad
+    assert client.patch(url, json={"anomaly_threshold": None}, headers=headers).status_code == 200
+    assert client.get(url, headers=headers).json()["anomaly_threshold"] is None
 
 
 def set_limits(ctx: ServerContext, tenant: TenantFixture, **changes: int | None) -> None:

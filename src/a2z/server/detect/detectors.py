@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from a2z.records import Alert, Conn, Record
+from a2z.records import Alert, Conn, Dns, Record
 from a2z.rules import RuleError, RuleSet, compile_yaml
 from a2z.rules.anomaly import AnomalySettings, TenantModels, load_library
 from a2z.rules.catalog import Catalog, is_correlation
+from a2z.server.detect.thresholds import TenantThresholds
+from a2z.server.events import scores
 from a2z.server.metrics import ServerMetrics
 from a2z.server.rules.service import effective_rules
 from a2z.server.store.session import SessionFactory
@@ -40,30 +42,51 @@ class BatchDetector(Protocol):
 
 
 class ConnAnomalyDetector:
-    """The per-tenant online anomaly model (a2z.rules.anomaly) over ``conn`` records."""
+    """The per-tenant online anomaly model (a2z.rules.anomaly) over ``conn`` and ``dns`` records.
+
+    With ``sessions`` it stores every scored connection's score (``events.scores``, one
+    statement per batch) and reads each tenant's own threshold (``TenantThresholds``).
+    """
 
     name = "anomaly"
 
-    def __init__(self, settings: AnomalySettings | None = None, max_tenants: int = 1_000) -> None:
+    def __init__(
+        self,
+        settings: AnomalySettings | None = None,
+        max_tenants: int = 1_000,
+        *,
+        sessions: SessionFactory | None = None,
+        thresholds: TenantThresholds | None = None,
+    ) -> None:
         self.models = TenantModels(settings or AnomalySettings(), max_tenants=max_tenants)
         self.scored = 0
+        self._sessions = sessions
+        if thresholds is None and sessions is not None:
+            thresholds = TenantThresholds(sessions)
+        self._thresholds = thresholds
 
     def prepare(self) -> None:
         """Import the model library in the background rather than on the first batch."""
         load_library()
 
     def detect(self, tenant: str, records: Sequence[Record]) -> list[Alert]:
-        """Score then learn each connection; alert on the scores at or above the threshold."""
-        conns = [rec for rec in records if isinstance(rec, Conn)]
-        if not conns:
+        """Score each connection on its source's window; store the scores; alert on those at
+        or above the tenant's threshold (one alert per source per window)."""
+        if not any(isinstance(rec, (Conn, Dns)) for rec in records):
             return []
+        threshold = self._thresholds.of(tenant) if self._thresholds is not None else None
         model = self.models.model(tenant)
         alerts = []
-        for conn, score in self.models.observe(tenant, conns):
-            self.scored += 1
-            alert = model.alert(conn, score)
+        scored = self.models.observe(tenant, records, threshold)
+        for conn, score in scored:
+            alert = model.alert(conn, score, threshold)
             if alert is not None:
                 alerts.append(alert)
+        self.scored += len(scored)
+        if scored and self._sessions is not None:
+            rows = [(conn.uid, conn.ts, round(score, 4)) for conn, score in scored]
+            with self._sessions.tenant(uuid.UUID(tenant)) as session:
+                scores.store(session=session, scores=rows)
         return alerts
 
 

@@ -22,7 +22,7 @@ def default_detectors(
     return [
         TenantRulesDetector(sessions, catalog, metrics),
         CorrelationDetector(sessions, catalog, metrics),
-        ConnAnomalyDetector(),
+        ConnAnomalyDetector(sessions=sessions),
     ]
 
 
