@@ -21,6 +21,7 @@ import msgspec
 
 from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
+from a2z.agent.detect.intel import AgentIntel
 from a2z.agent.identity import write_private
 from a2z.agent.live import LiveCapture
 from a2z.agent.ship.batcher import BatchLimits
@@ -33,6 +34,8 @@ from a2z.records import (
     ConfigResult,
     Dns,
     Http,
+    IntelPush,
+    IntelResult,
     Record,
     ServerControl,
     Ssl,
@@ -78,6 +81,7 @@ class AgentRuntime:
     settings: AgentSettings = field(default_factory=AgentSettings)
     on_applied: Callable[[int], None] | None = None  # told the new version (for heartbeats)
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
+    intel: AgentIntel | None = None  # the tenant's threat intel, applied from pushes
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------
@@ -175,11 +179,23 @@ class AgentRuntime:
             if not result.applied:
                 log.warning("rejected configuration %d: %s", result.version, result.reason)
             return _encode(result).decode()
+        if isinstance(message, IntelPush):
+            return await self._intel(message)
         if self.run_command is None:
             return _encode(
                 CommandResult(id=message.id, ok=False, error="this agent takes no commands")
             ).decode()
         return _encode(await self.run_command(message)).decode()
+
+    async def _intel(self, push: IntelPush) -> str | None:
+        if self.intel is None:
+            refused = IntelResult(
+                version=push.version, applied=False, intel_version=0,
+                reason="this agent keeps no threat intel",
+            )  # fmt: skip
+            return _encode(refused).decode()
+        answer = await asyncio.to_thread(self.intel.receive, push)
+        return _encode(answer).decode() if answer is not None else None
 
     def _refuse(self, text: str, exc: Exception) -> str | None:
         # The agent validates again what the server validated: a message that fails here is
@@ -191,6 +207,13 @@ class AgentRuntime:
             return None
         if probe.type == "config":
             return _encode(_rejected(probe.version, f"invalid configuration: {exc}")).decode()
+        if probe.type == "intel":
+            have = self.intel.version if self.intel is not None else 0
+            error = f"invalid intel push: {exc}"[:MAX_REASON_CHARS]
+            refused = IntelResult(
+                version=probe.version, applied=False, intel_version=have, reason=error
+            )
+            return _encode(refused).decode()
         if probe.type == "command" and probe.id:
             error = f"invalid command: {exc}"[:MAX_REASON_CHARS]
             return _encode(CommandResult(id=probe.id, ok=False, error=error)).decode()

@@ -24,6 +24,7 @@ class HeartbeatSource:
     reconnects: Callable[[], int]
     drops: Callable[[], int] = lambda: 0
     spool_bytes: Callable[[], int] = lambda: 0
+    intel_version: Callable[[], int] = lambda: 0  # the threat-intel set applied (ADR 12)
     config_version: int = 0
     _process: psutil.Process = field(default_factory=psutil.Process)
     _last: tuple[float, int] = (0.0, 0)
@@ -48,5 +49,6 @@ class HeartbeatSource:
             reconnects=self.reconnects(),
             drops=self.drops(),
             spool_bytes=self.spool_bytes(),
+            intel_version=self.intel_version(),
         )
         return msgspec.json.encode(beat).decode()

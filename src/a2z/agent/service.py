@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from a2z.agent.commands import CommandRunner, Upgrader
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
 from a2z.agent.control import AgentRuntime, LogRing
+from a2z.agent.detect.intel import AgentIntel
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.live import LiveCapture
@@ -123,6 +124,13 @@ async def ship_records(
         limits=BatchLimits(size=config.batch_size),
     )
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
+    # The tenant's threat intel: resumed from the state directory, kept current by pushes,
+    # matched by the edge stage when there is one (ADR 12).
+    intel = runtime.intel = AgentIntel(runtime.state_dir)
+    await asyncio.to_thread(intel.resume)
+    heartbeat.intel_version = lambda: intel.version
+    if detector is not None:
+        detector.intel = intel
     logs = LogRing()
     runtime.run_command = CommandRunner(
         runtime, stats, logs, upgrade or make_upgrader(config), detector=detector

@@ -88,6 +88,8 @@ class _Live:
     serial: str
     pushed_config: int = 0  # the configuration version last sent on this connection
     sent_commands: set[str] = field(default_factory=set)  # command ids sent on it
+    pushed_intel: int = 0  # the intel version last sent on this connection (ADR 12)
+    intel_full_retried: bool = False  # a refused delta was followed by the whole set once
 
 
 @dataclass
@@ -268,12 +270,29 @@ class Gateway:
             live.pushed_config = due.config.version
             await conn.send(_encode(due.config).decode())
             self.ctx.metrics.control_sent.labels("config").inc()
+        await self._deliver_intel(conn, live, due)
         for command in due.commands:
             if command.id not in live.sent_commands:
                 live.sent_commands.add(command.id)
                 await conn.send(_encode(command).decode())
                 self.ctx.metrics.control_sent.labels("command").inc()
                 await asyncio.to_thread(channel.mark_sent, self.ctx, live.identity, command.id)
+
+    async def _deliver_intel(
+        self, conn: ServerConnection, live: _Live, due: channel.Due
+    ) -> None:
+        """The intel delta (or whole set) the agent needs, once per version per connection."""
+        base = due.intel_base
+        if due.intel_refused and not live.intel_full_retried:
+            # The agent refused a delta (e.g. its set was lost): the whole set, once.
+            live.intel_full_retried, live.pushed_intel, base = True, 0, 0
+        if due.intel_target is None or due.intel_target == live.pushed_intel:
+            return
+        live.pushed_intel = due.intel_target
+        pushes = await asyncio.to_thread(channel.intel_pushes, self.ctx, live.identity, base)
+        for push in pushes:
+            await conn.send(_encode(push).decode())
+            self.ctx.metrics.control_sent.labels("intel").inc()
 
     async def _due(self, live: _Live) -> channel.Due | None:
         return await asyncio.to_thread(channel.due, self.ctx, live.identity)

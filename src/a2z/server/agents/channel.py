@@ -30,6 +30,8 @@ from a2z.records import (
     ConfigResult,
     Control,
     Heartbeat,
+    IntelPush,
+    IntelResult,
     WireError,
     decode_batch,
 )
@@ -40,6 +42,7 @@ from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
 from a2z.server.bus.base import Message, events_subject
 from a2z.server.context import ServerContext
+from a2z.server.intel import delivery as intel_delivery
 from a2z.server.pki.x509 import AgentIdentity
 from a2z.server.quotas.service import OverLimit
 from a2z.server.store.base import utcnow
@@ -128,6 +131,11 @@ class Due:
 
     config: ConfigPush | None = None
     commands: list[Command] = field(default_factory=list)
+    # Threat intel (ADR 12): the combined version the agent should reach, if it is not there,
+    # and the version it matches now (the delta's base); refused: its last push was refused.
+    intel_target: int | None = None
+    intel_base: int = 0
+    intel_refused: bool = False
 
 
 def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Due | None:
@@ -155,6 +163,7 @@ def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Du
                 # Running that version (or a later one) now, e.g. after a set-config command.
                 agent.config_rejected_version = agent.config_rejected_reason = None
             agent.health = msgspec.json.encode(message).decode()
+            agent.intel_version = message.intel_version
             ctx.metrics.heartbeats.inc()
         elif isinstance(message, ConfigResult):
             configs.record_result(session=session, agent=agent, result=message)
@@ -166,6 +175,13 @@ def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Du
                 action="agent.config.applied" if message.applied else "agent.config.rejected",
                 target=actor, outcome="success" if message.applied else "failure",
                 detail={"version": message.version, "reason": message.reason[:200]},
+            )  # fmt: skip
+        elif isinstance(message, IntelResult):
+            _intel_result(ctx, session, agent, message)
+            due = _due(session, agent)
+            return Due(
+                config=due.config, commands=due.commands, intel_target=due.intel_target,
+                intel_base=due.intel_base, intel_refused=not message.applied,
             )  # fmt: skip
         else:
             _command_result(ctx, session, agent, message)
@@ -197,7 +213,36 @@ def _due(session: ScopedSession, agent: Agent) -> Due:
         and desired != agent.config_rejected_version  # refused: pushing again would not help
     ):
         config = ConfigPush(version=desired, config=_settings.decode(agent.desired_config))
-    return Due(config=config, commands=commands.pending(session=session, agent_id=agent.id))
+    intel = intel_delivery.current(session)
+    applied = agent.intel_version or 0
+    return Due(
+        config=config,
+        commands=commands.pending(session=session, agent_id=agent.id),
+        intel_target=intel if intel != applied else None,
+        intel_base=applied,
+    )
+
+
+def intel_pushes(ctx: ServerContext, identity: AgentIdentity, base: int) -> list[IntelPush]:
+    """The intel messages taking the agent from ``base`` to its tenant's current set."""
+    with ctx.sessions.tenant(identity.tenant_id) as session:
+        return intel_delivery.pushes(session, base)
+
+
+def _intel_result(
+    ctx: ServerContext, session: ScopedSession, agent: Agent, message: IntelResult
+) -> None:
+    agent.intel_version = message.intel_version
+    agent.intel_rejected_reason = None if message.applied else message.reason[:1000]
+    outcome = "applied" if message.applied else "rejected"
+    ctx.metrics.control_results.labels("intel", outcome).inc()
+    if not message.applied:  # applied deltas are routine; a refusal is worth a person's look
+        actor = f"agent:{agent.id}"
+        audit.record(
+            session=session, actor=actor, action="agent.intel.rejected", target=actor,
+            outcome="failure",
+            detail={"version": message.version, "reason": message.reason[:200]},
+        )  # fmt: skip
 
 
 def _command_result(
