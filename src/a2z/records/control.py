@@ -1,8 +1,9 @@
 """Control messages on the agent channel (JSON text frames; record batches are binary frames).
 
 Agent to server: heartbeats, the outcome of a pushed configuration, command results, the outcome
-of an intel push. Server to agent: configuration pushes, commands and threat-intel deltas. Every control message names its kind in ``type``;
-the server's batch acks have no ``type`` (that is how the agent tells the two apart).
+of an intel push. Server to agent: configuration pushes, commands and threat-intel deltas.
+Every control message names its kind in ``type``; the server's batch acks have no ``type``
+(that is how the agent tells the two apart).
 """
 
 from __future__ import annotations

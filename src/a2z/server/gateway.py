@@ -278,9 +278,7 @@ class Gateway:
                 self.ctx.metrics.control_sent.labels("command").inc()
                 await asyncio.to_thread(channel.mark_sent, self.ctx, live.identity, command.id)
 
-    async def _deliver_intel(
-        self, conn: ServerConnection, live: _Live, due: channel.Due
-    ) -> None:
+    async def _deliver_intel(self, conn: ServerConnection, live: _Live, due: channel.Due) -> None:
         """The intel delta (or whole set) the agent needs, once per version per connection."""
         base = due.intel_base
         if due.intel_refused and not live.intel_full_retried:

@@ -127,8 +127,11 @@ class IntelDetector:
             global_changed = self._refresh(session, intel.GLOBAL, self._global, now, "global")
             own = cached.own if cached is not None else _Owned()
             own_changed = self._refresh(session, intel.TENANT, own, now, "tenant")
-        if cached is not None and not own_changed and not global_changed and (
-            cached.global_version == self._global.indicators.version
+        if (
+            cached is not None
+            and not own_changed
+            and not global_changed
+            and (cached.global_version == self._global.indicators.version)
         ):
             return cached
         matcher = IntelMatcher(

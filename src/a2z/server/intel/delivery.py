@@ -31,9 +31,7 @@ def parts_of(version: int) -> tuple[int, int]:
 
 def current(session: ScopedSession) -> int:
     """The combined version the session's tenant is at now (two one-row reads)."""
-    return combine(
-        intel.GLOBAL.state(session).version, intel.TENANT.state(session).version
-    )
+    return combine(intel.GLOBAL.state(session).version, intel.TENANT.state(session).version)
 
 
 def delta(session: ScopedSession, base: int) -> IntelDelta:
@@ -77,10 +75,16 @@ def pushes(session: ScopedSession, base: int) -> list[IntelPush]:
     change = delta(session, base)
     cut = split(change)
     listed = warnings(session)
+    last = len(cut) - 1
     return [
         IntelPush(
-            version=change.version, base=change.base, full=change.full, part=n, parts=len(cut),
-            data=pack(part), warnings=listed if n == len(cut) - 1 else None,
-        )  # fmt: skip
+            version=change.version,
+            base=change.base,
+            full=change.full,
+            part=n,
+            parts=len(cut),
+            data=pack(part),
+            warnings=listed if n == last else None,
+        )
         for n, part in enumerate(cut)
     ]

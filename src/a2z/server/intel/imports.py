@@ -162,9 +162,7 @@ def _parse_value_csv(request: ImportRequest, expires: float | None) -> FeedResul
 
 def _column(text: str) -> list[str]:
     try:
-        rows = [
-            r for r in csv.reader(io.StringIO(text)) if r and not r[0].lstrip().startswith("#")
-        ]
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and not r[0].lstrip().startswith("#")]
     except csv.Error as exc:
         raise FeedError(f"not CSV: {exc}") from exc
     if not rows:

@@ -15,10 +15,11 @@ from a2z.server.intel.models import SOURCE_MAX, WarningKind
 from a2z.server.intel.service import ImportCounts, IndicatorRow, WarningRow
 from a2z.server.schemas import Body, Out
 
+SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._:/@+-]*$"
 SourceName = Annotated[
     str,
     Field(
-        min_length=1, max_length=SOURCE_MAX, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/@+-]*$",
+        min_length=1, max_length=SOURCE_MAX, pattern=SOURCE_PATTERN,
         description="the feed or list the indicators come from; deletes go by it",
     ),
 ]  # fmt: skip

@@ -41,15 +41,15 @@ GLOBAL_PREFIX = "global:"  # the source of a global indicator as matched and ale
 IndicatorRow = TenantIndicator | GlobalIndicator
 WarningRow = TenantWarning | GlobalWarning
 StateRow = TenantIntelState | GlobalIntelState
-I = TypeVar("I", TenantIndicator, GlobalIndicator)
+Ind = TypeVar("Ind", TenantIndicator, GlobalIndicator)
 W = TypeVar("W", TenantWarning, GlobalWarning)
 
 
 @dataclass(frozen=True)
-class Scope(Generic[I, W]):
+class Scope(Generic[Ind, W]):
     """Whose intel: the session's tenant or the global set."""
 
-    indicators: type[I]
+    indicators: type[Ind]
     warnings: type[W]
     is_global: bool
 
@@ -77,7 +77,7 @@ TENANT: Scope[TenantIndicator, TenantWarning] = Scope(TenantIndicator, TenantWar
 GLOBAL: Scope[GlobalIndicator, GlobalWarning] = Scope(GlobalIndicator, GlobalWarning, True)
 
 
-def bump(session: ScopedSession, scope: Scope[I, W]) -> int:
+def bump(session: ScopedSession, scope: Scope[Ind, W]) -> int:
     """The owner's next version, taken for this transaction; old tombstones are purged."""
     state = scope.state(session, lock=True)
     state.version += 1
@@ -116,7 +116,7 @@ def _stamp(epoch: float | None) -> datetime | None:
 
 
 def import_indicators(
-    session: ScopedSession, scope: Scope[I, W], indicators: Sequence[Indicator]
+    session: ScopedSession, scope: Scope[Ind, W], indicators: Sequence[Indicator]
 ) -> ImportCounts:
     """Add or refresh ``indicators`` (identity: type, value, source) at one new version."""
     counts = ImportCounts()
@@ -130,13 +130,13 @@ def import_indicators(
     counts.version = version
     model = scope.indicators
     sources = sorted({key[2] for key in wanted})
-    existing: dict[tuple[str, str, str], I] = {}
+    existing: dict[tuple[str, str, str], Ind] = {}
     for start in range(0, len(sources), 500):
         rows = session.scalars(select(model).where(model.source.in_(sources[start : start + 500])))
         for row in rows:
             existing[(row.type, row.value, row.source)] = row
     now = utcnow()
-    fresh: list[I] = []
+    fresh: list[Ind] = []
     for key, indicator in wanted.items():
         expires = _stamp(indicator.expires)
         row = existing.get(key)  # type: ignore[assignment]  # mypy: the loop variable above
@@ -169,7 +169,7 @@ def import_indicators(
 # -- reading -----------------------------------------------------------------------------------
 
 
-def to_indicator(scope: Scope[I, W], row: IndicatorRow) -> Indicator:
+def to_indicator(scope: Scope[Ind, W], row: IndicatorRow) -> Indicator:
     """A stored row as the matcher's indicator."""
     return Indicator(
         IndicatorType(row.type), row.value, scope.source(row.source), row.confidence,
@@ -177,7 +177,7 @@ def to_indicator(scope: Scope[I, W], row: IndicatorRow) -> Indicator:
     )  # fmt: skip
 
 
-def get(session: ScopedSession, scope: Scope[I, W], indicator_id: uuid.UUID) -> I | None:
+def get(session: ScopedSession, scope: Scope[Ind, W], indicator_id: uuid.UUID) -> Ind | None:
     """One live indicator (not deleted) by id."""
     model = scope.indicators
     return session.scalars(
@@ -187,17 +187,17 @@ def get(session: ScopedSession, scope: Scope[I, W], indicator_id: uuid.UUID) -> 
 
 def list_page(
     session: ScopedSession,
-    scope: Scope[I, W],
+    scope: Scope[Ind, W],
     *,
     limit: int,
     cursor: str | None,
     kind: IndicatorType | None = None,
     prefix: str | None = None,
     source: str | None = None,
-) -> Page[I]:
+) -> Page[Ind]:
     """Live indicators, oldest first, filtered by type, value prefix and source."""
     model = scope.indicators
-    stmt: Select[I] = select(model).where(model.removed_version.is_(None))
+    stmt: Select[Ind] = select(model).where(model.removed_version.is_(None))
     if kind is not None:
         stmt = stmt.where(model.type == kind.value)
     if prefix:
@@ -205,9 +205,7 @@ def list_page(
         stmt = stmt.where(model.value.like(escaped + "%", escape="\\"))
     if source is not None:
         stmt = stmt.where(model.source == source)
-    return paginate(
-        session, stmt, at=model.first_seen, row_id=model.id, limit=limit, cursor=cursor
-    )
+    return paginate(session, stmt, at=model.first_seen, row_id=model.id, limit=limit, cursor=cursor)
 
 
 @dataclass
@@ -223,7 +221,7 @@ class Stats:
     warnings: int = 0
 
 
-def stats(session: ScopedSession, scope: Scope[I, W]) -> Stats:
+def stats(session: ScopedSession, scope: Scope[Ind, W]) -> Stats:
     """Live indicators by type and source, how many have expired, and the version."""
     model = scope.indicators
     live = model.removed_version.is_(None)
@@ -232,9 +230,7 @@ def stats(session: ScopedSession, scope: Scope[I, W]) -> Stats:
         session.execute(select(model.type, func.count()).where(live).group_by(model.type)).all()
     )
     by_source = dict(
-        session.execute(
-            select(model.source, func.count()).where(live).group_by(model.source)
-        ).all()
+        session.execute(select(model.source, func.count()).where(live).group_by(model.source)).all()
     )
     expired = session.scalar(
         select(func.count()).select_from(model).where(live, model.expires_at <= utcnow())
@@ -249,14 +245,14 @@ def stats(session: ScopedSession, scope: Scope[I, W]) -> Stats:
 # -- deleting ----------------------------------------------------------------------------------
 
 
-def remove(session: ScopedSession, scope: Scope[I, W], row: IndicatorRow) -> int:
+def remove(session: ScopedSession, scope: Scope[Ind, W], row: IndicatorRow) -> int:
     """Delete one indicator (a tombstone: agents learn of it in their next delta)."""
     version = bump(session, scope)
     row.removed_version = row.version = version
     return version
 
 
-def remove_source(session: ScopedSession, scope: Scope[I, W], source: str) -> tuple[int, int]:
+def remove_source(session: ScopedSession, scope: Scope[Ind, W], source: str) -> tuple[int, int]:
     """Delete every live indicator of ``source``; (how many, the new version)."""
     model = scope.indicators
     live = (model.source == source, model.removed_version.is_(None))
@@ -276,7 +272,7 @@ def remove_source(session: ScopedSession, scope: Scope[I, W], source: str) -> tu
 # -- changes, for the detect role and the agents ----------------------------------------------
 
 
-def snapshot(session: ScopedSession, scope: Scope[I, W]) -> list[Indicator]:
+def snapshot(session: ScopedSession, scope: Scope[Ind, W]) -> list[Indicator]:
     """Every live indicator that has not expired."""
     model = scope.indicators
     now = utcnow()
@@ -290,7 +286,7 @@ def snapshot(session: ScopedSession, scope: Scope[I, W]) -> list[Indicator]:
 
 
 def changes(
-    session: ScopedSession, scope: Scope[I, W], since: int
+    session: ScopedSession, scope: Scope[Ind, W], since: int
 ) -> tuple[list[Indicator], list[IndicatorKey]]:
     """What changed after version ``since``: indicators added or changed, and those removed."""
     model = scope.indicators
@@ -329,7 +325,7 @@ def normalise_warning(kind: WarningKind, raw: str) -> str:
 
 
 def add_warning(
-    session: ScopedSession, scope: Scope[I, W], *, kind: WarningKind, value: str, note: str,
+    session: ScopedSession, scope: Scope[Ind, W], *, kind: WarningKind, value: str, note: str,
     actor: str,
 ) -> W | None:  # fmt: skip
     """Add an entry (None if it is already there); agents get the list at the next version."""
@@ -346,14 +342,14 @@ def add_warning(
     return row
 
 
-def get_warning(session: ScopedSession, scope: Scope[I, W], warning_id: uuid.UUID) -> W | None:
+def get_warning(session: ScopedSession, scope: Scope[Ind, W], warning_id: uuid.UUID) -> W | None:
     """One entry by id."""
     model = scope.warnings
     return session.scalars(select(model).where(model.id == warning_id)).first()
 
 
 def list_warnings(
-    session: ScopedSession, scope: Scope[I, W], *, limit: int, cursor: str | None
+    session: ScopedSession, scope: Scope[Ind, W], *, limit: int, cursor: str | None
 ) -> Page[W]:
     """Entries, oldest first."""
     model = scope.warnings
@@ -362,13 +358,13 @@ def list_warnings(
     )
 
 
-def remove_warning(session: ScopedSession, scope: Scope[I, W], row: WarningRow) -> None:
+def remove_warning(session: ScopedSession, scope: Scope[Ind, W], row: WarningRow) -> None:
     """Delete an entry (warning lists are small and sent whole: no tombstone)."""
     bump(session, scope)
     session.delete(row)
 
 
-def warning_values(session: ScopedSession, scope: Scope[I, W]) -> dict[WarningKind, list[str]]:
+def warning_values(session: ScopedSession, scope: Scope[Ind, W]) -> dict[WarningKind, list[str]]:
     """The whole list, by kind."""
     model = scope.warnings
     out: dict[WarningKind, list[str]] = {kind: [] for kind in WarningKind}

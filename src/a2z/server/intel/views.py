@@ -7,6 +7,7 @@ connected agents, which get the delta on their channel (ADR 12).
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -18,12 +19,14 @@ from a2z.rules.intel import IndicatorType
 from a2z.server.agents.models import Agent
 from a2z.server.context import ServerContext
 from a2z.server.deps import Context, IntelAdmin, Reader, Source
+from a2z.server.errors import InvalidInput
 from a2z.server.intel import delivery
 from a2z.server.intel import routes as shared
 from a2z.server.intel import service as intel
 from a2z.server.intel.imports import MAX_IMPORT_BYTES, CsvLayout, FeedFormat, FeedRejected
 from a2z.server.intel.imports import ImportRequest as Request_
 from a2z.server.intel.schemas import (
+    SOURCE_PATTERN,
     Confidence,
     ImportIn,
     ImportOut,
@@ -39,6 +42,7 @@ from a2z.server.intel.schemas import (
 from a2z.server.schemas import CursorParam, Limit
 from a2z.server.store.session import ScopedSession
 
+SOURCE_RE = re.compile(SOURCE_PATTERN)
 router = APIRouter(prefix="/api/v1/intel", tags=["intel"])
 
 TypeFilter = Annotated[IndicatorType | None, Query(alias="type", description="indicator type")]
@@ -84,9 +88,7 @@ async def upload_indicators(
     principal: IntelAdmin,
     ctx: Context,
     source: Source,
-    feed_source: Annotated[
-        str, Query(alias="source", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/@+-]*$")
-    ] = "upload",
+    feed_source: Annotated[str, Query(alias="source", min_length=1, max_length=100)] = "upload",
     format: FeedFormat = FeedFormat.PLAIN,
     confidence: Annotated[Confidence, Query()] = 50,
     kind: TypeFilter = None,
@@ -94,6 +96,8 @@ async def upload_indicators(
 ) -> ImportOut:
     """Import a feed file sent as the raw request body (UTF-8), e.g. ``curl --data-binary
     @feed.csv``; the query says how to read it. Same limits and answers as ``import``."""
+    if not SOURCE_RE.fullmatch(feed_source):
+        raise InvalidInput(f"source {feed_source!r}: letters, digits and ' ._:/@+-' only")
     data = bytearray()
     async for chunk in request.stream():
         data += chunk

@@ -88,18 +88,14 @@ def upgrade() -> None:
         sa.Column("floor", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("tenant_id"),
     )
-    op.create_table(
-        "intel_global_indicators", *_indicator_columns(), sa.PrimaryKeyConstraint("id")
-    )
+    op.create_table("intel_global_indicators", *_indicator_columns(), sa.PrimaryKeyConstraint("id"))
     op.create_index(
         "uq_intel_global_indicators_key",
         "intel_global_indicators",
         ["type", "value", "source"],
         unique=True,
     )
-    op.create_index(
-        "ix_intel_global_indicators_version", "intel_global_indicators", ["version"]
-    )
+    op.create_index("ix_intel_global_indicators_version", "intel_global_indicators", ["version"])
     op.create_index("ix_intel_global_indicators_source", "intel_global_indicators", ["source"])
     op.create_index(
         "ix_intel_global_indicators_seen", "intel_global_indicators", ["first_seen", "id"]
