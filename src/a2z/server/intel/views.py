@@ -34,6 +34,7 @@ from a2z.server.intel.schemas import (
     IndicatorPage,
     SourceDeleted,
     SourceIn,
+    StatsOut,
     TenantStatsOut,
     WarningIn,
     WarningOut,
@@ -218,9 +219,8 @@ def intel_stats(principal: Reader, ctx: Context) -> TenantStatsOut:
     with ctx.sessions.tenant(principal.tenant_id) as session:
         found = intel.stats(session, intel.TENANT)
         global_version = intel.GLOBAL.state(session).version
-    base = TenantStatsOut.of(found).model_dump()
     return TenantStatsOut(
-        **base,
+        **StatsOut.of(found).model_dump(),
         global_version=global_version,
         agent_version=delivery.combine(global_version, found.version),
     )
