@@ -44,7 +44,7 @@ def stix_bundle(*patterns: str) -> str:
             "pattern_type": "stix",
             "valid_from": "2024-01-01T00:00:00Z",
             "confidence": 90,
-        }  # fmt: skip
+        }
         for p in patterns
     ]
     return json.dumps({"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": objects})
