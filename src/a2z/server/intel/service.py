@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from a2z.rules.intel import Indicator, IndicatorKey, IndicatorType, InvalidIndicator
 from a2z.rules.intel.indicators import normalise_domain
@@ -54,18 +55,26 @@ class Scope(Generic[Ind, W]):
     is_global: bool
 
     def state(self, session: ScopedSession, *, lock: bool = False) -> StateRow:
-        """The owner's state row, created at version 0 on first use."""
+        """The owner's state row; version 0 (not stored) before its first change.
+
+        ``lock`` (for a change) creates the row if needed and holds it for the transaction,
+        so concurrent changes of one owner take consecutive versions.
+        """
         model: type[StateRow] = GlobalIntelState if self.is_global else TenantIntelState
+        dialect = session.get_bind().dialect.name
+        if lock:
+            values: dict[str, object] = {"version": 0, "floor": 0}
+            values.update({"id": 1} if self.is_global else {"tenant_id": session.tenant_id})
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            session.execute(insert(model).values(**values).on_conflict_do_nothing())
         stmt = select(model)
-        if lock and session.bind is not None and session.get_bind().dialect.name == "postgresql":
+        if lock and dialect == "postgresql":
             stmt = stmt.with_for_update()
         found = session.scalars(stmt).first()
         if isinstance(found, GlobalIntelState | TenantIntelState):
             return found
         row: StateRow = GlobalIntelState(id=1) if self.is_global else TenantIntelState()
         row.version, row.floor = 0, 0
-        session.add(row)
-        session.flush()
         return row
 
     def source(self, stored: str) -> str:
