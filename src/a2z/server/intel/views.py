@@ -47,10 +47,14 @@ SOURCE_RE = re.compile(SOURCE_PATTERN)
 router = APIRouter(prefix="/api/v1/intel", tags=["intel"])
 
 TypeFilter = Annotated[IndicatorType | None, Query(alias="type", description="indicator type")]
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL)
 PrefixFilter = Annotated[
-    str | None, Query(max_length=1024, description="values starting with this (normal form)")
+    str | None,
+    Query(max_length=1024, pattern=_PRINTABLE, description="values starting with this"),
 ]
-SourceFilter = Annotated[str | None, Query(max_length=100, description="one source only")]
+SourceFilter = Annotated[
+    str | None, Query(max_length=100, pattern=_PRINTABLE, description="one source only")
+]
 
 
 def _agents(session: ScopedSession) -> list[uuid.UUID]:
