@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from a2z.rules.intel import IndicatorType
 from a2z.server.intel import service as intel
@@ -23,7 +23,18 @@ SourceName = Annotated[
         description="the feed or list the indicators come from; deletes go by it",
     ),
 ]  # fmt: skip
-Confidence = Annotated[int, Field(ge=0, le=100, description="0-100, as in STIX 2.1")]
+# Strict in bodies: a JSON ``false`` is not confidence 0.
+Confidence = Annotated[int, Field(ge=0, le=100, strict=True, description="0-100, as in STIX 2.1")]
+
+
+def _iso_only(value: object) -> object:
+    # Pydantic would read a number as epoch seconds; the schema says an ISO 8601 date-time.
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date-time")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class ImportIn(Body):
@@ -33,7 +44,7 @@ class ImportIn(Body):
     content: str = Field(min_length=1, max_length=MAX_IMPORT_BYTES)
     source: SourceName
     confidence: Confidence = 50  # STIX indicators keep their own
-    expires_at: datetime | None = None  # STIX indicators keep their own valid_until
+    expires_at: IsoDateTime | None = None  # STIX indicators keep their own valid_until
     type: IndicatorType | None = None  # plain lists and ``value`` CSVs: every entry's type
     csv_layout: CsvLayout = CsvLayout.VALUE
 

@@ -27,7 +27,6 @@ from a2z.server.intel.imports import MAX_IMPORT_BYTES, CsvLayout, FeedFormat, Fe
 from a2z.server.intel.imports import ImportRequest as Request_
 from a2z.server.intel.schemas import (
     SOURCE_PATTERN,
-    Confidence,
     ImportIn,
     ImportOut,
     IndicatorOut,
@@ -95,7 +94,7 @@ async def upload_indicators(
     source: Source,
     feed_source: Annotated[str, Query(alias="source", min_length=1, max_length=100)] = "upload",
     format: FeedFormat = FeedFormat.PLAIN,
-    confidence: Annotated[Confidence, Query()] = 50,
+    confidence: Annotated[int, Query(ge=0, le=100, description="0-100")] = 50,
     kind: TypeFilter = None,
     csv_layout: CsvLayout = CsvLayout.VALUE,
 ) -> ImportOut:
