@@ -131,6 +131,12 @@ def test_csv_stix_and_raw_upload_imports(client: TestClient, tenant_a: TenantFix
         f"{BASE}/indicators/upload?source=uploaded", content=b"\xff\xfe\x00", headers=headers
     )
     assert bad.status_code == 422 and "UTF-8" in bad.json()["detail"]
+    nul = client.post(
+        f"{BASE}/indicators/upload?source=uploaded&type=ip",
+        content=b"10.0.0\x001\n",
+        headers=headers,
+    )
+    assert nul.status_code == 422 and nul.json()["rejected"] == 1
 
 
 def test_unusable_feeds_are_422_problems_with_counts(
