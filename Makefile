@@ -90,12 +90,14 @@ bench-ingest: install
 # variants) over the demo capture, indexed and prefiltered against every-rule-on-every-record;
 # then the built-in detections' records/s (together and each alone), Sigma correlation
 # throughput (6 to 300 correlations) and threat-intel matching with 1,000,000 indicators (load
-# time, RSS, lookups/s). A few minutes; see docs/benchmarks.md. BENCH_RULES_ARGS passes options
-# to the first (e.g. --seconds 5).
+# time, RSS, lookups/s, delta sizes to agents) and the detect role's refresh cost for a stored
+# set of 1,000,000 after a 1% change. Several minutes; see docs/benchmarks.md.
+# BENCH_RULES_ARGS passes options to the first (e.g. --seconds 5).
 bench-rules: install
 	$(BIN)/python bench/bench_rules.py $(BENCH_RULES_ARGS)
 	$(BIN)/python bench/bench_correlation.py
 	$(BIN)/python bench/bench_intel.py
+	$(BIN)/python bench/bench_intel_refresh.py
 
 # Precision and recall of each built-in detection over labelled captures: the demo capture,
 # the real-tool captures of bench/data/detect/ and the benign captures of tests/data/. A few

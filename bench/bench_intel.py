@@ -21,14 +21,18 @@ import psutil
 
 from a2z.records import Conn, Dns, Http, Ssl
 from a2z.rules.intel import (
+    IndicatorKey,
     IndicatorSet,
     IndicatorType,
+    IntelDelta,
     IntelMatcher,
+    apply,
     decode_delta,
     encode_delta,
     make,
     snapshot,
 )
+from a2z.rules.intel.transfer import pack, split
 
 T = IndicatorType
 MIX: list[tuple[IndicatorType, float]] = [
@@ -191,6 +195,35 @@ def run(size: int, nrecords: int, seconds: float) -> None:
     print(
         f"  full delta: {len(wire) / 2**20:,.1f} MiB ({len(wire) / len(intel):.0f} bytes per"
         f" indicator), encode {encoded:.2f} s, decode and check {decoded:.2f} s"
+    )
+    on_the_wire("full set", snapshot(intel))
+    changed = one_percent(intel, rng)
+    on_the_wire("1% changed", changed)
+    start = time.process_time()
+    apply(intel, changed)
+    print(f"  agent applies the 1% delta in {time.process_time() - start:.2f} s")
+
+
+def one_percent(intel: IndicatorSet, rng: random.Random) -> IntelDelta:
+    """A delta changing 1% of the set: half removed, half new values."""
+    n = max(len(intel) // 200, 1)
+    removed = [IndicatorKey(i.type, i.value, i.source) for i in rng.sample(list(intel), n)]
+    added = [make(kind, value, source="bench-new", confidence=80)
+             for kind, value in raw_values(n, rng)]  # fmt: skip
+    return IntelDelta(base=intel.version, version=intel.version + 1, added=added, removed=removed)
+
+
+def on_the_wire(label: str, delta: IntelDelta) -> None:
+    """What an agent is sent for ``delta``: the channel's parts (msgpack, zstd, base64)."""
+    start = time.process_time()
+    parts = [pack(part) for part in split(delta)]
+    cost = time.process_time() - start
+    raw = len(encode_delta(delta))
+    sent = sum(len(p) for p in parts)
+    print(
+        f"  to agents, {label}: {len(delta.added):,} added, {len(delta.removed):,} removed;"
+        f" msgpack {raw / 2**10:,.0f} KiB, sent {sent / 2**10:,.0f} KiB in {len(parts)}"
+        f" part(s) (zstd + base64), cut and packed in {cost:.2f} s"
     )
 
 

@@ -15,12 +15,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
 from a2z.records import ConfigLayer
+from a2z.rules.intel import IndicatorType, make
 from a2z.server.agents import service as agents
 from a2z.server.agents.commands import service as commands
 from a2z.server.agents.config import service as configs
 from a2z.server.agents.config.models import ConfigScope
 from a2z.server.auth.keys import create_api_key
 from a2z.server.context import ServerContext
+from a2z.server.intel import service as intel
+from a2z.server.intel.models import WarningKind
 from a2z.server.rules import service as rules
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
@@ -66,7 +69,33 @@ def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
             enabled=True,
             actor="t",
         )
+        value = f"{tenant.name}-secret.example"
+        intel.import_indicators(
+            session, intel.TENANT, [make(IndicatorType.DOMAIN, value, source=f"{tenant.name}-feed")]
+        )
+        indicator = intel.list_page(session, intel.TENANT, limit=1, cursor=None).items[0]
+        warning = intel.add_warning(
+            session, intel.TENANT, kind=WarningKind.DOMAIN, value=f"{tenant.name}-ok.example",
+            note="", actor="t",
+        )  # fmt: skip
+        assert warning is not None
+        # Global objects belong to no tenant: an owner (not an operator) gets 404 on them.
+        intel.import_indicators(
+            session, intel.GLOBAL, [make(IndicatorType.DOMAIN, f"g-{value}", source="mssp")]
+        )
+        global_indicator = intel.list_page(
+            session, intel.GLOBAL, limit=1, cursor=None, prefix=f"g-{value}"
+        ).items[0]
+        global_warning = intel.add_warning(
+            session, intel.GLOBAL, kind=WarningKind.DOMAIN, value=f"g-{tenant.name}-ok.example",
+            note="", actor="t",
+        )  # fmt: skip
+        assert global_warning is not None
     return {
+        "indicator_id": str(indicator.id),
+        "warning_id": str(warning.id),
+        "global_indicator_id": str(global_indicator.id),
+        "global_warning_id": str(global_warning.id),
         "tenant_id": str(tenant.id),
         "rule_id": str(rule.id),
         "agent_id": str(tenant.agent_id),
@@ -111,6 +140,9 @@ def test_tenant_a_cannot_reach_tenant_b(
             "email": f"new-{uuid.uuid4().hex[:8]}@alpha.test",
             "name": f"sweep-{uuid.uuid4().hex[:8]}",
             "yaml": custom_rule(),  # compiles: a create lands in A, never 422
+            "content": "203.0.113.201",  # an intel import that lands in A
+            "source": "sweep",
+            "value": f"sweep-{uuid.uuid4().hex[:8]}.example",
         }
         body = example(spec, route.body, overrides) if route.body else None
         if route.params:
@@ -142,3 +174,8 @@ def test_tenant_a_cannot_reach_tenant_b(
     assert client.get(fill("/api/v1/agents/{agent_id}", a_ids), headers=headers).status_code == 200
     assert client.get(fill("/api/v1/users/{user_id}", a_ids), headers=headers).status_code == 200
     assert client.get(fill("/api/v1/rules/{rule_id}", a_ids), headers=headers).status_code == 200
+    intel_url = "/api/v1/intel/indicators/{indicator_id}"
+    assert client.get(fill(intel_url, a_ids), headers=headers).status_code == 200
+    listed = client.get("/api/v1/intel/indicators", headers=headers).json()["items"]
+    assert {i["value"] for i in listed} >= {"alpha-secret.example"}
+    assert "bravo" not in repr(listed)

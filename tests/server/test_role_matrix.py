@@ -14,12 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from a2z.records import ConfigLayer
+from a2z.rules.intel import IndicatorType, make
 from a2z.server.agents import service as agents
 from a2z.server.agents.commands import service as commands
 from a2z.server.agents.config import service as configs
 from a2z.server.agents.config.models import ConfigScope
 from a2z.server.auth.keys import create_api_key
 from a2z.server.context import ServerContext
+from a2z.server.intel import service as intel
+from a2z.server.intel.models import WarningKind
 from a2z.server.rules import service as rules
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
@@ -90,6 +93,25 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("delete", "/api/v1/rules/{rule_id}"): ADMINS,
     ("get", "/api/v1/rules/{rule_id}/versions"): READERS,
     ("post", "/api/v1/rules/{rule_id}/dry-run"): RULE_TESTERS,
+    ("post", "/api/v1/intel/indicators/import"): ADMINS,
+    ("post", "/api/v1/intel/indicators/upload"): ADMINS,
+    ("get", "/api/v1/intel/indicators"): READERS,
+    ("get", "/api/v1/intel/indicators/{indicator_id}"): READERS,
+    ("delete", "/api/v1/intel/indicators/{indicator_id}"): ADMINS,
+    ("post", "/api/v1/intel/indicators/delete-by-source"): ADMINS,
+    ("get", "/api/v1/intel/warnings"): READERS,
+    ("post", "/api/v1/intel/warnings"): ADMINS,
+    ("get", "/api/v1/intel/warnings/{warning_id}"): READERS,
+    ("delete", "/api/v1/intel/warnings/{warning_id}"): ADMINS,
+    ("get", "/api/v1/intel/stats"): READERS,
+    ("post", "/api/v1/intel/global/indicators/import"): {"operator"},
+    ("get", "/api/v1/intel/global/indicators"): {"operator"},
+    ("delete", "/api/v1/intel/global/indicators/{global_indicator_id}"): {"operator"},
+    ("post", "/api/v1/intel/global/indicators/delete-by-source"): {"operator"},
+    ("get", "/api/v1/intel/global/warnings"): {"operator"},
+    ("post", "/api/v1/intel/global/warnings"): {"operator"},
+    ("delete", "/api/v1/intel/global/warnings/{global_warning_id}"): {"operator"},
+    ("get", "/api/v1/intel/global/stats"): {"operator"},
 }
 BATCHES = "/api/v1/events/batches"
 # Not in the matrix: login and refresh take no principal; logout ends the caller's own session.
@@ -161,6 +183,22 @@ def fresh_objects(
                 actor="test",
             )
             out["rule_id"] = str(rule.id)
+        for param, scope in (("indicator_id", intel.TENANT), ("global_indicator_id", intel.GLOBAL)):
+            if param in params:
+                value = f"{uuid.uuid4().hex[:12]}.example"
+                intel.import_indicators(
+                    session, scope, [make(IndicatorType.DOMAIN, value, source="matrix")]
+                )
+                out[param] = str(intel.list_page(session, scope, limit=1, cursor=None,
+                                                 prefix=value).items[0].id)  # fmt: skip
+        for param, scope in (("warning_id", intel.TENANT), ("global_warning_id", intel.GLOBAL)):
+            if param in params:
+                warning = intel.add_warning(
+                    session, scope, kind=WarningKind.DOMAIN,
+                    value=f"{uuid.uuid4().hex[:12]}.example", note="", actor="t",
+                )  # fmt: skip
+                assert warning is not None
+                out[param] = str(warning.id)
     assert set(out) == set(params), f"teach fresh_objects about {set(params) - set(out)}"
     return out
 
@@ -188,6 +226,10 @@ def test_role_gets_2xx_only_where_allowed(
             "group_id": None,  # PUT /agents/{id}/group: take the agent out of any group
             # A rule text that compiles; an update must keep the rule's id.
             "yaml": custom_rule(ids.get("rule_id")),
+            # Intel: a plain list with one valid value; a fresh warning-list value each time.
+            "content": "203.0.113.200",
+            "source": "matrix",
+            "value": f"{uuid.uuid4().hex[:12]}.example",
         }
         body = example(spec, route.body, overrides) if route.body else None
         if route.path == BATCHES:  # a wire frame, not JSON: a valid one of the tenant's agent

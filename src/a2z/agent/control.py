@@ -21,6 +21,7 @@ import msgspec
 
 from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
+from a2z.agent.detect.intel import AgentIntel
 from a2z.agent.identity import write_private
 from a2z.agent.live import LiveCapture
 from a2z.agent.ship.batcher import BatchLimits
@@ -33,6 +34,8 @@ from a2z.records import (
     ConfigResult,
     Dns,
     Http,
+    IntelPush,
+    IntelResult,
     Record,
     RulesPush,
     RulesResult,
@@ -82,6 +85,7 @@ class AgentRuntime:
     on_applied: Callable[[int], None] | None = None  # told the new version (for heartbeats)
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
     apply_rules: Callable[[RulesPush], RulesResult] | None = None  # agent/pushed_rules.py
+    intel: AgentIntel | None = None  # the tenant's threat intel, applied from pushes
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------
@@ -181,6 +185,8 @@ class AgentRuntime:
             return _encode(result).decode()
         if isinstance(message, RulesPush):
             return _encode(await self._apply_rules(message)).decode()
+        if isinstance(message, IntelPush):
+            return await self._intel(message)
         if self.run_command is None:
             return _encode(
                 CommandResult(id=message.id, ok=False, error="this agent takes no commands")
@@ -192,6 +198,16 @@ class AgentRuntime:
             return _rules_rejected(push.digest, push.version, "this agent takes no rule sets")
         # Compiling a set takes a while (pySigma): off the event loop, like a configuration.
         return await asyncio.to_thread(self.apply_rules, push)
+
+    async def _intel(self, push: IntelPush) -> str | None:
+        if self.intel is None:
+            refused = IntelResult(
+                version=push.version, applied=False, intel_version=0,
+                reason="this agent keeps no threat intel",
+            )  # fmt: skip
+            return _encode(refused).decode()
+        answer = await asyncio.to_thread(self.intel.receive, push)
+        return _encode(answer).decode() if answer is not None else None
 
     def _refuse(self, text: str, exc: Exception) -> str | None:
         # The agent validates again what the server validated: a message that fails here is
@@ -206,6 +222,13 @@ class AgentRuntime:
         if probe.type == "rules" and probe.digest:
             reason = f"invalid rule set: {exc}"
             return _encode(_rules_rejected(probe.digest, probe.version, reason)).decode()
+        if probe.type == "intel":
+            have = self.intel.version if self.intel is not None else 0
+            error = f"invalid intel push: {exc}"[:MAX_REASON_CHARS]
+            refused = IntelResult(
+                version=probe.version, applied=False, intel_version=have, reason=error
+            )
+            return _encode(refused).decode()
         if probe.type == "command" and probe.id:
             error = f"invalid command: {exc}"[:MAX_REASON_CHARS]
             return _encode(CommandResult(id=probe.id, ok=False, error=error)).decode()

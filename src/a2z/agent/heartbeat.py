@@ -24,6 +24,7 @@ class HeartbeatSource:
     reconnects: Callable[[], int]
     drops: Callable[[], int] = lambda: 0
     spool_bytes: Callable[[], int] = lambda: 0
+    intel_version: Callable[[], int] = lambda: 0  # the threat-intel set applied (ADR 12)
     config_version: int = 0
     rules_digest: str = ""  # the pushed rule set the edge runs
     _process: psutil.Process = field(default_factory=psutil.Process)
@@ -50,5 +51,6 @@ class HeartbeatSource:
             drops=self.drops(),
             spool_bytes=self.spool_bytes(),
             rules_digest=self.rules_digest,
+            intel_version=self.intel_version(),
         )
         return msgspec.json.encode(beat).decode()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from a2z.agent.commands import CommandRunner, Upgrader
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
 from a2z.agent.control import AgentRuntime, LogRing
+from a2z.agent.detect.intel import AgentIntel
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.live import LiveCapture
@@ -130,6 +131,13 @@ async def ship_records(
         on_applied=lambda digest: setattr(heartbeat, "rules_digest", digest),
     )
     runtime.apply_rules = pushed.apply
+    # The tenant's threat intel: resumed from the state directory, kept current by pushes,
+    # matched by the edge stage when there is one (ADR 12).
+    intel = runtime.intel = AgentIntel(runtime.state_dir)
+    await asyncio.to_thread(intel.resume)
+    heartbeat.intel_version = lambda: intel.version
+    if detector is not None:
+        detector.intel = intel
     logs = LogRing()
     runtime.run_command = CommandRunner(
         runtime, stats, logs, upgrade or make_upgrader(config), detector=detector

@@ -1,8 +1,9 @@
 """Control messages on the agent channel (JSON text frames; record batches are binary frames).
 
-Agent to server: heartbeats, the outcome of a pushed configuration, command results. Server to
-agent: configuration pushes and commands. Every control message names its kind in ``type``;
-the server's batch acks have no ``type`` (that is how the agent tells the two apart).
+Agent to server: heartbeats, the outcome of a pushed configuration, command results, the outcome
+of an intel push. Server to agent: configuration pushes, commands and threat-intel deltas.
+Every control message names its kind in ``type``; the server's batch acks have no ``type``
+(that is how the agent tells the two apart).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ MAX_CONTROL_BYTES = 64 * 1024  # a control frame larger than this is refused unr
 MAX_RESULT_BYTES = 256 * 1024  # ... except a command result (e.g. a diagnostics bundle),
 MAX_RESULT_FRAME_BYTES = MAX_RESULT_BYTES + 16 * 1024  # capped at this with its envelope
 MAX_REASON_CHARS = 1000  # rejection reasons and command errors are cut to this length
+# Intel pushes (server to agent) are cut into parts under the agent's 4 MiB frame limit.
+MAX_INTEL_PART_CHARS = 3 * 1024 * 1024  # base64 text of one part
+MAX_INTEL_PARTS = 4096  # parts of one delta (about 12 GiB: far above any real set)
+MAX_INTEL_WARNINGS = 10_000  # entries per kind in a pushed warning list
 
 # The application-protocol logs an agent can produce; conn records are always produced.
 ProtocolName = Literal["dns", "http", "ssl"]
@@ -109,6 +114,7 @@ class Heartbeat(msgspec.Struct, kw_only=True, frozen=True, tag="heartbeat", tag_
     # The pushed rule set the edge runs (records/ruleset.py): "" none yet; absent (None) from
     # an agent that takes no rule sets, which the server then never sends one.
     rules_digest: str | None = None
+    intel_version: int = 0  # threat-intel set version the agent matches (0: none; ADR 12)
 
 
 class ConfigResult(
@@ -132,7 +138,16 @@ class CommandResult(
     error: str = ""
 
 
-Control = Heartbeat | ConfigResult | CommandResult | RulesResult
+class IntelResult(msgspec.Struct, kw_only=True, frozen=True, tag="intel_result", tag_field="type"):
+    """What the agent did with an intel push (sent after its last part)."""
+
+    version: int  # the intel version the push would have taken the agent to
+    applied: bool  # false: refused; the agent keeps matching the set it had
+    intel_version: int  # the version the agent matches now (what the next delta must start at)
+    reason: str = ""  # why it was refused
+
+
+Control = Heartbeat | ConfigResult | CommandResult | RulesResult | IntelResult
 
 
 # -- server to agent -------------------------------------------------------------------------
@@ -158,4 +173,33 @@ class Command(msgspec.Struct, kw_only=True, frozen=True, tag="command", tag_fiel
     args: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-ServerControl = ConfigPush | Command | RulesPush
+# The base64 text of one part of an intel push: zstd-compressed msgpack (a2z.rules.intel).
+IntelData = Annotated[str, msgspec.Meta(max_length=MAX_INTEL_PART_CHARS)]
+WarningValues = Annotated[list[str], msgspec.Meta(max_length=MAX_INTEL_WARNINGS)]
+
+
+class IntelWarnings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The warning list the agent applies to its intel matches (global plus the tenant's)."""
+
+    cidrs: WarningValues = []
+    domains: WarningValues = []
+    values: WarningValues = []
+
+
+class IntelPush(msgspec.Struct, kw_only=True, frozen=True, tag="intel", tag_field="type"):
+    """One part of an indicator-set delta from ``base`` to ``version`` (ADR 12).
+
+    A delta larger than one frame is cut into ``parts`` messages, numbered from 0; the agent
+    applies it only once the last part came, all at once, and answers with an IntelResult.
+    """
+
+    version: int  # the intel version after applying
+    base: int  # the version the delta starts from (ignored when full)
+    full: bool  # replace the whole set (first contact, or a base too old)
+    part: Annotated[int, msgspec.Meta(ge=0)]
+    parts: Annotated[int, msgspec.Meta(ge=1, le=MAX_INTEL_PARTS)]
+    data: IntelData  # this part's IntelDelta: msgpack, zstd, base64
+    warnings: IntelWarnings | None = None  # the whole warning list, on the last part
+
+
+ServerControl = ConfigPush | Command | RulesPush | IntelPush

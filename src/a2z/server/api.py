@@ -12,6 +12,8 @@ from a2z.server.audit import views as audit
 from a2z.server.auth import views as auth
 from a2z.server.deps import Context
 from a2z.server.events import views as events
+from a2z.server.intel import global_views as intel_global
+from a2z.server.intel import views as intel
 from a2z.server.releases import views as releases
 from a2z.server.rules import views as rules
 from a2z.server.tenants import views as tenants
@@ -29,6 +31,8 @@ def mount(app: FastAPI) -> None:
         releases,
         events,
         rules,
+        intel,
+        intel_global,
         audit,
         web,
     ):

@@ -90,6 +90,8 @@ class _Live:
     pushed_config: int = 0  # the configuration version last sent on this connection
     sent_commands: set[str] = field(default_factory=set)  # command ids sent on it
     pushed_rules: str = ""  # the digest of the rule set last sent on it
+    pushed_intel: int = 0  # the intel version last sent on this connection (ADR 12)
+    intel_full_retried: bool = False  # a refused delta was followed by the whole set once
 
 
 @dataclass
@@ -273,6 +275,7 @@ class Gateway:
         if due.rules is not None and due.rules.digest != live.pushed_rules:
             live.pushed_rules = due.rules.digest
             await self._push_rules(conn, live, due.rules)
+        await self._deliver_intel(conn, live, due)
         for command in due.commands:
             if command.id not in live.sent_commands:
                 live.sent_commands.add(command.id)
@@ -292,6 +295,20 @@ class Gateway:
             return
         await conn.send(frame.decode())
         self.ctx.metrics.control_sent.labels("rules").inc()
+
+    async def _deliver_intel(self, conn: ServerConnection, live: _Live, due: channel.Due) -> None:
+        """The intel delta (or whole set) the agent needs, once per version per connection."""
+        base = due.intel_base
+        if due.intel_refused and not live.intel_full_retried:
+            # The agent refused a delta (e.g. its set was lost): the whole set, once.
+            live.intel_full_retried, live.pushed_intel, base = True, 0, 0
+        if due.intel_target is None or due.intel_target == live.pushed_intel:
+            return
+        live.pushed_intel = due.intel_target
+        pushes = await asyncio.to_thread(channel.intel_pushes, self.ctx, live.identity, base)
+        for push in pushes:
+            await conn.send(_encode(push).decode())
+            self.ctx.metrics.control_sent.labels("intel").inc()
 
     async def _due(self, live: _Live) -> channel.Due | None:
         return await asyncio.to_thread(channel.due, self.ctx, live.identity)

@@ -113,6 +113,20 @@ class ServerMetrics:
             "Tenants whose override merge failed at startup (retried at the next start)",
             registry=r,
         )
+        # Threat intel: import input refused (reason: rejected value, unsupported STIX
+        # pattern, unreadable file, too long), and the detect role's set refreshes.
+        self.intel_import_rejected = Counter(
+            "a2z_intel_import_rejected",
+            "Values or files refused by intel imports, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.intel_refresh_seconds = Histogram(
+            "a2z_intel_refresh_seconds",
+            "Time the detect role spent bringing a tenant's (or the global) set up to date",
+            ["kind"],
+            registry=r,
+        )
         self.bus_handle_seconds = Histogram(
             "a2z_bus_handle_seconds", "Handler time per message", ["group"], registry=r
         )

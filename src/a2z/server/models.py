@@ -6,6 +6,14 @@ from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.events.models import Event, StoredUsage
+from a2z.server.intel.models import (
+    GlobalIndicator,
+    GlobalIntelState,
+    GlobalWarning,
+    TenantIndicator,
+    TenantIntelState,
+    TenantWarning,
+)
 from a2z.server.pki.models import AgentCert, TenantCA
 from a2z.server.quotas.models import RateBucket
 from a2z.server.releases.models import AgentRelease
@@ -24,6 +32,9 @@ __all__ = [
     "ConfigVersion",
     "EnrollmentToken",
     "Event",
+    "GlobalIndicator",
+    "GlobalIntelState",
+    "GlobalWarning",
     "Membership",
     "RateBucket",
     "Role",
@@ -31,6 +42,9 @@ __all__ = [
     "StoredUsage",
     "Tenant",
     "TenantCA",
+    "TenantIndicator",
+    "TenantIntelState",
     "TenantRule",
+    "TenantWarning",
     "User",
 ]

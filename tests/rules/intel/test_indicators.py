@@ -105,3 +105,9 @@ def test_url_and_domain_shapes_normalise_idempotently(kind: IndicatorType, raw: 
     except InvalidIndicator:
         return
     assert normalise(kind, once) == once
+
+
+def test_a_nul_in_a_value_is_an_invalid_indicator_not_a_crash() -> None:
+    for kind in T:
+        with pytest.raises(InvalidIndicator):
+            normalise(kind, "10.0.0\x001")

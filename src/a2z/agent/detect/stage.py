@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from a2z.records import Alert, Record
+from a2z.records import Alert, Ftp, Record
 from a2z.rules.detections import BuiltinSettings, Detection, builtin_detections
 from a2z.rules.errors import RuleError
 from a2z.rules.suppress import SuppressionSettings, SuppressionStats, Suppressor
 
 if TYPE_CHECKING:  # the Sigma engine loads pySigma: only when rules are given (load_rules)
+    from a2z.agent.detect.intel import AgentIntel
     from a2z.rules.engine import RuleSet
     from a2z.rules.fields import RuleRecord
 
@@ -80,6 +81,7 @@ class EdgeDetector:
         suppression: SuppressionSettings | None = None,
         enable_builtins: bool = True,
         rule_paths: Sequence[Path] = (),
+        intel: AgentIntel | None = None,
     ) -> None:
         self.detections: list[Detection] = builtin_detections(builtins) if enable_builtins else []
         self.rule_paths = tuple(rule_paths)  # where ``rules`` came from; reload_rules re-reads
@@ -89,6 +91,7 @@ class EdgeDetector:
         self.local_rules = rules
         self.pushed_rules: RuleSet | None = None
         self.rules = rules
+        self.intel = intel  # the tenant's indicators, kept current by the server (ADR 12)
         self.suppressor = Suppressor(suppression)
         self.stats = DetectStats(suppression=self.suppressor.stats)
         # Dispatch by record type once, not per record.
@@ -153,6 +156,11 @@ class EdgeDetector:
                 raised.extend(self.rules.match(rule_record))
             except Exception:  # a rule's predicate should not raise; if one does, go on
                 self._failed("sigma", record)
+        if self.intel is not None and not isinstance(record, Ftp):
+            try:
+                raised.extend(self.intel.match(record))
+            except Exception:  # a bad value in a record must not stop the stream
+                self._failed("intel", record)
         if not raised:
             return []
         return self._admit(raised)

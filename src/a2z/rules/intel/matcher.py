@@ -126,6 +126,22 @@ class IntelMatcher:
                 yield field, value, entries
 
 
+# ATT&CK techniques an indicator match points at: traffic to a known-bad address, name or URL
+# is command-and-control over an application protocol (T1071); a known-bad TLS client
+# fingerprint is also the malware's encrypted channel (T1573); a known-bad file hash, a tool
+# brought in (T1105).
+ATTACK: dict[IndicatorType, list[str]] = {
+    IndicatorType.IP: ["T1071"],
+    IndicatorType.DOMAIN: ["T1071"],
+    IndicatorType.URL: ["T1071"],
+    IndicatorType.JA3: ["T1071", "T1573"],
+    IndicatorType.JA4: ["T1071", "T1573"],
+    IndicatorType.MD5: ["T1105"],
+    IndicatorType.SHA1: ["T1105"],
+    IndicatorType.SHA256: ["T1105"],
+}
+
+
 def alert_for(hit: IntelHit, record: IntelRecord) -> Alert:
     """The alert for one indicator match; repeats from one source share a dedup key."""
     ind = hit.indicator
@@ -142,6 +158,7 @@ def alert_for(hit: IntelHit, record: IntelRecord) -> Alert:
             f" from {ind.source} (confidence {ind.confidence})"
         ),
         severity=severity(ind.confidence),
+        attack=list(ATTACK[ind.type]),
         uids=[record.uid],
         dedup_key=f"intel|{ind.type.value}|{ind.value}|{ind.source}|{record.orig_h}",
     )

@@ -16,6 +16,7 @@ pending commands, its tenant's edge rule set when it runs another).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -31,6 +32,8 @@ from a2z.records import (
     ConfigResult,
     Control,
     Heartbeat,
+    IntelPush,
+    IntelResult,
     RulesPush,
     RulesResult,
     WireError,
@@ -44,6 +47,7 @@ from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
 from a2z.server.bus.base import Message, events_subject
 from a2z.server.context import ServerContext
+from a2z.server.intel import delivery as intel_delivery
 from a2z.server.pki.x509 import AgentIdentity
 from a2z.server.quotas.service import OverLimit
 from a2z.server.store.base import utcnow
@@ -133,6 +137,11 @@ class Due:
     config: ConfigPush | None = None
     commands: list[Command] = field(default_factory=list)
     rules: RulesPush | None = None  # the tenant's edge rule set, if the agent runs another
+    # Threat intel (ADR 12): the combined version the agent should reach, if it is not there,
+    # and the version it matches now (the delta's base); refused: its last push was refused.
+    intel_target: int | None = None
+    intel_base: int = 0
+    intel_refused: bool = False
 
 
 def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Due | None:
@@ -161,6 +170,7 @@ def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Du
                 agent.config_rejected_version = agent.config_rejected_reason = None
             agent.health = msgspec.json.encode(message).decode()
             edge_rules.record_heartbeat(agent=agent, digest=message.rules_digest)
+            agent.intel_version = message.intel_version
             ctx.metrics.heartbeats.inc()
         elif isinstance(message, ConfigResult):
             configs.record_result(session=session, agent=agent, result=message)
@@ -175,6 +185,10 @@ def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Du
             )  # fmt: skip
         elif isinstance(message, RulesResult):
             _rules_result(ctx, session, agent, message)
+        elif isinstance(message, IntelResult):
+            _intel_result(ctx, session, agent, message)
+            due = _due(ctx, session, agent)
+            return dataclasses.replace(due, intel_refused=not message.applied)
         else:
             _command_result(ctx, session, agent, message)
         return _due(ctx, session, agent)
@@ -209,8 +223,15 @@ def _due(ctx: ServerContext, session: ScopedSession, agent: Agent) -> Due:
         and desired != agent.config_rejected_version  # refused: pushing again would not help
     ):
         config = ConfigPush(version=desired, config=settings)
-    pending = commands.pending(session=session, agent_id=agent.id)
-    return Due(config=config, commands=pending, rules=rules)
+    intel = intel_delivery.current(session)
+    applied = agent.intel_version or 0
+    return Due(
+        config=config,
+        commands=commands.pending(session=session, agent_id=agent.id),
+        rules=rules,
+        intel_target=intel if intel != applied else None,
+        intel_base=applied,
+    )
 
 
 def _rules_result(
@@ -228,6 +249,28 @@ def _rules_result(
             "reason": message.reason[:200],
         },
     )  # fmt: skip
+
+
+def intel_pushes(ctx: ServerContext, identity: AgentIdentity, base: int) -> list[IntelPush]:
+    """The intel messages taking the agent from ``base`` to its tenant's current set."""
+    with ctx.sessions.tenant(identity.tenant_id) as session:
+        return intel_delivery.pushes(session, base)
+
+
+def _intel_result(
+    ctx: ServerContext, session: ScopedSession, agent: Agent, message: IntelResult
+) -> None:
+    agent.intel_version = message.intel_version
+    agent.intel_rejected_reason = None if message.applied else message.reason[:1000]
+    outcome = "applied" if message.applied else "rejected"
+    ctx.metrics.control_results.labels("intel", outcome).inc()
+    if not message.applied:  # applied deltas are routine; a refusal is worth a person's look
+        actor = f"agent:{agent.id}"
+        audit.record(
+            session=session, actor=actor, action="agent.intel.rejected", target=actor,
+            outcome="failure",
+            detail={"version": message.version, "reason": message.reason[:200]},
+        )  # fmt: skip
 
 
 def _command_result(

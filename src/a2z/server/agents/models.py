@@ -46,6 +46,10 @@ class Agent(TenantOwned, Base):
     rules_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     rules_rejected_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     rules_rejected_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # The threat-intel version the agent matches (heartbeats and intel results; ADR 12), and
+    # why it refused the last intel push, if it did.
+    intel_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    intel_rejected_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class EnrollmentToken(TenantOwned, Base):

@@ -44,6 +44,8 @@ class AgentOut(Out):
     last_heartbeat_at: datetime | None
     version: str | None
     config_version: int | None
+    intel_version: int | None  # threat-intel set the agent matches (see GET /intel/stats)
+    intel_rejected_reason: str | None  # why it refused the last intel push, if it did
     health: dict[str, Any] | None  # the latest heartbeat's metrics
     clone_suspected_at: datetime | None
     # Edge rules (ADR 13): the pushed rule set the agent runs ("": none yet; null: the agent
@@ -69,6 +71,7 @@ class AgentOut(Out):
             last_seen_at=agent.last_seen_at, boot_epoch=agent.boot_epoch,
             last_seq=agent.last_seq, status=status, last_heartbeat_at=beat,
             version=agent.version, config_version=agent.config_version,
+            intel_version=agent.intel_version, intel_rejected_reason=agent.intel_rejected_reason,
             health=msgspec.json.decode(agent.health) if agent.health else None,
             clone_suspected_at=agent.clone_suspected_at, rules_digest=agent.rules_digest,
             rules_version=version_of(agent.rules_digest) if agent.rules_digest else None,

@@ -19,6 +19,7 @@ class Permission(enum.StrEnum):
     INGEST = "ingest"  # send record batches over HTTP (agent-bound keys)
     MANAGE_RULES = "manage_rules"  # create, change, enable/disable, archive detection rules
     TEST_RULES = "test_rules"  # validate rules and dry-run them over stored records
+    MANAGE_INTEL = "manage_intel"  # import and delete indicators, edit the warning list
 
 
 _ADMINS = {Role.OWNER, Role.ADMIN, Role.OPERATOR}
@@ -34,6 +35,7 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     # Analysts write detections, so they may try them; a dry run scans many records, so
     # viewers (read-only dashboards) may not.
     Permission.TEST_RULES: frozenset(_ADMINS | {Role.ANALYST}),
+    Permission.MANAGE_INTEL: frozenset(_ADMINS),
 }
 
 # Roles a principal may hand out (to users or keys): never more than it holds.

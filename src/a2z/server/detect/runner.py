@@ -7,6 +7,7 @@ from a2z.server.bus import Bus
 from a2z.server.bus.jetstream import EVENTS_PREFIX
 from a2z.server.detect.correlations import CorrelationDetector
 from a2z.server.detect.detectors import BatchDetector, ConnAnomalyDetector, TenantRulesDetector
+from a2z.server.detect.intel import IntelDetector
 from a2z.server.detect.worker import DetectWorker
 from a2z.server.metrics import ServerMetrics
 from a2z.server.store.session import SessionFactory
@@ -17,11 +18,12 @@ DETECT_GROUP = "detect"  # the durable consumer every detect process shares
 def default_detectors(
     sessions: SessionFactory, metrics: ServerMetrics, catalog: Catalog
 ) -> list[BatchDetector]:
-    """The backend detections every tenant gets: its Sigma rules, its Sigma correlation rules
-    and the anomaly model."""
+    """The backend detections every tenant gets: its Sigma rules, its Sigma correlation rules,
+    threat intel (global and its own indicators) and the anomaly model."""
     return [
         TenantRulesDetector(sessions, catalog, metrics),
         CorrelationDetector(sessions, catalog, metrics),
+        IntelDetector(sessions, metrics),
         ConnAnomalyDetector(sessions=sessions),
     ]
 
