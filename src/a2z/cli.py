@@ -256,6 +256,7 @@ def _ship(args: argparse.Namespace) -> int:
     from a2z.agent.enroll import EnrollmentError, renew
     from a2z.agent.identity import IdentityFiles
     from a2z.agent.live import live_stream, open_live
+    from a2z.agent.protocols.analyzer import AnalyzerSwitch, ProtocolConfig
     from a2z.agent.service import describe, ship_capture, ship_records, spool_settings
     from a2z.agent.ship.channel import ChannelRefused
     from a2z.agent.ship.spool import SpoolError
@@ -269,7 +270,11 @@ def _ship(args: argparse.Namespace) -> int:
             # Opened here, so a bad interface or filter fails now; pushed configurations
             # retune it while it runs.
             capture = open_live(args.interface, args.bpf)
-            records = live_stream(capture, args.max_packets, args.max_seconds)
+            analyzers = AnalyzerSwitch()
+            records = live_stream(
+                capture, args.max_packets, args.max_seconds,
+                protocols=ProtocolConfig(analyzers=analyzers),
+            )  # fmt: skip
             # After the ring is open: loading the detections (and any Sigma rules) takes a
             # moment, and the kernel keeps the traffic of that moment for us.
             detector = _ship_detector(args)
@@ -277,7 +282,7 @@ def _ship(args: argparse.Namespace) -> int:
                 ship_records(
                     config, records, spool=spool_settings(
                         config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
-                    ), capture=capture, detector=detector,
+                    ), capture=capture, detector=detector, analyzers=analyzers,
                 )
             )  # fmt: skip
         else:

@@ -23,6 +23,7 @@ from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.identity import write_private
 from a2z.agent.live import LiveCapture
+from a2z.agent.protocols.analyzer import AnalyzerSwitch
 from a2z.agent.ship.batcher import BatchLimits
 from a2z.agent.ship.spool import Spool
 from a2z.records import (
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "applied-config.json"
 _PROTOCOL_RECORDS: dict[str, type] = {"dns": Dns, "http": Http, "ssl": Ssl}
 _LINKTYPE_ETHERNET = 1
+_ALWAYS_ANALYZED = ("ftp",)  # analyzers the configuration has no switch for
 
 
 class AppliedConfig(msgspec.Struct, frozen=True):
@@ -78,6 +80,7 @@ class AgentRuntime:
     settings: AgentSettings = field(default_factory=AgentSettings)
     on_applied: Callable[[int], None] | None = None  # told the new version (for heartbeats)
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
+    analyzers: AnalyzerSwitch = field(default_factory=AnalyzerSwitch)  # the pipeline's switch
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------
@@ -158,6 +161,9 @@ class AgentRuntime:
             self.spool.resize(new.spool_max_bytes)
 
     def _apply_protocols(self, new: AgentSettings) -> None:
+        # The analyzers themselves go off (no parsing cost); FTP is not configurable yet. The
+        # output filter stays for the records a session had finished before the switch.
+        self.analyzers.configure({*new.protocols, *_ALWAYS_ANALYZED})
         self._dropped = frozenset(
             cls for name, cls in _PROTOCOL_RECORDS.items() if name not in new.protocols
         )

@@ -36,6 +36,7 @@ from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.capture.packet import RawPacket
 from a2z.agent.pipeline import Pipeline
+from a2z.agent.protocols.analyzer import ProtocolConfig
 from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
 
@@ -291,10 +292,17 @@ def live_records(
 
 
 def live_stream(
-    source: LiveCapture, max_packets: int | None = None, max_seconds: float | None = None
+    source: LiveCapture,
+    max_packets: int | None = None,
+    max_seconds: float | None = None,
+    *,
+    protocols: ProtocolConfig | None = None,
 ) -> Iterator[Record | None]:
-    """Records of an open capture (ticks as ``None``) until a limit; closes it at the end."""
-    pipeline = Pipeline()
+    """Records of an open capture (ticks as ``None``) until a limit; closes it at the end.
+
+    ``protocols`` carries the analyzer switch the control path flips while this runs.
+    """
+    pipeline = Pipeline(protocols=protocols)
     deadline = time.monotonic() + max_seconds if max_seconds is not None else None
     seen = 0
     try:

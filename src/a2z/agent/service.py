@@ -17,6 +17,7 @@ from a2z.agent.control import AgentRuntime, LogRing
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.live import LiveCapture
+from a2z.agent.protocols.analyzer import AnalyzerSwitch, ProtocolConfig
 from a2z.agent.replay import iter_records
 from a2z.agent.ship.batcher import BatchLimits, batches
 from a2z.agent.ship.channel import ChannelClient, ShipStats
@@ -68,9 +69,11 @@ async def ship_capture(
     With a spool (``spool_dir`` or the config's), batches left by an earlier run are delivered
     first, with their original ``(epoch, seq)``.
     """
+    analyzers = AnalyzerSwitch()
     return await ship_records(
         config,
-        iter_records(capture),
+        iter_records(capture, protocols=ProtocolConfig(analyzers=analyzers)),
+        analyzers=analyzers,
         rate=rate,
         spool=spool_settings(config, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes),
         ssl=ssl,
@@ -90,6 +93,7 @@ async def ship_records(
     capture: LiveCapture | None = None,
     upgrade: Upgrader | None = None,
     detector: EdgeDetector | None = None,
+    analyzers: AnalyzerSwitch | None = None,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
 
@@ -100,6 +104,8 @@ async def ship_records(
     The server's configuration pushes and commands are applied meanwhile: to ``capture`` (the
     live capture the records come from, if any), the batcher, the spool and the record stream.
     With a ``detector`` (edge detection), its alerts are shipped among the records.
+    ``analyzers`` is the switch of the pipeline making ``records``: the configured protocols
+    turn its analyzers on and off.
     """
     if detector is not None:
         records = detector.live(records)
@@ -122,6 +128,8 @@ async def ship_records(
         capture=capture,
         limits=BatchLimits(size=config.batch_size),
     )
+    if analyzers is not None:
+        runtime.analyzers = analyzers
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
     logs = LogRing()
     runtime.run_command = CommandRunner(
