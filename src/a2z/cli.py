@@ -251,6 +251,7 @@ def _ship_detector(args: argparse.Namespace) -> EdgeDetector | None:
 
 def _ship(args: argparse.Namespace) -> int:
     """Replay a capture, or capture live, and deliver the records to the server."""
+    from a2z.agent.budget import ResourceGovernor
     from a2z.agent.capture import CaptureError
     from a2z.agent.config import ConfigError, load_config
     from a2z.agent.enroll import EnrollmentError, renew
@@ -271,9 +272,10 @@ def _ship(args: argparse.Namespace) -> int:
             # retune it while it runs.
             capture = open_live(args.interface, args.bpf)
             analyzers = AnalyzerSwitch()
+            governor = ResourceGovernor(analyzers)  # budget from pushed configurations
             records = live_stream(
                 capture, args.max_packets, args.max_seconds,
-                protocols=ProtocolConfig(analyzers=analyzers),
+                protocols=ProtocolConfig(analyzers=analyzers), governor=governor,
             )  # fmt: skip
             # After the ring is open: loading the detections (and any Sigma rules) takes a
             # moment, and the kernel keeps the traffic of that moment for us.
@@ -283,6 +285,7 @@ def _ship(args: argparse.Namespace) -> int:
                     config, records, spool=spool_settings(
                         config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
                     ), capture=capture, detector=detector, analyzers=analyzers,
+                    governor=governor,
                 )
             )  # fmt: skip
         else:

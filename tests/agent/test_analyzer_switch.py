@@ -95,7 +95,7 @@ def test_switching_off_mid_flow_drops_the_running_analyzer(spy: type[CountingHtt
     conv.send(False, RESPONSE).send(True, REQUEST).close()
     out = feed(pipeline, conv.packets[later:]) + pipeline.flush()
     assert spy.fed == 1  # nothing more was parsed
-    assert switch.stopped == {"http": 1}
+    assert switch.skipped == {"http": 1}
     assert not [r for r in out if isinstance(r, Http)]
     assert [r for r in out if isinstance(r, Conn)]
 

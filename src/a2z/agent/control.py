@@ -4,8 +4,9 @@ A pushed configuration is validated whole first (its schema by msgspec, the BPF 
 compiling it with libpcap), then applied part by part: capture filter (swapped on the open
 socket, no gap), batch limits, spool cap, protocol logs. If a part fails, the parts already
 changed are put back and the push is rejected with the reason, so the old configuration keeps
-running. The applied version and body are kept in the state directory (the identity
-directory), so a restarted agent resumes the configuration it was given.
+running. The resource budget is handed to the governor (a2z.agent.budget). The applied
+version and body are kept in the state directory (the identity directory), so a restarted
+agent resumes the configuration it was given.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from a2z.agent.budget import ResourceGovernor
 from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.identity import write_private
@@ -81,6 +83,7 @@ class AgentRuntime:
     on_applied: Callable[[int], None] | None = None  # told the new version (for heartbeats)
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
     analyzers: AnalyzerSwitch = field(default_factory=AnalyzerSwitch)  # the pipeline's switch
+    governor: ResourceGovernor | None = None  # enforces the resource budget (live capture)
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------
@@ -112,6 +115,7 @@ class AgentRuntime:
         old = self.settings
         steps: list[Callable[[AgentSettings], None]] = [
             self._apply_filter, self._apply_limits, self._apply_spool, self._apply_protocols,
+            self._apply_budget,
         ]  # fmt: skip
         done: list[Callable[[AgentSettings], None]] = []
         try:
@@ -167,6 +171,10 @@ class AgentRuntime:
         self._dropped = frozenset(
             cls for name, cls in _PROTOCOL_RECORDS.items() if name not in new.protocols
         )
+
+    def _apply_budget(self, new: AgentSettings) -> None:
+        if self.governor is not None:
+            self.governor.set_budget(new.cpu_percent_max, new.rss_max_bytes)
 
     # -- the channel's control handler --------------------------------------------------------
 

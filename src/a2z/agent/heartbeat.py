@@ -13,7 +13,7 @@ import msgspec
 import psutil
 
 from a2z import __version__
-from a2z.records import Heartbeat
+from a2z.records import BudgetReport, Heartbeat
 
 
 @dataclass
@@ -24,6 +24,7 @@ class HeartbeatSource:
     reconnects: Callable[[], int]
     drops: Callable[[], int] = lambda: 0
     spool_bytes: Callable[[], int] = lambda: 0
+    budget: Callable[[], BudgetReport | None] = lambda: None  # the governor's report
     config_version: int = 0
     _process: psutil.Process = field(default_factory=psutil.Process)
     _last: tuple[float, int] = (0.0, 0)
@@ -48,5 +49,6 @@ class HeartbeatSource:
             reconnects=self.reconnects(),
             drops=self.drops(),
             spool_bytes=self.spool_bytes(),
+            budget=self.budget(),
         )
         return msgspec.json.encode(beat).decode()

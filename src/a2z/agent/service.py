@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from a2z.agent.budget import ResourceGovernor
 from a2z.agent.commands import CommandRunner, Upgrader
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
 from a2z.agent.control import AgentRuntime, LogRing
@@ -94,6 +95,7 @@ async def ship_records(
     upgrade: Upgrader | None = None,
     detector: EdgeDetector | None = None,
     analyzers: AnalyzerSwitch | None = None,
+    governor: ResourceGovernor | None = None,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
 
@@ -105,7 +107,8 @@ async def ship_records(
     live capture the records come from, if any), the batcher, the spool and the record stream.
     With a ``detector`` (edge detection), its alerts are shipped among the records.
     ``analyzers`` is the switch of the pipeline making ``records``: the configured protocols
-    turn its analyzers on and off.
+    turn its analyzers on and off. The ``governor`` (live capture) samples the process every
+    few seconds and sheds load to keep the configured resource budget; heartbeats report it.
     """
     if detector is not None:
         records = detector.live(records)
@@ -130,6 +133,9 @@ async def ship_records(
     )
     if analyzers is not None:
         runtime.analyzers = analyzers
+    if governor is not None:
+        runtime.governor = governor
+        heartbeat.budget = governor.report
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
     logs = LogRing()
     runtime.run_command = CommandRunner(
@@ -144,7 +150,10 @@ async def ship_records(
             stream = batches(
                 kept, agent_id=config.agent_id, boot_epoch=time.time_ns(), limits=runtime.limits
             )
-            async with _reporting(client.stats, progress, progress_interval_s):
+            async with (
+                _reporting(client.stats, progress, progress_interval_s),
+                _governing(governor),
+            ):
                 return await client.ship(_paced(stream, rate))
         store = await asyncio.to_thread(Spool, spool)
         try:
@@ -155,7 +164,10 @@ async def ship_records(
             stream = batches(
                 kept, agent_id=config.agent_id, boot_epoch=epoch, limits=runtime.limits
             )
-            async with _reporting(client.stats, progress, progress_interval_s):
+            async with (
+                _reporting(client.stats, progress, progress_interval_s),
+                _governing(governor),
+            ):
                 await _deliver_spooled(client, store, stream, rate)
         finally:
             await asyncio.to_thread(store.close)
@@ -242,6 +254,27 @@ async def _sync_periodically(store: Spool) -> None:
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     first = group.exceptions[0]
     return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+@contextlib.asynccontextmanager
+async def _governing(governor: ResourceGovernor | None) -> AsyncIterator[None]:
+    # The governor's sampling loop, for as long as the agent ships.
+    if governor is None:
+        yield
+        return
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(governor.policy.interval_s)
+            governor.sample()
+
+    task = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager

@@ -36,14 +36,14 @@ class AnalyzerSwitch:
     (its conn record is still written, without that ``service``); the counters say how often.
     """
 
-    __slots__ = ("_configured", "_shed", "enabled", "skipped", "stopped")
+    __slots__ = ("_configured", "_shed", "enabled", "shed_flows", "skipped")
 
     def __init__(self, configured: Iterable[str] = SERVICES) -> None:
         self._configured = frozenset(configured)
         self._shed: frozenset[str] = frozenset()
         self.enabled = self._configured  # what sessions read: configured minus shed
-        self.skipped: dict[str, int] = {}  # flows not analysed because the protocol was off
-        self.stopped: dict[str, int] = {}  # flows whose running analyzer was switched off
+        self.skipped: dict[str, int] = {}  # flows not (or no longer) analysed: configured off
+        self.shed_flows: dict[str, int] = {}  # flows not (or no longer) analysed: shed for load
 
     def configure(self, services: Iterable[str]) -> None:
         """The services the configuration turns on."""
@@ -62,11 +62,12 @@ class AnalyzerSwitch:
 
     @property
     def shedding(self) -> frozenset[str]:
-        """The services currently shed for load."""
-        return self._shed
+        """The configured services currently shed for load."""
+        return self._configured & self._shed
 
-    def count(self, counter: dict[str, int], service: str) -> None:
-        """Count one flow in ``skipped`` or ``stopped`` (called on the pipeline's thread)."""
+    def passed_over(self, service: str) -> None:
+        """Count one flow left unanalysed because ``service`` is off (pipeline thread only)."""
+        counter = self.skipped if service not in self._configured else self.shed_flows
         counter[service] = counter.get(service, 0) + 1
 
 

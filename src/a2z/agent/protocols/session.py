@@ -129,7 +129,7 @@ class AppSession:
         if analyzer is None:
             switch = self.config.analyzers
             if "dns" not in switch.enabled:  # off: not even the content test runs
-                switch.count(switch.skipped, "dns")
+                switch.passed_over("dns")
                 self.done = True
                 return
             standard = self.ports[0] in STANDARD_PORTS or self.ports[1] in STANDARD_PORTS
@@ -237,7 +237,7 @@ class AppSession:
             return None
         switch = self.config.analyzers
         if verdict not in switch.enabled:  # turned off (or shed): no parsing from here on
-            switch.count(switch.skipped, str(verdict))
+            switch.passed_over(str(verdict))
             self._probes = None
             self.done = True
             return None
@@ -258,7 +258,7 @@ class AppSession:
         switch = self.config.analyzers
         if analyzer.service in switch.enabled:
             return False
-        switch.count(switch.stopped, analyzer.service)
+        switch.passed_over(analyzer.service)
         self.analyzer = None
         self._streams = None  # the reassembly buffers go too: that is what shedding frees
         self.done = True
