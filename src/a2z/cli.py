@@ -267,10 +267,30 @@ def _ship(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
             asyncio.run(renew(config))
-        if args.interface:
+        if args.interface and args.workers > 1:
+            # Worker processes in one fanout group; started here, so a bad interface or
+            # filter fails now. Configurations are relayed to all of them.
+            from a2z.agent.workers import AfPacketOpener, WorkerPool
+
+            pool = WorkerPool(AfPacketOpener(args.interface), args.workers, args.bpf)
+            pool.start()
+            detector = _ship_detector(args)
+            stats = asyncio.run(
+                ship_records(
+                    config, pool.records(args.max_packets, args.max_seconds),
+                    spool=spool_settings(
+                        config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
+                    ), detector=detector, workers=pool, budget=pool.budget,
+                )
+            )  # fmt: skip
+        elif args.interface:
             # Opened here, so a bad interface or filter fails now; pushed configurations
             # retune it while it runs.
             capture = open_live(args.interface, args.bpf)
+            # Imported once the ring is open and keeps the traffic (as the detections below).
+            from a2z.agent.budget import ResourceGovernor
+            from a2z.agent.protocols.analyzer import AnalyzerSwitch, ProtocolConfig
+
             analyzers = AnalyzerSwitch()
             governor = ResourceGovernor(analyzers)  # budget from pushed configurations
             records = live_stream(

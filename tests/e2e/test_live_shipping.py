@@ -38,7 +38,22 @@ def wait_for_port(pair: VethPair, port: int, seconds: float = 30) -> None:
     pytest.fail(f"nothing listens on {port} in the server namespace")
 
 
-def test_live_capture_is_enrolled_shipped_and_stored(tmp_path: Path) -> None:
+def wait_for_heartbeat(db: Path, agent: subprocess.Popen[str], seconds: float = 30) -> None:
+    # The agent opens its capture (every worker's socket) before it connects: its first
+    # heartbeat means the ring is up.
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and agent.poll() is None:
+        with sqlite3.connect(db) as conn:
+            if conn.execute("SELECT 1 FROM agents WHERE last_heartbeat_at IS NOT NULL").fetchall():
+                return
+        time.sleep(0.1)
+    pytest.fail(f"the agent never sent a heartbeat (exit code {agent.poll()})")
+
+
+# Two workers: PACKET_FANOUT worker processes feeding the one channel (the flows are split
+# between them by the kernel's flow hash; every record must still arrive once).
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_live_capture_is_enrolled_shipped_and_stored(tmp_path: Path, workers: str) -> None:
     require_root_tools("curl")
     data = tmp_path / "server"
     admin = [*a2z("admin", "--data-dir", str(data), "--json")]
@@ -67,10 +82,11 @@ def test_live_capture_is_enrolled_shipped_and_stored(tmp_path: Path) -> None:
                          "--dir", str(tmp_path / "agent"), "--name", "branch-sensor")), timeout=60)  # fmt: skip
             agent = subprocess.Popen(
                 in_b(a2z("agent", "run", "-i", pair.b_if, "--config", str(tmp_path / "agent" / "agent.json"),
-                         "--spool-dir", str(tmp_path / "spool"), "--max-seconds", "6")),
+                         "--spool-dir", str(tmp_path / "spool"), "--max-seconds", "6",
+                         "--workers", workers)),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            time.sleep(1.5)  # the ring is up
+            wait_for_heartbeat(data / "a2z.db", agent)
             for i in range(3):
                 run(pair.exec_argv(pair.a_ns, ["curl", "-s", "-o", "/dev/null", "-A", f"probe-{i}",
                                                f"http://{pair.b_ip4}:{WEB}/"]), timeout=20)  # fmt: skip

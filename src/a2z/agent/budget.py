@@ -186,4 +186,31 @@ class ResourceGovernor:
         return level
 
 
-__all__ = ["CPU_SHEDS", "BudgetPolicy", "ResourceGovernor", "Usage", "UsageSource", "process_usage"]
+def merge_reports(reports: list[BudgetReport]) -> BudgetReport | None:
+    """Several capture processes' states as one: the highest levels, summed figures."""
+    if not reports:
+        return None
+    return BudgetReport(
+        state="shedding" if any(r.state == "shedding" for r in reports) else "normal",
+        cpu_level=max(r.cpu_level for r in reports),
+        memory_level=max(r.memory_level for r in reports),
+        max_flows=sum(r.max_flows for r in reports),
+        shed_protocols=sorted({p for r in reports for p in r.shed_protocols}),
+        cpu_percent=round(sum(r.cpu_percent for r in reports), 1),
+        rss_bytes=sum(r.rss_bytes for r in reports),
+        shed_flows=sum(r.shed_flows for r in reports),
+        evicted_flows=sum(r.evicted_flows for r in reports),
+        cpu_sheds=sum(r.cpu_sheds for r in reports),
+        memory_sheds=sum(r.memory_sheds for r in reports),
+    )
+
+
+__all__ = [
+    "CPU_SHEDS",
+    "BudgetPolicy",
+    "ResourceGovernor",
+    "Usage",
+    "UsageSource",
+    "merge_reports",
+    "process_usage",
+]

@@ -92,6 +92,10 @@ class CommandRunner:
                 raise CommandError(applied.reason)
             return {"version": version, "applied": True}
         if command.kind == "restart-capture":
+            workers = self.runtime.workers
+            if workers is not None:  # every worker's socket, one after the other
+                await asyncio.to_thread(workers.restart)
+                return {"restarts": workers.restarts, "filter": workers.bpf}
             capture = self.runtime.capture
             if capture is None:
                 raise CommandError("this agent is not capturing live")
@@ -148,13 +152,14 @@ def diagnostics_bundle(
             "dropped_records": spool.total("dropped").records,
             "quarantined_regions": spool.quarantined_regions,
         }
-    if runtime.capture is not None:
-        counters = runtime.capture.read_counters()
+    capture = runtime.workers or runtime.capture
+    if capture is not None:
+        counters = capture.read_counters()
         bundle["capture"] = {
-            "filter": runtime.capture.bpf,
+            "filter": capture.bpf,
             "received": counters.received,
             "dropped": counters.dropped,
-            "restarts": runtime.capture.restarts,
+            "restarts": capture.restarts,
         }
     lines = list(logs.lines) if logs is not None else []
     bundle["logs"], bundle["logs_truncated"] = lines, False

@@ -17,10 +17,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
 from a2z.agent.budget import ResourceGovernor
+from a2z.agent.capture.af_packet import CaptureCounters
 from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.identity import write_private
@@ -48,6 +50,22 @@ STATE_FILE = "applied-config.json"
 _PROTOCOL_RECORDS: dict[str, type] = {"dns": Dns, "http": Http, "ssl": Ssl}
 _LINKTYPE_ETHERNET = 1
 _ALWAYS_ANALYZED = ("ftp",)  # analyzers the configuration has no switch for
+
+
+class Workers(Protocol):
+    """Capture worker processes the configuration is relayed to (a2z.agent.workers)."""
+
+    bpf: str
+    restarts: int
+
+    def apply(self, settings: AgentSettings) -> None:
+        """All workers run ``settings``, or none (CaptureError says why)."""
+
+    def restart(self) -> None:
+        """Every worker reopens its socket."""
+
+    def read_counters(self) -> CaptureCounters:
+        """Kernel counters over the workers."""
 
 
 class AppliedConfig(msgspec.Struct, frozen=True):
@@ -84,6 +102,7 @@ class AgentRuntime:
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
     analyzers: AnalyzerSwitch = field(default_factory=AnalyzerSwitch)  # the pipeline's switch
     governor: ResourceGovernor | None = None  # enforces the resource budget (live capture)
+    workers: Workers | None = None  # capture worker processes (--workers N), steered as one
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------
@@ -115,7 +134,7 @@ class AgentRuntime:
         old = self.settings
         steps: list[Callable[[AgentSettings], None]] = [
             self._apply_filter, self._apply_limits, self._apply_spool, self._apply_protocols,
-            self._apply_budget,
+            self._apply_budget, self._apply_workers,
         ]  # fmt: skip
         done: list[Callable[[AgentSettings], None]] = []
         try:
@@ -175,6 +194,12 @@ class AgentRuntime:
     def _apply_budget(self, new: AgentSettings) -> None:
         if self.governor is not None:
             self.governor.set_budget(new.cpu_percent_max, new.rss_max_bytes)
+
+    def _apply_workers(self, new: AgentSettings) -> None:
+        # Last, so one worker failing puts the parent's own parts back too; the pool itself
+        # puts back the workers that had applied.
+        if self.workers is not None:
+            self.workers.apply(new)
 
     # -- the channel's control handler --------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from a2z.agent.budget import ResourceGovernor
 from a2z.agent.commands import CommandRunner, Upgrader
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
-from a2z.agent.control import AgentRuntime, LogRing
+from a2z.agent.control import AgentRuntime, LogRing, Workers
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.live import LiveCapture
@@ -25,7 +25,7 @@ from a2z.agent.ship.channel import ChannelClient, ShipStats
 from a2z.agent.ship.outbox import SpoolOutbox
 from a2z.agent.ship.spool import Spool, SpoolSettings
 from a2z.agent.upgrade import make_upgrader
-from a2z.records import Batch, Record
+from a2z.records import Batch, BudgetReport, Record
 
 if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
     from a2z.agent.detect import EdgeDetector
@@ -96,6 +96,8 @@ async def ship_records(
     detector: EdgeDetector | None = None,
     analyzers: AnalyzerSwitch | None = None,
     governor: ResourceGovernor | None = None,
+    workers: Workers | None = None,
+    budget: Callable[[], BudgetReport | None] | None = None,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
 
@@ -109,6 +111,8 @@ async def ship_records(
     ``analyzers`` is the switch of the pipeline making ``records``: the configured protocols
     turn its analyzers on and off. The ``governor`` (live capture) samples the process every
     few seconds and sheds load to keep the configured resource budget; heartbeats report it.
+    With capture ``workers`` (``--workers N``), configurations and restarts are relayed to
+    every worker, all or none, and ``budget`` reports their governors' state.
     """
     if detector is not None:
         records = detector.live(records)
@@ -136,6 +140,9 @@ async def ship_records(
     if governor is not None:
         runtime.governor = governor
         heartbeat.budget = governor.report
+    runtime.workers = workers
+    if budget is not None:
+        heartbeat.budget = budget
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
     logs = LogRing()
     runtime.run_command = CommandRunner(
