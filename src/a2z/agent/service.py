@@ -24,7 +24,7 @@ from a2z.agent.ship.batcher import BatchLimits, batches
 from a2z.agent.ship.channel import ChannelClient, ShipStats
 from a2z.agent.ship.outbox import SpoolOutbox
 from a2z.agent.ship.spool import Spool, SpoolSettings
-from a2z.agent.upgrade import make_upgrader
+from a2z.agent.upgrade import make_upgrader, pending_upgrade
 from a2z.records import Batch, BudgetReport, Record
 
 if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
@@ -145,9 +145,10 @@ async def ship_records(
         heartbeat.budget = budget
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
     logs = LogRing()
-    runtime.run_command = CommandRunner(
+    runner = runtime.run_command = CommandRunner(
         runtime, stats, logs, upgrade or make_upgrader(config), detector=detector
     )
+    _settle_upgrade(config, client, runner)
     client.control = runtime.handle
     kept = (r for r in records if r is None or runtime.keeps(r))
     logging.getLogger("a2z").addHandler(logs)
@@ -181,6 +182,29 @@ async def ship_records(
         return client.stats
     finally:
         logging.getLogger("a2z").removeHandler(logs)
+
+
+def _settle_upgrade(config: AgentConfig, client: ChannelClient, runner: CommandRunner) -> None:
+    # An upgrade that restarted the agent is answered by this start: as failed if the
+    # launcher rolled back to us; as done if we are the new version, once we are connected
+    # (the first heartbeat goes out at connect), which is the trial the launcher waits for.
+    pending = pending_upgrade(config.install_dir)
+    if pending is None:
+        return
+    runner.hold(pending.result.id)
+    if not pending.ours:
+        runner.settle(pending.result)
+        pending.finish()
+        return
+    beat = client.heartbeat
+
+    def first_beat_commits() -> str:
+        if pending.result.id in runner.held:
+            runner.settle(pending.result)
+            pending.finish()
+        return beat() if beat is not None else ""
+
+    client.heartbeat = first_beat_commits
 
 
 def describe(stats: ShipStats) -> str:
