@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import zipfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ from a2z.server.context import ServerContext
 from a2z.server.releases import service as releases
 from a2z.server.releases.models import AgentRelease
 from a2z.server.releases.signing import load_or_create_signing_key
-from tests.server.conftest import TenantFixture, enrolled, login
+from a2z.server.tenants import service as tenants
+from a2z.server.tenants.models import Role
+from tests.server.conftest import PASSWORD, TenantFixture, enrolled, login
 from tests.server.test_agent_commands import RunningAgent, settle
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "a2z"
@@ -220,3 +224,41 @@ def test_release_publish_command(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert again.returncode == 2 and "already published" in again.stderr
+
+    # Both attempts are in the operators' audit trail, which the database keeps append-only.
+    with closing(sqlite3.connect(data / "a2z.db")) as db:
+        rows = db.execute(
+            "SELECT actor, action, target, outcome, detail FROM system_audit_events ORDER BY at"
+        ).fetchall()
+        assert [row[:4] for row in rows] == [
+            ("cli", "release.publish", "release:1.2.3", "success"),
+            ("cli", "release.publish", "release:1.2.3", "failure"),
+        ]
+        detail = json.loads(rows[0][4])
+        assert detail["sha256"] == out["sha256"] and detail["size"] == package.stat().st_size
+        assert "already published" in json.loads(rows[1][4])["error"]
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM system_audit_events")
+
+
+def test_operators_read_the_release_audit_trail_and_tenants_do_not(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, tmp_path: Path
+) -> None:
+    with ctx.sessions.system() as session:
+        audit.record_system(
+            session=session, actor="cli", action="release.publish", target="release:3.0.0",
+            detail={"sha256": "ab" * 32},
+        )  # fmt: skip
+    owner = login(client, tenant_a)
+    assert client.get("/api/v1/system/audit", headers=owner).status_code == 403
+    email = f"operator@{tenant_a.name}.test"
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        tenants.create_user(session=session, email=email, password=PASSWORD, role=Role.OPERATOR)
+    operator = login(client, tenant_a, email)
+    shown = client.get("/api/v1/system/audit?action=release.publish", headers=operator)
+    assert shown.status_code == 200, shown.text
+    (entry,) = shown.json()["items"]
+    assert (entry["target"], entry["detail"]) == ("release:3.0.0", {"sha256": "ab" * 32})
+    # The tenant's own log does not show it.
+    tenant_log = client.get("/api/v1/audit?action=release.publish", headers=owner).json()
+    assert tenant_log["items"] == []
