@@ -91,7 +91,7 @@ def normalise_ip(value: str) -> str:
         # quads ipaddress accepts, which are then already in normal form, ten times faster.
         try:
             socket.inet_pton(socket.AF_INET, text)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an embedded NUL character
             raise InvalidIndicator(f"not an IP address or CIDR: {value!r}") from exc
         return text
     try:
