@@ -255,11 +255,13 @@ def _ship_detector(args: argparse.Namespace) -> EdgeDetector | None:
 
 def _ship(args: argparse.Namespace) -> int:
     """Replay a capture, or capture live, and deliver the records to the server."""
+    from a2z.agent.budget import ResourceGovernor
     from a2z.agent.capture import CaptureError
     from a2z.agent.config import ConfigError, load_config
     from a2z.agent.enroll import EnrollmentError, renew
     from a2z.agent.identity import IdentityFiles
     from a2z.agent.live import live_stream, open_live
+    from a2z.agent.protocols.analyzer import AnalyzerSwitch, ProtocolConfig
     from a2z.agent.service import describe, ship_capture, ship_records, spool_settings
     from a2z.agent.ship.channel import ChannelRefused
     from a2z.agent.ship.spool import SpoolError
@@ -269,11 +271,36 @@ def _ship(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if config.identity_dir and IdentityFiles(Path(config.identity_dir)).renewal_due():
             asyncio.run(renew(config))
-        if args.interface:
+        if args.interface and args.workers > 1:
+            # Worker processes in one fanout group; started here, so a bad interface or
+            # filter fails now. Configurations are relayed to all of them.
+            from a2z.agent.workers import AfPacketOpener, WorkerPool
+
+            pool = WorkerPool(AfPacketOpener(args.interface), args.workers, args.bpf)
+            pool.start()
+            detector = _ship_detector(args)
+            stats = asyncio.run(
+                ship_records(
+                    config, pool.records(args.max_packets, args.max_seconds),
+                    spool=spool_settings(
+                        config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
+                    ), detector=detector, workers=pool, budget=pool.budget,
+                )
+            )  # fmt: skip
+        elif args.interface:
             # Opened here, so a bad interface or filter fails now; pushed configurations
             # retune it while it runs.
             capture = open_live(args.interface, args.bpf)
-            records = live_stream(capture, args.max_packets, args.max_seconds)
+            # Imported once the ring is open and keeps the traffic (as the detections below).
+            from a2z.agent.budget import ResourceGovernor
+            from a2z.agent.protocols.analyzer import AnalyzerSwitch, ProtocolConfig
+
+            analyzers = AnalyzerSwitch()
+            governor = ResourceGovernor(analyzers)  # budget from pushed configurations
+            records = live_stream(
+                capture, args.max_packets, args.max_seconds,
+                protocols=ProtocolConfig(analyzers=analyzers), governor=governor,
+            )  # fmt: skip
             # After the ring is open: loading the detections (and any Sigma rules) takes a
             # moment, and the kernel keeps the traffic of that moment for us.
             detector = _ship_detector(args)
@@ -281,7 +308,8 @@ def _ship(args: argparse.Namespace) -> int:
                 ship_records(
                     config, records, spool=spool_settings(
                         config, spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes
-                    ), capture=capture, detector=detector,
+                    ), capture=capture, detector=detector, analyzers=analyzers,
+                    governor=governor,
                 )
             )  # fmt: skip
         else:

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from a2z import __version__
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.service import ship_records
-from a2z.records import Batch, Conn, Heartbeat, encode_batch
+from a2z.records import Batch, BudgetReport, Conn, Heartbeat, encode_batch
 from a2z.server.agents.models import Agent
 from a2z.server.context import ServerContext
 from a2z.server.store.base import utcnow
@@ -27,6 +27,13 @@ def beat(**overrides: object) -> str:
         records_per_s=12.5, records_acked=100, reconnects=1, drops=0, spool_bytes=4096,
     )  # fmt: skip
     return msgspec.json.encode(Heartbeat(**{**fields, **overrides})).decode()  # type: ignore[arg-type]
+
+
+SHEDDING = BudgetReport(
+    state="shedding", cpu_level=1, memory_level=0, max_flows=12288, shed_protocols=["http", "ssl"],
+    cpu_percent=130.0, rss_bytes=30_000_000, shed_flows=17, evicted_flows=0, cpu_sheds=1,
+    memory_sheds=0,
+)  # fmt: skip
 
 
 def frame(agent_id: str, seq: int) -> bytes:
@@ -49,7 +56,7 @@ def test_heartbeat_is_shown_and_ages_into_offline(
             config.server, ssl=IdentityFiles(Path(config.identity_dir)).client_context()
         ) as ws:
             await ws.send("{not json")  # a bad control frame is counted and dropped ...
-            await ws.send(beat())
+            await ws.send(beat(budget=SHEDDING))
             await ws.send(frame(config.agent_id, 1))  # ... and the stream goes on
             assert msgspec.json.decode(await ws.recv())["ack"] == 1
 
@@ -59,6 +66,8 @@ def test_heartbeat_is_shown_and_ages_into_offline(
     assert shown["version"] == "9.9.9"
     assert shown["config_version"] == 3
     assert shown["health"]["spool_bytes"] == 4096
+    budget = shown["health"]["budget"]  # the resource budget's state, as the agent reported it
+    assert (budget["state"], budget["cpu_level"], budget["shed_flows"]) == ("shedding", 1, 17)
     assert ctx.metrics.wire_errors.labels("control")._value.get() == 1
 
     with ctx.sessions.tenant(tenant_a.id) as session:  # three missed heartbeats later

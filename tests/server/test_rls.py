@@ -23,7 +23,7 @@ from a2z.server.config import Settings
 from a2z.server.context import ServerContext
 from a2z.server.events.models import Event
 from a2z.server.store import bulk
-from a2z.server.store.tenancy import APPEND_ONLY_TABLES
+from a2z.server.store.tenancy import APPEND_ONLY_TABLES, SYSTEM_APPEND_ONLY_TABLES
 from tests.server.conftest import APP_ROLE, TenantFixture, make_tenant
 from tests.services import pg_url, scratch_database
 
@@ -137,6 +137,28 @@ def test_audit_log_refuses_update_and_delete_even_for_the_owner(
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(statement)
             with psycopg.connect(pg_url(name).replace("+psycopg", "")) as owner:  # superuser owner
+                with pytest.raises(psycopg.errors.RaiseException):
+                    owner.execute(statement)
+
+
+def test_system_audit_trail_is_append_only_for_the_app_role_and_the_owner(
+    pg: tuple[str, ServerContext],
+) -> None:
+    name, ctx = pg
+    ctx.sessions.engine.dispose()
+    for table in SYSTEM_APPEND_ONLY_TABLES:
+        with as_app(name) as conn:  # the app role writes it (no tenant: not under RLS)
+            conn.execute(
+                f"INSERT INTO {table} (id, at, actor, action, target, source, outcome, detail) "
+                "VALUES (%s, now(), 'cli', 'release.publish', '', '', 'success', '{}')",
+                (uuid.uuid4(),),
+            )
+            conn.commit()
+        for statement in (f"UPDATE {table} SET actor = 'x'", f"DELETE FROM {table}"):
+            with as_app(name) as conn:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+            with psycopg.connect(pg_url(name).replace("+psycopg", "")) as owner:
                 with pytest.raises(psycopg.errors.RaiseException):
                     owner.execute(statement)
 

@@ -78,6 +78,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("get", "/api/v1/enrollment-tokens/{token_id}"): ADMINS,
     ("delete", "/api/v1/enrollment-tokens/{token_id}"): ADMINS,
     ("get", "/api/v1/audit"): ADMINS,
+    ("get", "/api/v1/system/audit"): {"operator"},  # releases: the operators' trail
     ("get", "/api/v1/events"): READERS,
     ("get", "/api/v1/events/histogram"): READERS,
     ("get", "/api/v1/events/top"): READERS,

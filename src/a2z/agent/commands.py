@@ -34,7 +34,7 @@ class CommandError(Exception):
     """A command could not be carried out; the message becomes the result's ``error``."""
 
 
-Upgrader = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Upgrader = Callable[[dict[str, Any], str], Awaitable[dict[str, Any]]]  # (args, command id)
 _results = msgspec.json.Decoder(dict[str, CommandResult])
 
 
@@ -48,6 +48,7 @@ class CommandRunner:
     upgrade: Upgrader | None = None  # installs a release (a2z.agent.upgrade)
     detector: EdgeDetector | None = None  # the edge detection stage, if detection is on
     _done: dict[str, CommandResult] = field(default_factory=dict)
+    _held: dict[str, asyncio.Event] = field(default_factory=dict)  # answered after ``settle``
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -61,8 +62,27 @@ class CommandRunner:
         except (OSError, msgspec.DecodeError) as exc:
             log.warning("starting without remembered command results: %s", exc)
 
+    def hold(self, command_id: str) -> None:
+        """Answer ``command_id`` only after ``settle`` (an upgrade waiting for its restart)."""
+        self._held[command_id] = asyncio.Event()
+
+    @property
+    def held(self) -> frozenset[str]:
+        """Command ids waiting for ``settle``."""
+        return frozenset(self._held)
+
+    def settle(self, result: CommandResult) -> None:
+        """Record the answer of a held command (the upgrade trial's outcome)."""
+        self._remember(result)
+        held = self._held.pop(result.id, None)
+        if held is not None:
+            held.set()
+
     async def __call__(self, command: Command) -> CommandResult:
         """Run ``command`` (or re-answer it) and return its result."""
+        held = self._held.get(command.id)
+        if held is not None:  # the trial settles at the first connect: soon
+            await held.wait()
         async with self._lock:
             done = self._done.get(command.id)
             if done is not None:
@@ -92,6 +112,10 @@ class CommandRunner:
                 raise CommandError(applied.reason)
             return {"version": version, "applied": True}
         if command.kind == "restart-capture":
+            workers = self.runtime.workers
+            if workers is not None:  # every worker's socket, one after the other
+                await asyncio.to_thread(workers.restart)
+                return {"restarts": workers.restarts, "filter": workers.bpf}
             capture = self.runtime.capture
             if capture is None:
                 raise CommandError("this agent is not capturing live")
@@ -106,7 +130,7 @@ class CommandRunner:
                 raise CommandError(str(exc)) from exc
         if self.upgrade is None:
             raise CommandError("this agent cannot upgrade itself (no release channel)")
-        return await self.upgrade(command.args)
+        return await self.upgrade(command.args, command.id)
 
     def _remember(self, result: CommandResult) -> None:
         self._done[result.id] = result
@@ -148,13 +172,14 @@ def diagnostics_bundle(
             "dropped_records": spool.total("dropped").records,
             "quarantined_regions": spool.quarantined_regions,
         }
-    if runtime.capture is not None:
-        counters = runtime.capture.read_counters()
+    capture = runtime.workers or runtime.capture
+    if capture is not None:
+        counters = capture.read_counters()
         bundle["capture"] = {
-            "filter": runtime.capture.bpf,
+            "filter": capture.bpf,
             "received": counters.received,
             "dropped": counters.dropped,
-            "restarts": runtime.capture.restarts,
+            "restarts": capture.restarts,
         }
     lines = list(logs.lines) if logs is not None else []
     bundle["logs"], bundle["logs_truncated"] = lines, False

@@ -4,8 +4,9 @@ A pushed configuration is validated whole first (its schema by msgspec, the BPF 
 compiling it with libpcap), then applied part by part: capture filter (swapped on the open
 socket, no gap), batch limits, spool cap, protocol logs. If a part fails, the parts already
 changed are put back and the push is rejected with the reason, so the old configuration keeps
-running. The applied version and body are kept in the state directory (the identity
-directory), so a restarted agent resumes the configuration it was given.
+running. The resource budget is handed to the governor (a2z.agent.budget). The applied
+version and body are kept in the state directory (the identity directory), so a restarted
+agent resumes the configuration it was given.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
+from a2z.agent.budget import ResourceGovernor
+from a2z.agent.capture.af_packet import CaptureCounters
 from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.detect.intel import AgentIntel
 from a2z.agent.identity import write_private
 from a2z.agent.live import LiveCapture
+from a2z.agent.protocols.analyzer import AnalyzerSwitch
 from a2z.agent.ship.batcher import BatchLimits
 from a2z.agent.ship.spool import Spool
 from a2z.records import (
@@ -49,6 +54,23 @@ log = logging.getLogger(__name__)
 STATE_FILE = "applied-config.json"
 _PROTOCOL_RECORDS: dict[str, type] = {"dns": Dns, "http": Http, "ssl": Ssl}
 _LINKTYPE_ETHERNET = 1
+_ALWAYS_ANALYZED = ("ftp",)  # analyzers the configuration has no switch for
+
+
+class Workers(Protocol):
+    """Capture worker processes the configuration is relayed to (a2z.agent.workers)."""
+
+    bpf: str
+    restarts: int
+
+    def apply(self, settings: AgentSettings) -> None:
+        """All workers run ``settings``, or none (CaptureError says why)."""
+
+    def restart(self) -> None:
+        """Every worker reopens its socket."""
+
+    def read_counters(self) -> CaptureCounters:
+        """Kernel counters over the workers."""
 
 
 class AppliedConfig(msgspec.Struct, frozen=True):
@@ -86,6 +108,9 @@ class AgentRuntime:
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
     apply_rules: Callable[[RulesPush], RulesResult] | None = None  # agent/pushed_rules.py
     intel: AgentIntel | None = None  # the tenant's threat intel, applied from pushes
+    analyzers: AnalyzerSwitch = field(default_factory=AnalyzerSwitch)  # the pipeline's switch
+    governor: ResourceGovernor | None = None  # enforces the resource budget (live capture)
+    workers: Workers | None = None  # capture worker processes (--workers N), steered as one
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------
@@ -117,6 +142,7 @@ class AgentRuntime:
         old = self.settings
         steps: list[Callable[[AgentSettings], None]] = [
             self._apply_filter, self._apply_limits, self._apply_spool, self._apply_protocols,
+            self._apply_budget, self._apply_workers,
         ]  # fmt: skip
         done: list[Callable[[AgentSettings], None]] = []
         try:
@@ -166,9 +192,22 @@ class AgentRuntime:
             self.spool.resize(new.spool_max_bytes)
 
     def _apply_protocols(self, new: AgentSettings) -> None:
+        # The analyzers themselves go off (no parsing cost); FTP is not configurable yet. The
+        # output filter stays for the records a session had finished before the switch.
+        self.analyzers.configure({*new.protocols, *_ALWAYS_ANALYZED})
         self._dropped = frozenset(
             cls for name, cls in _PROTOCOL_RECORDS.items() if name not in new.protocols
         )
+
+    def _apply_budget(self, new: AgentSettings) -> None:
+        if self.governor is not None:
+            self.governor.set_budget(new.cpu_percent_max, new.rss_max_bytes)
+
+    def _apply_workers(self, new: AgentSettings) -> None:
+        # Last, so one worker failing puts the parent's own parts back too; the pool itself
+        # puts back the workers that had applied.
+        if self.workers is not None:
+            self.workers.apply(new)
 
     # -- the channel's control handler --------------------------------------------------------
 

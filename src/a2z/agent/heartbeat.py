@@ -13,7 +13,7 @@ import msgspec
 import psutil
 
 from a2z import __version__
-from a2z.records import Heartbeat
+from a2z.records import BudgetReport, Heartbeat
 
 
 @dataclass
@@ -25,6 +25,7 @@ class HeartbeatSource:
     drops: Callable[[], int] = lambda: 0
     spool_bytes: Callable[[], int] = lambda: 0
     intel_version: Callable[[], int] = lambda: 0  # the threat-intel set applied (ADR 12)
+    budget: Callable[[], BudgetReport | None] = lambda: None  # the governor's report
     config_version: int = 0
     rules_digest: str = ""  # the pushed rule set the edge runs
     _process: psutil.Process = field(default_factory=psutil.Process)
@@ -52,5 +53,6 @@ class HeartbeatSource:
             spool_bytes=self.spool_bytes(),
             rules_digest=self.rules_digest,
             intel_version=self.intel_version(),
+            budget=self.budget(),
         )
         return msgspec.json.encode(beat).decode()

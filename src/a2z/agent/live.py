@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from a2z.agent.budget import ResourceGovernor
 from a2z.agent.capture.af_packet import (
     AfPacketSource,
     CaptureCounters,
@@ -36,6 +37,7 @@ from a2z.agent.capture.bpf import compile_bpf
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.capture.packet import RawPacket
 from a2z.agent.pipeline import Pipeline
+from a2z.agent.protocols.analyzer import ProtocolConfig
 from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
 
@@ -291,10 +293,19 @@ def live_records(
 
 
 def live_stream(
-    source: LiveCapture, max_packets: int | None = None, max_seconds: float | None = None
+    source: LiveCapture,
+    max_packets: int | None = None,
+    max_seconds: float | None = None,
+    *,
+    protocols: ProtocolConfig | None = None,
+    governor: ResourceGovernor | None = None,
 ) -> Iterator[Record | None]:
-    """Records of an open capture (ticks as ``None``) until a limit; closes it at the end."""
-    pipeline = Pipeline()
+    """Records of an open capture (ticks as ``None``) until a limit; closes it at the end.
+
+    ``protocols`` carries the analyzer switch the control path flips while this runs; the
+    ``governor`` resizes the flow table between batches to keep the resource budget.
+    """
+    pipeline = Pipeline(protocols=protocols)
     deadline = time.monotonic() + max_seconds if max_seconds is not None else None
     seen = 0
     try:
@@ -305,6 +316,8 @@ def live_stream(
                 if max_packets is not None and seen >= max_packets:
                     yield from pipeline.flush()
                     return
+            if governor is not None:
+                governor.enforce(pipeline.table)
             yield from pipeline.advance(time.time())
             yield None
         yield from pipeline.flush()

@@ -17,6 +17,7 @@ from a2z.agent.capture.errors import CaptureError
 from a2z.agent.capture.pcap_file import CaptureReader, CaptureStats, open_capture
 from a2z.agent.flows.table import FlowConfig
 from a2z.agent.pipeline import Pipeline
+from a2z.agent.protocols.analyzer import ProtocolConfig
 from a2z.agent.summary import pairs, peak_rss_mib
 from a2z.records import Record
 
@@ -32,18 +33,24 @@ class Replay(NamedTuple):
     capture: CaptureStats
 
 
-def replay(path: str | os.PathLike[str], config: FlowConfig | None = None) -> Replay:
+def replay(
+    path: str | os.PathLike[str],
+    config: FlowConfig | None = None,
+    protocols: ProtocolConfig | None = None,
+) -> Replay:
     """Open ``path`` and return a lazy record stream; raise CaptureError if it is no capture."""
     reader = open_capture(path)
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(config, protocols=protocols)
     return Replay(_records(reader, pipeline), pipeline, reader.stats)
 
 
 def iter_records(
-    path: str | os.PathLike[str], config: FlowConfig | None = None
+    path: str | os.PathLike[str],
+    config: FlowConfig | None = None,
+    protocols: ProtocolConfig | None = None,
 ) -> Iterator[Record]:
     """Just the records of a capture (raises CaptureError at once if it is no capture)."""
-    return replay(path, config).records
+    return replay(path, config, protocols).records
 
 
 def _records(reader: CaptureReader, pipeline: Pipeline) -> Iterator[Record]:

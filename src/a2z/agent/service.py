@@ -11,21 +11,23 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from a2z.agent.budget import ResourceGovernor
 from a2z.agent.commands import CommandRunner, Upgrader
 from a2z.agent.config import MIN_SPOOL_BYTES, AgentConfig, ConfigError
-from a2z.agent.control import AgentRuntime, LogRing
+from a2z.agent.control import AgentRuntime, LogRing, Workers
 from a2z.agent.detect.intel import AgentIntel
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.live import LiveCapture
+from a2z.agent.protocols.analyzer import AnalyzerSwitch, ProtocolConfig
 from a2z.agent.pushed_rules import PushedRules
 from a2z.agent.replay import iter_records
 from a2z.agent.ship.batcher import BatchLimits, batches
 from a2z.agent.ship.channel import ChannelClient, ShipStats
 from a2z.agent.ship.outbox import SpoolOutbox
 from a2z.agent.ship.spool import Spool, SpoolSettings
-from a2z.agent.upgrade import make_upgrader
-from a2z.records import Batch, Record
+from a2z.agent.upgrade import make_upgrader, pending_upgrade
+from a2z.records import Batch, BudgetReport, Record
 
 if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
     from a2z.agent.detect import EdgeDetector
@@ -70,9 +72,11 @@ async def ship_capture(
     With a spool (``spool_dir`` or the config's), batches left by an earlier run are delivered
     first, with their original ``(epoch, seq)``.
     """
+    analyzers = AnalyzerSwitch()
     return await ship_records(
         config,
-        iter_records(capture),
+        iter_records(capture, protocols=ProtocolConfig(analyzers=analyzers)),
+        analyzers=analyzers,
         rate=rate,
         spool=spool_settings(config, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes),
         ssl=ssl,
@@ -92,6 +96,10 @@ async def ship_records(
     capture: LiveCapture | None = None,
     upgrade: Upgrader | None = None,
     detector: EdgeDetector | None = None,
+    analyzers: AnalyzerSwitch | None = None,
+    governor: ResourceGovernor | None = None,
+    workers: Workers | None = None,
+    budget: Callable[[], BudgetReport | None] | None = None,
 ) -> ShipStats:
     """Batch ``records`` and deliver them; return once every batch is settled.
 
@@ -102,6 +110,11 @@ async def ship_records(
     The server's configuration pushes and commands are applied meanwhile: to ``capture`` (the
     live capture the records come from, if any), the batcher, the spool and the record stream.
     With a ``detector`` (edge detection), its alerts are shipped among the records.
+    ``analyzers`` is the switch of the pipeline making ``records``: the configured protocols
+    turn its analyzers on and off. The ``governor`` (live capture) samples the process every
+    few seconds and sheds load to keep the configured resource budget; heartbeats report it.
+    With capture ``workers`` (``--workers N``), configurations and restarts are relayed to
+    every worker, all or none, and ``budget`` reports their governors' state.
     """
     if detector is not None:
         records = detector.live(records)
@@ -124,6 +137,14 @@ async def ship_records(
         capture=capture,
         limits=BatchLimits(size=config.batch_size),
     )
+    if analyzers is not None:
+        runtime.analyzers = analyzers
+    if governor is not None:
+        runtime.governor = governor
+        heartbeat.budget = governor.report
+    runtime.workers = workers
+    if budget is not None:
+        heartbeat.budget = budget
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
     pushed = PushedRules(
         detector,
@@ -139,9 +160,10 @@ async def ship_records(
     if detector is not None:
         detector.intel = intel
     logs = LogRing()
-    runtime.run_command = CommandRunner(
+    runner = runtime.run_command = CommandRunner(
         runtime, stats, logs, upgrade or make_upgrader(config), detector=detector
     )
+    _settle_upgrade(config, client, runner)
     client.control = runtime.handle
     kept = (r for r in records if r is None or runtime.keeps(r))
     logging.getLogger("a2z").addHandler(logs)
@@ -152,7 +174,10 @@ async def ship_records(
             stream = batches(
                 kept, agent_id=config.agent_id, boot_epoch=time.time_ns(), limits=runtime.limits
             )
-            async with _reporting(client.stats, progress, progress_interval_s):
+            async with (
+                _reporting(client.stats, progress, progress_interval_s),
+                _governing(governor),
+            ):
                 return await client.ship(_paced(stream, rate))
         store = await asyncio.to_thread(Spool, spool)
         try:
@@ -163,13 +188,39 @@ async def ship_records(
             stream = batches(
                 kept, agent_id=config.agent_id, boot_epoch=epoch, limits=runtime.limits
             )
-            async with _reporting(client.stats, progress, progress_interval_s):
+            async with (
+                _reporting(client.stats, progress, progress_interval_s),
+                _governing(governor),
+            ):
                 await _deliver_spooled(client, store, stream, rate)
         finally:
             await asyncio.to_thread(store.close)
         return client.stats
     finally:
         logging.getLogger("a2z").removeHandler(logs)
+
+
+def _settle_upgrade(config: AgentConfig, client: ChannelClient, runner: CommandRunner) -> None:
+    # An upgrade that restarted the agent is answered by this start: as failed if the
+    # launcher rolled back to us; as done if we are the new version, once we are connected
+    # (the first heartbeat goes out at connect), which is the trial the launcher waits for.
+    pending = pending_upgrade(config.install_dir)
+    if pending is None:
+        return
+    runner.hold(pending.result.id)
+    if not pending.ours:
+        runner.settle(pending.result)
+        pending.finish()
+        return
+    beat = client.heartbeat
+
+    def first_beat_commits() -> str:
+        if pending.result.id in runner.held:
+            runner.settle(pending.result)
+            pending.finish()
+        return beat() if beat is not None else ""
+
+    client.heartbeat = first_beat_commits
 
 
 def describe(stats: ShipStats) -> str:
@@ -250,6 +301,27 @@ async def _sync_periodically(store: Spool) -> None:
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     first = group.exceptions[0]
     return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+@contextlib.asynccontextmanager
+async def _governing(governor: ResourceGovernor | None) -> AsyncIterator[None]:
+    # The governor's sampling loop, for as long as the agent ships.
+    if governor is None:
+        yield
+        return
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(governor.policy.interval_s)
+            governor.sample()
+
+    task = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager

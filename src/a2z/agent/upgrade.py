@@ -10,8 +10,11 @@ roll back.
 4. Health check: the new package, through ``current``, must import the agent and report its
    version, in a fresh interpreter, within a deadline. If not, ``current`` is swapped back.
 
-The running process keeps its code; whatever starts the agent from ``current`` (the service
-manager) runs the new version at the next start.
+5. Restart: under the launcher (a2z.agent.launcher, what the service manager runs) the agent
+   writes the trial marker and exits with RESTART_EXIT without answering; the launcher starts
+   the new version, which answers the command once it is connected (or, if it fails to start,
+   the launcher rolls ``current`` back and the previous version answers it as failed). Without
+   the launcher the process keeps its code and the new version runs at the next start.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import asyncio
 import base64
 import hashlib
 import http.client
+import logging
 import os
 import shutil
 import ssl
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,14 @@ from a2z import __version__
 from a2z.agent.commands import CommandError, Upgrader
 from a2z.agent.config import AgentConfig
 from a2z.agent.identity import IdentityFiles
+from a2z.agent.launcher import (
+    RESTART_EXIT,
+    SUPERVISED_ENV,
+    read_marker,
+    write_marker,
+)
+from a2z.records import CommandResult
+from a2z.records.control import MAX_REASON_CHARS
 from a2z.records.release import MANIFEST_HEADER, MAX_PACKAGE_BYTES, ReleaseManifest, signed_bytes
 
 HEALTH_TIMEOUT_S = 60.0
@@ -190,21 +203,91 @@ class Installer:
         return ""
 
 
-def make_upgrader(config: AgentConfig, *, running: str = __version__) -> Upgrader | None:
-    """The ``upgrade`` command for this agent, or None if it has no install directory."""
+log = logging.getLogger(__name__)
+
+
+def make_upgrader(
+    config: AgentConfig,
+    *,
+    running: str = __version__,
+    restart: Callable[[], None] | None = None,
+) -> Upgrader | None:
+    """The ``upgrade`` command for this agent, or None if it has no install directory.
+
+    ``restart`` ends the process for the launcher to start the new version (default: exit
+    with RESTART_EXIT, only when the launcher runs this agent).
+    """
     if not config.install_dir or not config.identity_dir:
         return None
     files = IdentityFiles(Path(config.identity_dir))
     installer = Installer(Path(config.install_dir))
+    if restart is None and os.environ.get(SUPERVISED_ENV):
+        restart = _exit_for_restart
 
-    def run(args: dict[str, Any]) -> dict[str, Any]:
+    def run(args: dict[str, Any], command_id: str) -> dict[str, Any]:
         wanted = str(args.get("version", ""))
         key = release_key(files)
         manifest, package = fetch_release(config.server, files.client_context(), wanted)
         verify(manifest, package, key, wanted=wanted, running=running)
-        return installer.install(manifest, package)
+        done = installer.install(manifest, package)
+        if restart is None:
+            return {**done, "restarted": False}
+        # Not answered here: the new version answers once it runs and is connected, or the
+        # previous one, rolled back to, answers with why the new one failed to start.
+        write_marker(installer.root, {
+            "state": "trial", "command_id": command_id, "version": manifest.version,
+            "previous": done["previous"], "path": done["path"],
+        })  # fmt: skip
+        log.warning("upgraded to %s; restarting into it", manifest.version)
+        restart()
+        return {**done, "restarted": True}  # a test's restart returns
 
-    async def upgrade(args: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(run, args)
+    async def upgrade(args: dict[str, Any], command_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(run, args, command_id)
 
     return upgrade
+
+
+def _exit_for_restart() -> None:
+    # Like kill -9 for the data: the spool is crash-safe, so unacknowledged batches go out
+    # again from the new version; flows still open in the flow table are lost, as on any stop.
+    for handler in logging.getLogger().handlers + logging.getLogger("a2z").handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(RESTART_EXIT)
+
+
+@dataclass(frozen=True)
+class PendingUpgrade:
+    """An upgrade command this start settles: our own trial (commit once connected) or the
+    failed trial of a newer version the launcher rolled back from."""
+
+    install: Path
+    result: CommandResult  # what the command is answered with
+    ours: bool  # True: this process is the new version on trial
+
+    def finish(self) -> None:
+        """Remove the marker: the trial is over (committed, or its failure is reported)."""
+        (self.install / "upgrade.json").unlink(missing_ok=True)
+
+
+def pending_upgrade(install_dir: str, running: str = __version__) -> PendingUpgrade | None:
+    """The upgrade waiting on this start, from the launcher's marker (None: nothing)."""
+    if not install_dir:
+        return None
+    install = Path(install_dir)
+    marker = read_marker(install)
+    if marker is None or not isinstance(marker.get("command_id"), str):
+        return None
+    command_id, version = str(marker["command_id"]), str(marker.get("version", ""))
+    if marker.get("state") == "failed":
+        reason = str(marker.get("reason", "it failed to start"))
+        error = f"{reason}; rolled back to {running}"[:MAX_REASON_CHARS]
+        return PendingUpgrade(install, CommandResult(id=command_id, ok=False, error=error), False)
+    if marker.get("state") == "trial" and version == running:
+        result = {
+            "version": version, "previous": marker.get("previous"), "path": marker.get("path"),
+            "restarted": True,
+        }  # fmt: skip
+        return PendingUpgrade(install, CommandResult(id=command_id, ok=True, result=result), True)
+    return None

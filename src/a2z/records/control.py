@@ -98,6 +98,27 @@ def parse_layer(raw: object) -> ConfigLayer:
 # -- agent to server -------------------------------------------------------------------------
 
 
+class BudgetReport(msgspec.Struct, kw_only=True, frozen=True):
+    """Where the agent stands against its resource budget, and what it shed to stay within it.
+
+    Counters are totals since the agent started (``shed_flows``: flows left unanalysed because
+    their protocol's analysis was shed; ``evicted_flows``: flows ended early to shrink the
+    flow table). The levels say what is shed now (see docs/operating.md, resource budget).
+    """
+
+    state: Literal["normal", "shedding"]  # shedding: at least one level above 0
+    cpu_level: int  # 0: nothing shed; 1: HTTP and TLS analysis; 2: all protocol analysis
+    memory_level: int  # 0: nothing; n: flow-table bound halved n times, protocol analysis shed
+    max_flows: int  # the flow-table bound now
+    shed_protocols: list[str]  # analyzers off because of the budget
+    cpu_percent: float  # the last measurement, of one core
+    rss_bytes: int  # the last measurement
+    shed_flows: int  # total flows not analysed because of shedding
+    evicted_flows: int  # total flows evicted to shrink the flow table
+    cpu_sheds: int  # times the CPU level went up
+    memory_sheds: int  # times the memory level went up
+
+
 class Heartbeat(msgspec.Struct, kw_only=True, frozen=True, tag="heartbeat", tag_field="type"):
     """The agent's health, sent every ``heartbeat_interval_s``; the server keeps the latest."""
 
@@ -115,6 +136,7 @@ class Heartbeat(msgspec.Struct, kw_only=True, frozen=True, tag="heartbeat", tag_
     # an agent that takes no rule sets, which the server then never sends one.
     rules_digest: str | None = None
     intel_version: int = 0  # threat-intel set version the agent matches (0: none; ADR 12)
+    budget: BudgetReport | None = None  # resource budget state (live capture only)
 
 
 class ConfigResult(

@@ -14,7 +14,7 @@ from a2z.server.agents import service as agents
 from a2z.server.audit import service as audit
 from a2z.server.auth import keys
 from a2z.server.config import load_secret
-from a2z.server.errors import InvalidInput, NotFound
+from a2z.server.errors import Conflict, InvalidInput, NotFound
 from a2z.server.pki.root import load_or_create_ca
 from a2z.server.pki.x509 import fingerprint
 from a2z.server.releases import service as releases
@@ -167,12 +167,27 @@ class Admin:
         root, root_key = load_or_create_ca(directory, secret)
         key = load_or_create_signing_key(directory, secret)
         signing_certificate(directory, key, root, root_key)  # agents get it at enrollment
-        with self.sessions.system() as session:
-            row = releases.publish(
-                session=session, data_dir=self.data_dir, key=key, package=package,
-                version=version, actor=ACTOR,
-            )  # fmt: skip
-        # Releases belong to no tenant, so there is no tenant audit log to write to.
+        # Releases belong to no tenant: the operators' audit trail records them, the success
+        # in the same transaction as the release, a refusal in its own.
+        try:
+            with self.sessions.system() as session:
+                row = releases.publish(
+                    session=session, data_dir=self.data_dir, key=key, package=package,
+                    version=version, actor=ACTOR,
+                )  # fmt: skip
+                audit.record_system(
+                    session=session, actor=ACTOR, action="release.publish",
+                    target=f"release:{row.version}",
+                    detail={"filename": row.filename, "sha256": row.sha256, "size": row.size},
+                )  # fmt: skip
+        except (InvalidInput, Conflict) as exc:
+            with self.sessions.system() as session:
+                audit.record_system(
+                    session=session, actor=ACTOR, action="release.publish",
+                    target=f"release:{version}"[:200], outcome="failure",
+                    detail={"filename": package.name, "error": str(exc)[:200]},
+                )  # fmt: skip
+            raise
         log.info(
             "published agent release %s (%s, sha256 %s)", row.version, row.filename, row.sha256
         )

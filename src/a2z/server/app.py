@@ -14,6 +14,8 @@ from fastapi import Depends, FastAPI
 
 from a2z import __version__
 from a2z.server import api, openapi, problems
+from a2z.server.agents.signal_relay import relay_for
+from a2z.server.agents.signals import AgentSignals
 from a2z.server.bus import open_bus
 from a2z.server.config import ServerRole, Settings, load_secret
 from a2z.server.context import ServerContext
@@ -54,6 +56,10 @@ def build_context(settings: Settings) -> ServerContext:
     detect = wire_detect(bus, sessions, metrics) if ServerRole.DETECT in settings.roles else None
     root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
     release_key = load_or_create_signing_key(root.directory, secret)
+    signals, relay = AgentSignals(), None
+    if engine.dialect.name == "postgresql":  # other processes may serve the agents: relay
+        relay = relay_for(engine.url.render_as_string(hide_password=False), signals, metrics)
+        signals.relay = relay.publish
     return ServerContext(
         settings=settings,
         sessions=sessions,
@@ -65,6 +71,8 @@ def build_context(settings: Settings) -> ServerContext:
         quotas=quotas,
         maintenance=maintenance,
         detect=detect,
+        signals=signals,
+        signal_relay=relay,
     )
 
 
@@ -94,10 +102,14 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
                 recheck_s=ctx.settings.cert_recheck_s,
             )
             await gateway.start()
+            if ctx.signal_relay is not None:  # signals of the other processes' API calls
+                await asyncio.to_thread(ctx.signal_relay.start)
         app.state.gateway = gateway
         yield
         if gateway is not None:
             await gateway.close()
+        if ctx.signal_relay is not None:
+            await asyncio.to_thread(ctx.signal_relay.close)
         upkeep.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from a2z.rules.catalog import Catalog, shipped_catalog
+from a2z.server.agents.signal_relay import PgSignalRelay
 from a2z.server.agents.signals import AgentSignals
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
@@ -33,5 +34,7 @@ class ServerContext:
     detect: DetectWorker | None = None  # the detect role's worker when this process runs it
     # API -> gateway: agents with a new configuration version or command to deliver.
     signals: AgentSignals = field(default_factory=AgentSignals)
+    # PostgreSQL: carries those signals to the gateways of the other server processes.
+    signal_relay: PgSignalRelay | None = None
     release_cert: bytes = b""  # PEM: the release-signing key's certificate, from the root
     rules_catalog: Catalog = field(default_factory=shipped_catalog)  # the shipped Sigma rules

@@ -13,9 +13,9 @@ The agent's identity is read from its verified client certificate and nothing el
 channels re-check their certificate every ``recheck_s`` seconds, so revoking an agent closes
 its connection within that time.
 
-Configuration and commands reach a live agent when the API signals a change (in this process),
-when the channel opens, and after every control message the agent sends (so an agent connected
-to another API process catches up at its next heartbeat).
+Configuration and commands reach a live agent when the API signals a change (in this process,
+or in another one through the PostgreSQL relay), when the channel opens, and after every
+control message the agent sends (the heartbeat is the safety net for a lost signal).
 """
 
 from __future__ import annotations

@@ -24,6 +24,12 @@ class ServerMetrics:
             "a2z_wire_errors", "Agent frames refused as invalid", ["reason"], registry=r
         )
         self.heartbeats = Counter("a2z_agent_heartbeats", "Agent heartbeats received", registry=r)
+        self.agent_signals = Counter(
+            "a2z_agent_signals_relayed",
+            "Agent signals relayed between server processes (sent, received, bad, failed)",
+            ["outcome"],
+            registry=r,
+        )
         self.control_sent = Counter(
             "a2z_agent_control_sent",
             "Configuration pushes, rule sets and commands sent",

@@ -12,7 +12,7 @@ import math
 import os
 import random
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from a2z.agent.decode.tcp import ACK, SYN, TCPHeader
@@ -313,6 +313,21 @@ class FlowTable:
             self._end(flow)
         self._timers.clear()
         return self.pop_ended()
+
+    def set_max_flows(self, max_flows: int) -> int:
+        """Bound the table at ``max_flows`` from now on (the resource budget moves it); flows
+        beyond a lower bound are evicted now, least recently active first, and end like any
+        eviction (their conn records follow). Returns how many were evicted."""
+        self.config = replace(self.config, max_flows=max_flows)
+        flows = self._flows
+        evicted = 0
+        while len(flows) > max_flows:
+            _, victim = flows.popitem(last=False)
+            victim.ended = True
+            victim.sched = math.inf  # its timer entry is stale now
+            self._ended.append(victim)
+            evicted += 1
+        return evicted
 
     # -- internals ------------------------------------------------------------------------------
 

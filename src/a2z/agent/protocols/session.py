@@ -127,6 +127,11 @@ class AppSession:
         """One UDP payload (only DNS is analysed over UDP)."""
         analyzer = self.analyzer
         if analyzer is None:
+            switch = self.config.analyzers
+            if "dns" not in switch.enabled:  # off: not even the content test runs
+                switch.passed_over("dns")
+                self.done = True
+                return
             standard = self.ports[0] in STANDARD_PORTS or self.ports[1] in STANDARD_PORTS
             if not looks_like_dns(data, standard_port=standard):
                 self.done = True
@@ -134,6 +139,8 @@ class AppSession:
             analyzer = self.analyzer = DnsAnalyzer(
                 self.ident, self.config, "udp", self.records, self.weirds
             )
+        elif self._switched_off(analyzer):
+            return
         if isinstance(analyzer, DnsAnalyzer):
             analyzer.datagram(ts, is_orig, data)
         self._collect(analyzer)
@@ -203,6 +210,8 @@ class AppSession:
             for side in (is_orig, not is_orig):
                 if probes is not None and probes[side]:
                     analyzer.data(ts, side, bytes(probes[side]))
+        elif self._switched_off(analyzer):
+            return
         elif isinstance(chunk, int):
             analyzer.gap(ts, is_orig, chunk)
         else:
@@ -226,6 +235,12 @@ class AppSession:
         if not verdict:
             self.done = True
             return None
+        switch = self.config.analyzers
+        if verdict not in switch.enabled:  # turned off (or shed): no parsing from here on
+            switch.passed_over(str(verdict))
+            self._probes = None
+            self.done = True
+            return None
         analyzer: _StreamAnalyzer
         if verdict == "http":
             analyzer = HttpAnalyzer(self.ident, self.config, self.records, self.weirds)
@@ -237,6 +252,17 @@ class AppSession:
             analyzer = DnsAnalyzer(self.ident, self.config, "tcp", self.records, self.weirds)
         self.analyzer = analyzer
         return analyzer
+
+    def _switched_off(self, analyzer: Analyzer) -> bool:
+        """Drop a running analyzer whose protocol was turned off since the flow began."""
+        switch = self.config.analyzers
+        if analyzer.service in switch.enabled:
+            return False
+        switch.passed_over(analyzer.service)
+        self.analyzer = None
+        self._streams = None  # the reassembly buffers go too: that is what shedding frees
+        self.done = True
+        return True
 
     def _collect(self, analyzer: Analyzer) -> None:
         if analyzer.confirmed and (not self.services or analyzer.service not in self.services):

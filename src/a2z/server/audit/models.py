@@ -25,3 +25,23 @@ class AuditEvent(TenantOwned, Base):
     source: Mapped[str] = mapped_column(String(64), default="")  # client address
     outcome: Mapped[str] = mapped_column(String(16), default="success")  # success | failure
     detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON, never secrets
+
+
+class SystemAuditEvent(Base):
+    """One security-relevant action on what belongs to no tenant (agent releases, ...).
+
+    The operators' audit trail: the same shape and the same append-only guard as the tenant
+    log, read through ``GET /api/v1/system/audit`` by operators only.
+    """
+
+    __tablename__ = "system_audit_events"
+    __table_args__ = (Index("ix_system_audit_at", "at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))  # "cli", "user:<id>", ...
+    action: Mapped[str] = mapped_column(String(64))  # e.g. release.publish
+    target: Mapped[str] = mapped_column(String(200), default="")  # e.g. release:0.2.0
+    source: Mapped[str] = mapped_column(String(64), default="")  # client address, if any
+    outcome: Mapped[str] = mapped_column(String(16), default="success")  # success | failure
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON, never secrets

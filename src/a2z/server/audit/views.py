@@ -1,4 +1,8 @@
-"""Audit log route: read-only by construction (there is no write route)."""
+"""Audit log routes: read-only by construction (there is no write route).
+
+``/audit`` is the caller's tenant's log; ``/system/audit`` the operators' trail of actions on
+what belongs to no tenant (agent releases), for operators only.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ import msgspec
 from fastapi import APIRouter, Query
 
 from a2z.server.audit import service as audit
-from a2z.server.deps import Auditor, Context
+from a2z.server.audit.models import AuditEvent, SystemAuditEvent
+from a2z.server.deps import Auditor, Context, Operator
 from a2z.server.schemas import CursorParam, Limit, Out
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
+ActionFilter = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")]
 
 
 class AuditOut(Out):
@@ -42,22 +48,32 @@ def list_audit(
     ctx: Context,
     limit: Limit = 50,
     cursor: CursorParam = None,
-    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
+    action: ActionFilter = None,
 ) -> AuditPage:
     """The caller's tenant's audit log."""
     with ctx.sessions.tenant(principal.tenant_id) as session:
         page = audit.list_page(session=session, limit=limit, cursor=cursor, action=action)
-        items = [
-            AuditOut(
-                id=e.id,
-                at=e.at,
-                actor=e.actor,
-                action=e.action,
-                target=e.target,
-                source=e.source,
-                outcome=e.outcome,
-                detail=msgspec.json.decode(e.detail),
-            )
-            for e in page.items
-        ]
+        items = [_out(e) for e in page.items]
     return AuditPage(items=items, next_cursor=page.next_cursor)
+
+
+@router.get("/system/audit")
+def list_system_audit(
+    principal: Operator,
+    ctx: Context,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    action: ActionFilter = None,
+) -> AuditPage:
+    """The operators' audit trail: actions on what belongs to no tenant (agent releases)."""
+    with ctx.sessions.system() as session:
+        page = audit.list_system_page(session=session, limit=limit, cursor=cursor, action=action)
+        items = [_out(e) for e in page.items]
+    return AuditPage(items=items, next_cursor=page.next_cursor)
+
+
+def _out(entry: AuditEvent | SystemAuditEvent) -> AuditOut:
+    return AuditOut(
+        id=entry.id, at=entry.at, actor=entry.actor, action=entry.action, target=entry.target,
+        source=entry.source, outcome=entry.outcome, detail=msgspec.json.decode(entry.detail),
+    )  # fmt: skip

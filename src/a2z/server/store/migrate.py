@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, text
 
-from a2z.server.store.tenancy import APPEND_ONLY_TABLES
+from a2z.server.store.tenancy import APPEND_ONLY_TABLES, SYSTEM_APPEND_ONLY_TABLES
 
 NameType = Literal[
     "schema",
@@ -138,5 +138,5 @@ def ensure_app_role(owner: Engine, role: str) -> None:
             text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
         )
         conn.execute(text(f"REVOKE ALL ON alembic_version FROM {role}"))
-        for table in APPEND_ONLY_TABLES:
+        for table in (*APPEND_ONLY_TABLES, *SYSTEM_APPEND_ONLY_TABLES):
             conn.execute(text(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}"))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 TENANT_SETTING = "app.tenant_id"
 USER_SETTING = "app.user_id"
-APPEND_ONLY_TABLES = ("audit_events",)
+APPEND_ONLY_TABLES = ("audit_events",)  # tenant tables the database refuses to change
+SYSTEM_APPEND_ONLY_TABLES = ("system_audit_events",)  # the same, for tables of no tenant
 
 _CURRENT_TENANT = f"NULLIF(current_setting('{TENANT_SETTING}', true), '')::uuid"
 _CURRENT_USER = f"NULLIF(current_setting('{USER_SETTING}', true), '')::uuid"
