@@ -14,6 +14,9 @@ from fastapi import Depends, FastAPI
 
 from a2z import __version__
 from a2z.server import api, openapi, problems
+from a2z.server.auth.principal_cache import NOT_REVOKING, REVOCABLE, PrincipalCache
+from a2z.server.auth.revocations import RevocationCounter
+from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus import open_bus
 from a2z.server.config import ServerRole, Settings, load_secret
 from a2z.server.context import ServerContext
@@ -52,6 +55,12 @@ def build_context(settings: Settings) -> ServerContext:
     if ServerRole.INGEST in settings.roles:
         wire_ingest(bus, sessions, metrics, quotas)
     detect = wire_detect(bus, sessions, metrics) if ServerRole.DETECT in settings.roles else None
+    # Verified bearer credentials; the counter file makes a revocation committed by any process
+    # on this data directory end every cached entry (auth/principal_cache.py).
+    principals = PrincipalCache(
+        RevocationCounter(settings.data_dir / "revocations"), ttl_s=settings.auth_cache_s
+    )
+    sessions.watch(REVOCABLE, principals.invalidate, ignore=NOT_REVOKING)
     root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
     release_key = load_or_create_signing_key(root.directory, secret)
     return ServerContext(
@@ -64,6 +73,8 @@ def build_context(settings: Settings) -> ServerContext:
         release_cert=signing_certificate(root.directory, release_key, root.cert, root.key),
         quotas=quotas,
         maintenance=maintenance,
+        throttle=LoginThrottle(sessions),
+        principals=principals,
         detect=detect,
     )
 
