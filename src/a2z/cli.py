@@ -21,6 +21,12 @@ def _listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("expected a whole number of at least 1")
+    return int(value)
+
+
 _PEOPLE_ROLES = ["owner", "admin", "analyst", "viewer", "operator"]
 
 
@@ -48,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--gateway-name", action="append", dest="gateway_names",
         help="name agents use to reach the gateway (repeatable; default 127.0.0.1, localhost)",
+    )  # fmt: skip
+    server.add_argument(
+        "--workers", type=_positive, default=1,
+        help="API processes sharing --listen (default 1; about one per core, PostgreSQL advised)",
+    )  # fmt: skip
+    server.add_argument(
+        "--auth-cache-seconds", type=float, default=30.0, dest="auth_cache_s",
+        help="reuse a verified bearer credential this long (0: look it up on every request; "
+        "use 0 when API processes on other hosts share the database)",
     )  # fmt: skip
 
     agent = sub.add_parser("agent", help="the network agent")
@@ -183,11 +198,16 @@ def _server(args: argparse.Namespace) -> int:
         gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
         bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
         roles=frozenset(ServerRole(r) for r in args.role) if args.role else frozenset(ServerRole),
+        workers=args.workers, auth_cache_s=args.auth_cache_s,
     )  # fmt: skip
     if ServerRole.API not in settings.roles:
         from a2z.server.workers import run_workers
 
         return run_workers(settings)
+    if settings.workers > 1:
+        from a2z.server import prefork
+
+        return prefork.run(settings)
     uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_FRAME_BYTES)
     return 0
 

@@ -180,8 +180,7 @@ def list_events(
     except ValueError as exc:
         raise BadCursor("cursor is malformed") from exc
     with ctx.sessions.tenant(principal.tenant_id) as session:
-        rows, nxt = events.list_recent(session=session, limit=limit, flt=flt, cursor=after)
-        items = [events.record_of(row) for row in rows]
+        items, nxt = events.list_recent_records(session=session, limit=limit, flt=flt, cursor=after)
     return EventPage(items=items, next_cursor=nxt.encode() if nxt else None)
 
 
