@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="API processes sharing --listen (default 1; about one per core, PostgreSQL advised)",
     )  # fmt: skip
     server.add_argument(
-        "--auth-cache-seconds", type=float, default=30.0, dest="auth_cache_s",
-        help="reuse a verified bearer credential this long (0: look it up on every request; "
-        "use 0 when API processes on other hosts share the database)",
+        "--auth-cache-seconds", type=float, dest="auth_cache_s",
+        help="reuse a verified bearer credential this long (0: look it up on every request). "
+        "Default 30, or 0 with --bus, where API processes on other hosts may share the store: "
+        "a revocation reaches only the processes sharing this --data-dir at once",
     )  # fmt: skip
 
     agent = sub.add_parser("agent", help="the network agent")
@@ -198,7 +199,7 @@ def _server(args: argparse.Namespace) -> int:
         gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
         bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
         roles=frozenset(ServerRole(r) for r in args.role) if args.role else frozenset(ServerRole),
-        workers=args.workers, auth_cache_s=args.auth_cache_s,
+        workers=args.workers, auth_cache_s=_auth_cache_s(args),
     )  # fmt: skip
     if ServerRole.API not in settings.roles:
         from a2z.server.workers import run_workers
@@ -210,6 +211,16 @@ def _server(args: argparse.Namespace) -> int:
         return prefork.run(settings)
     uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_FRAME_BYTES)
     return 0
+
+
+def _auth_cache_s(args: argparse.Namespace) -> float:
+    """The principal cache's life: off by default in scale-out (``--bus``), where another
+    host's API process would not see this host's revocations at once."""
+    if args.auth_cache_s is not None:
+        if args.auth_cache_s < 0:
+            raise SystemExit("a2z server: --auth-cache-seconds must be 0 or more")
+        return float(args.auth_cache_s)
+    return 0.0 if args.bus else 30.0
 
 
 def _agent(args: argparse.Namespace) -> int:
