@@ -374,6 +374,8 @@ def _admin(args: argparse.Namespace) -> int:
     import os
 
     from a2z.server.admin import Admin, parse_duration
+    from a2z.server.auth.principal_cache import watch_revocations
+    from a2z.server.auth.revocations import RevocationCounter
     from a2z.server.config import Settings
     from a2z.server.errors import A2ZServerError
     from a2z.server.store.engine import open_store
@@ -382,7 +384,10 @@ def _admin(args: argparse.Namespace) -> int:
 
     settings = Settings(data_dir=args.data_dir, db_url=args.db)
     engine = open_store(settings.database_url, app_role=settings.app_role, pool_size=1)
-    admin = Admin(SessionFactory(engine), settings.data_dir)
+    sessions = SessionFactory(engine)
+    # A running server on this data directory drops cached principals this command revokes.
+    watch_revocations(sessions, RevocationCounter(settings.revocations_path).bump)
+    admin = Admin(sessions, settings.data_dir)
     try:
         if args.object == "tenant" and args.verb == "set":
             out = admin.set_tenant(args.tenant, _tenant_changes(args))

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 
 from a2z import __version__
 from a2z.server import api, openapi, problems
-from a2z.server.auth.principal_cache import NOT_REVOKING, REVOCABLE, PrincipalCache
+from a2z.server.auth.principal_cache import PrincipalCache, watch_revocations
 from a2z.server.auth.revocations import RevocationCounter
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus import open_bus
@@ -58,9 +58,9 @@ def build_context(settings: Settings) -> ServerContext:
     # Verified bearer credentials; the counter file makes a revocation committed by any process
     # on this data directory end every cached entry (auth/principal_cache.py).
     principals = PrincipalCache(
-        RevocationCounter(settings.data_dir / "revocations"), ttl_s=settings.auth_cache_s
+        RevocationCounter(settings.revocations_path), ttl_s=settings.auth_cache_s
     )
-    sessions.watch(REVOCABLE, principals.invalidate, ignore=NOT_REVOKING)
+    watch_revocations(sessions, principals.invalidate)
     root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
     release_key = load_or_create_signing_key(root.directory, secret)
     return ServerContext(

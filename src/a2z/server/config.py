@@ -68,6 +68,11 @@ class Settings:
     workers: int = 1  # API processes sharing the listening socket (``--workers``)
 
     @property
+    def revocations_path(self) -> Path:
+        """The revocation counter every process on this data directory shares."""
+        return self.data_dir / "revocations"
+
+    @property
     def database_url(self) -> str:
         """The configured URL, or the embedded SQLite file."""
         return self.db_url or f"sqlite:///{self.data_dir / 'a2z.db'}"

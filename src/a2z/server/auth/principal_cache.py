@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.auth.principal import Principal
 from a2z.server.auth.revocations import RevocationCounter
+from a2z.server.store.session import SessionFactory
 from a2z.server.tenants.models import Membership, Tenant, User
 
 DEFAULT_MAX_ENTRIES = 10_000
@@ -25,6 +27,15 @@ REVOCABLE = (AuthSession, ApiKey, Membership, User, Tenant)
 # Bookkeeping columns of those rows that change no principal: a key's last use, a session's
 # refresh-token rotation. Any other column counts, including ones added later.
 NOT_REVOKING = frozenset({"last_used_at", "refresh_hash", "previous_hash"})
+
+
+def watch_revocations(sessions: SessionFactory, notify: Callable[[], None]) -> None:
+    """Call ``notify()`` after every commit through ``sessions`` that may revoke a principal.
+
+    Wire it wherever a process that changes credentials builds its session factory (the
+    server, ``a2z admin``), with the data directory's counter, so servers see the change.
+    """
+    sessions.watch(REVOCABLE, notify, ignore=NOT_REVOKING)
 
 
 @dataclass(frozen=True, slots=True)
