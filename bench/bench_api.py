@@ -204,6 +204,7 @@ def running_server(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not answer /healthz within {60 * workers} s")
             time.sleep(0.2)
+        settle(proc.pid)
         yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
@@ -213,6 +214,20 @@ def running_server(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def settle(pid: int, *, idle_share: float = 0.1, timeout: float = 120.0) -> None:
+    """Wait until the server stops working on its own: after /healthz answers, the detect
+    role still loads its anomaly library (river, numpy, scipy) in a thread for seconds, which
+    would land in the first measured cell."""
+    usage = ServerUsage(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = usage.cpu_seconds()
+        time.sleep(1.0)
+        if usage.cpu_seconds() - before < idle_share:
+            return
+    print(f"server still busy after {timeout:.0f} s; measuring anyway", file=sys.stderr)
 
 
 def login(base: str) -> str:

@@ -57,7 +57,7 @@ def _address(value: str | None) -> search.AddressMatch | None:
     return search.AddressMatch.parse(value) if value is not None else None
 
 
-def event_filter(
+async def event_filter(  # async: CPU only, so no thread-pool hop (docs/adr/0016)
     since: Annotated[
         str | None,
         Query(max_length=40, pattern=_TIME, description="from (inclusive): epoch s or ISO 8601"),
