@@ -161,7 +161,7 @@ def free_port() -> int:
         return port
 
 
-def server_command(data_dir: Path, db_url: str | None, port: int) -> list[str]:
+def server_command(data_dir: Path, db_url: str | None, port: int, workers: int) -> list[str]:
     """``a2z server`` on ``port``; its agent gateway, where it has one, on a free port too."""
     a2z = [sys.executable, "-m", "a2z", "server"]
     cmd = [*a2z, "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
@@ -170,30 +170,41 @@ def server_command(data_dir: Path, db_url: str | None, port: int) -> list[str]:
     usage = subprocess.run([*a2z, "--help"], capture_output=True, text=True, check=True).stdout
     if "--agent-listen" in usage:  # the default (8443) may be taken by another server
         cmd += ["--agent-listen", f"127.0.0.1:{free_port()}"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     return cmd
 
 
 @contextmanager
-def running_server(data_dir: Path, db_url: str | None) -> Iterator[tuple[str, int]]:
+def running_server(
+    data_dir: Path, db_url: str | None, workers: int = 1
+) -> Iterator[tuple[str, int]]:
     """``a2z server`` as a subprocess; yields its base URL and pid, stops it on exit."""
     port = free_port()
-    cmd = server_command(data_dir, db_url, port)
+    cmd = server_command(data_dir, db_url, port, workers)
     log = (data_dir / "server.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60 * workers
+        log_path = data_dir / "server.log"
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()}")
+                raise RuntimeError(f"server exited: {log_path.read_text()}")
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                # Every worker must be up, not just the first to answer.
+                started = log_path.read_text().count("Application startup complete")
+                if (
+                    started >= workers
+                    and httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+                ):
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not answer /healthz within 60 s")
+                raise RuntimeError(f"server did not answer /healthz within {60 * workers} s")
             time.sleep(0.2)
+        settle(proc.pid)
         yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
@@ -203,6 +214,20 @@ def running_server(data_dir: Path, db_url: str | None) -> Iterator[tuple[str, in
             proc.kill()
             proc.wait()
         log.close()
+
+
+def settle(pid: int, *, idle_share: float = 0.1, timeout: float = 120.0) -> None:
+    """Wait until the server stops working on its own: after /healthz answers, the detect
+    role still loads its anomaly library (river, numpy, scipy) in a thread for seconds, which
+    would land in the first measured cell."""
+    usage = ServerUsage(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = usage.cpu_seconds()
+        time.sleep(1.0)
+        if usage.cpu_seconds() - before < idle_share:
+            return
+    print(f"server still busy after {timeout:.0f} s; measuring anyway", file=sys.stderr)
 
 
 def login(base: str) -> str:
@@ -262,8 +287,9 @@ class Row:
     p50_ms: float
     p99_ms: float
     errors: int  # transport errors and 4xx/5xx answers
-    server_cpu: float = math.nan  # server process CPU over the run, % of one core
+    server_cpu: float = math.nan  # server processes' CPU over the run, % of one core
     load1: float = math.nan  # host 1-minute load average at the end (2 cores: 2.0 is full)
+    workers: int = 1  # API processes (a2z server --workers)
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -384,14 +410,19 @@ def run_wrk(base: str, token: str, *, store: str, concurrency: int, duration: fl
 
 
 class ServerUsage:
-    """CPU the server process (all its threads) used while a measurement ran."""
+    """CPU the server (all its threads, and its worker processes) used while a measurement ran."""
 
     def __init__(self, pid: int) -> None:
-        self._proc = psutil.Process(pid)
+        parent = psutil.Process(pid)
+        self._procs = [parent, *parent.children(recursive=True)]
 
     def cpu_seconds(self) -> float:
-        t = self._proc.cpu_times()
-        return float(t.user + t.system)
+        total = 0.0
+        for proc in self._procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
 
     def around(self, measure: Callable[[], Row]) -> Row:
         """Run ``measure`` and add the server's CPU share and the host load to its row."""
@@ -403,12 +434,14 @@ class ServerUsage:
 
 @contextmanager
 def profiling(pid: int, out: Path | None, seconds: float) -> Iterator[None]:
-    """Sample the server with py-spy (raw collapsed stacks) while the block runs."""
+    """Sample the server (and its workers) with py-spy (raw collapsed stacks) while the block
+    runs."""
     if out is None:
         yield
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cmd = [spy, "record", "--pid", str(pid), "--duration", str(round(seconds)), "--gil"]
+    cmd += ["--subprocesses"]
     cmd += ["--format", "raw", "--output", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -474,17 +507,23 @@ def bench_store(store: str, args: argparse.Namespace) -> list[Row]:
             f"[{store}] seeded {seeded.events} events, {AGENTS} agents in {took:.1f} s",
             file=sys.stderr,
         )
-        with running_server(Path(tmp), db_url) as (base, pid):
-            return measure(store, base, pid, seeded, args)
+        rows: list[Row] = []
+        for workers in args.workers:
+            with running_server(Path(tmp), db_url, workers) as (base, pid):
+                rows += measure(store, base, pid, seeded, args, workers)
+        return rows
 
 
-def measure(store: str, base: str, pid: int, seeded: Seeded, args: argparse.Namespace) -> list[Row]:
+def measure(
+    store: str, base: str, pid: int, seeded: Seeded, args: argparse.Namespace, workers: int
+) -> list[Row]:
     """Every operation at every concurrency with httpx, then wrk on the events page."""
     token = login(base)
     usage = ServerUsage(pid)
     rows: list[Row] = []
 
     def report(row: Row) -> None:
+        row = dataclasses.replace(row, workers=workers)
         rows.append(row)
         print(f"[{store}] {format_row(row)}", file=sys.stderr, flush=True)
 
@@ -492,7 +531,7 @@ def measure(store: str, base: str, pid: int, seeded: Seeded, args: argparse.Name
         prof = None
         if args.profile and op.kind == "read" and conc == max(args.concurrency):
             slug = re.sub(r"[^a-z]+", "-", op.name.lower()).strip("-")
-            prof = args.profile / f"{store}-{slug}-{conc}.txt"
+            prof = args.profile / f"{store}-w{workers}-{slug}-{conc}.txt"
         load = drive(
             base,
             token,
@@ -516,14 +555,14 @@ def measure(store: str, base: str, pid: int, seeded: Seeded, args: argparse.Name
 
 
 HEADER = (
-    f"{'store':<10} {'client':<6} {'op':<24} {'conc':>5} {'requests':>9} {'req/s':>8} "
+    f"{'store':<10} {'proc':>4} {'client':<6} {'op':<24} {'conc':>5} {'requests':>9} {'req/s':>8} "
     f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv cpu%':>8} {'cpu ms/req':>10} {'load1':>5}"
 )
 
 
 def format_row(r: Row) -> str:
     return (
-        f"{r.store:<10} {r.client:<6} {r.op:<24} {r.concurrency:>5} {r.requests:>9} "
+        f"{r.store:<10} {r.workers:>4} {r.client:<6} {r.op:<24} {r.concurrency:>5} {r.requests:>9} "
         f"{r.rps:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7} "
         f"{r.server_cpu:>8.0f} {r.cpu_ms_per_request:>10.2f} {r.load1:>5.1f}"
     )
@@ -535,15 +574,15 @@ def summarise(rows: list[Row]) -> None:
     print(HEADER)
     for r in rows:
         print(format_row(r))
-    ours = {(r.store, r.op, r.concurrency): r for r in rows if r.client == "httpx"}
+    ours = {(r.store, r.workers, r.op, r.concurrency): r for r in rows if r.client == "httpx"}
     refs = [r for r in rows if r.client == "wrk"]
     if refs:
         print()
         print("client overhead, GET /events?limit=50: httpx req/s / wrk req/s")
         for ref in refs:
-            mine = ours[(ref.store, ref.op, ref.concurrency)]
+            mine = ours[(ref.store, ref.workers, ref.op, ref.concurrency)]
             print(
-                f"  {ref.store:<10} conc {ref.concurrency:>4}: {mine.rps:6.0f} / "
+                f"  {ref.store:<10} x{ref.workers} conc {ref.concurrency:>4}: {mine.rps:6.0f} / "
                 f"{ref.rps:6.0f} = {mine.rps / ref.rps:.2f}"
             )
     print()
@@ -551,7 +590,10 @@ def summarise(rows: list[Row]) -> None:
     for r in rows:
         if r.concurrency == 200 and r.op.startswith("GET"):
             verdict = "met" if r.p99_ms < 50 and r.errors == 0 else "NOT met"
-            print(f"  {r.store:<10} {r.client:<6} {r.op:<24} p99 {r.p99_ms:7.1f} ms: {verdict}")
+            print(
+                f"  {r.store:<10} x{r.workers} {r.client:<6} {r.op:<24} "
+                f"p99 {r.p99_ms:7.1f} ms: {verdict}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -561,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--events", type=int, default=5000, help="events to seed")
+    parser.add_argument(
+        "--workers", nargs="+", type=int, default=[1, 2], help="server processes (a2z --workers)"
+    )
     parser.add_argument("--profile", type=Path, help="write py-spy stacks of read runs here")
     args = parser.parse_args(argv)
     if args.profile:

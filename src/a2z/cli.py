@@ -21,6 +21,12 @@ def _listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("expected a whole number of at least 1")
+    return int(value)
+
+
 _PEOPLE_ROLES = ["owner", "admin", "analyst", "viewer", "operator"]
 
 
@@ -48,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--gateway-name", action="append", dest="gateway_names",
         help="name agents use to reach the gateway (repeatable; default 127.0.0.1, localhost)",
+    )  # fmt: skip
+    server.add_argument(
+        "--workers", type=_positive, default=1,
+        help="API processes sharing --listen (default 1; about one per core, PostgreSQL advised)",
+    )  # fmt: skip
+    server.add_argument(
+        "--auth-cache-seconds", type=float, dest="auth_cache_s",
+        help="reuse a verified bearer credential this long (0: look it up on every request). "
+        "Default 30, or 0 with --bus, where API processes on other hosts may share the store: "
+        "a revocation reaches only the processes sharing this --data-dir at once",
     )  # fmt: skip
 
     agent = sub.add_parser("agent", help="the network agent")
@@ -187,13 +203,28 @@ def _server(args: argparse.Namespace) -> int:
         gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
         bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
         roles=frozenset(ServerRole(r) for r in args.role) if args.role else frozenset(ServerRole),
+        workers=args.workers, auth_cache_s=_auth_cache_s(args),
     )  # fmt: skip
     if ServerRole.API not in settings.roles:
         from a2z.server.workers import run_workers
 
         return run_workers(settings)
+    if settings.workers > 1:
+        from a2z.server import prefork
+
+        return prefork.run(settings)
     uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_FRAME_BYTES)
     return 0
+
+
+def _auth_cache_s(args: argparse.Namespace) -> float:
+    """The principal cache's life: off by default in scale-out (``--bus``), where another
+    host's API process would not see this host's revocations at once."""
+    if args.auth_cache_s is not None:
+        if args.auth_cache_s < 0:
+            raise SystemExit("a2z server: --auth-cache-seconds must be 0 or more")
+        return float(args.auth_cache_s)
+    return 0.0 if args.bus else 30.0
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -386,6 +417,8 @@ def _admin(args: argparse.Namespace) -> int:
     import os
 
     from a2z.server.admin import Admin, parse_duration
+    from a2z.server.auth.principal_cache import watch_revocations
+    from a2z.server.auth.revocations import RevocationCounter
     from a2z.server.config import Settings
     from a2z.server.errors import A2ZServerError
     from a2z.server.store.engine import open_store
@@ -394,7 +427,10 @@ def _admin(args: argparse.Namespace) -> int:
 
     settings = Settings(data_dir=args.data_dir, db_url=args.db)
     engine = open_store(settings.database_url, app_role=settings.app_role, pool_size=1)
-    admin = Admin(SessionFactory(engine), settings.data_dir)
+    sessions = SessionFactory(engine)
+    # A running server on this data directory drops cached principals this command revokes.
+    watch_revocations(sessions, RevocationCounter(settings.revocations_path).bump)
+    admin = Admin(sessions, settings.data_dir)
     try:
         if args.object == "tenant" and args.verb == "set":
             out = admin.set_tenant(args.tenant, _tenant_changes(args))

@@ -9,8 +9,11 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
+from a2z.server.app import build_context, create_app
+from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.auth.tokens import AUDIENCE, ISSUER
 from a2z.server.context import ServerContext
+from a2z.server.errors import RateLimited
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, login
@@ -237,3 +240,39 @@ def test_mass_assignment_is_refused(
             "/api/v1/api-keys", json={"role": "viewer", field: smuggled[field]}, headers=headers
         )
         assert resp.status_code == 422
+
+
+def test_login_throttle_is_shared_by_server_processes(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    # Two API processes on one store (``--workers 2``): failures on either count once, so the
+    # limit is not multiplied by the number of processes.
+    twin = build_context(ctx.settings)
+    try:
+        with TestClient(create_app(context=twin)) as other:
+            for i in range(10):
+                app = client if i % 2 else other
+                resp = app.post(LOGIN, json={"email": tenant_a.email, "password": "wrong"})
+                assert resp.status_code == 401
+            for app in (client, other):
+                resp = app.post(LOGIN, json={"email": tenant_a.email, "password": PASSWORD})
+                assert resp.status_code == 429
+    finally:
+        twin.sessions.engine.dispose()
+
+
+def test_throttle_window_slides_and_success_clears_the_account(ctx: ServerContext) -> None:
+    throttle = LoginThrottle(ctx.sessions, per_account=2, per_source=3, window_s=0.5)
+    throttle.failed("a@x.test", "10.0.0.1")
+    throttle.failed("a@x.test", "10.0.0.1")
+    with pytest.raises(RateLimited) as refused:
+        throttle.check("a@x.test", "10.0.0.2")
+    assert refused.value.retry_after == 1
+    throttle.check("b@x.test", "10.0.0.2")  # another account, another address
+    throttle.succeeded("a@x.test")
+    throttle.check("a@x.test", "10.0.0.2")
+    throttle.failed("b@x.test", "10.0.0.1")
+    with pytest.raises(RateLimited):
+        throttle.check("c@x.test", "10.0.0.1")  # the address's third failure
+    time.sleep(0.6)
+    throttle.check("c@x.test", "10.0.0.1")  # the window has passed

@@ -16,6 +16,9 @@ from a2z import __version__
 from a2z.server import api, openapi, problems
 from a2z.server.agents.signal_relay import relay_for
 from a2z.server.agents.signals import AgentSignals
+from a2z.server.auth.principal_cache import PrincipalCache, watch_revocations
+from a2z.server.auth.revocations import RevocationCounter
+from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus import open_bus
 from a2z.server.config import ServerRole, Settings, load_secret
 from a2z.server.context import ServerContext
@@ -54,6 +57,12 @@ def build_context(settings: Settings) -> ServerContext:
     if ServerRole.INGEST in settings.roles:
         wire_ingest(bus, sessions, metrics, quotas)
     detect = wire_detect(bus, sessions, metrics) if ServerRole.DETECT in settings.roles else None
+    # Verified bearer credentials; the counter file makes a revocation committed by any process
+    # on this data directory end every cached entry (auth/principal_cache.py).
+    principals = PrincipalCache(
+        RevocationCounter(settings.revocations_path), ttl_s=settings.auth_cache_s
+    )
+    watch_revocations(sessions, principals.invalidate)
     root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
     release_key = load_or_create_signing_key(root.directory, secret)
     signals, relay = AgentSignals(), None
@@ -70,6 +79,8 @@ def build_context(settings: Settings) -> ServerContext:
         release_cert=signing_certificate(root.directory, release_key, root.cert, root.key),
         quotas=quotas,
         maintenance=maintenance,
+        throttle=LoginThrottle(sessions),
+        principals=principals,
         detect=detect,
         signals=signals,
         signal_relay=relay,

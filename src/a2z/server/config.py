@@ -61,6 +61,16 @@ class Settings:
     partition_days_ahead: int = 3
     maintenance_interval_s: float = 3600.0
     quota_refresh_s: float = 5.0  # tenant limits set in another process apply within this
+    # A verified bearer credential is reused for this long without a database lookup; a
+    # revocation by any process on this data directory still ends it at once. Set 0 when API
+    # processes on other hosts share the database (docs/operating.md, "Several API processes").
+    auth_cache_s: float = 30.0
+    workers: int = 1  # API processes sharing the listening socket (``--workers``)
+
+    @property
+    def revocations_path(self) -> Path:
+        """The revocation counter every process on this data directory shares."""
+        return self.data_dir / "revocations"
 
     @property
     def database_url(self) -> str:

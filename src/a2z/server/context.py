@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from a2z.rules.catalog import Catalog, shipped_catalog
 from a2z.server.agents.signal_relay import PgSignalRelay
 from a2z.server.agents.signals import AgentSignals
+from a2z.server.auth.principal_cache import PrincipalCache
+from a2z.server.auth.revocations import RevocationCounter
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus.base import Bus
 from a2z.server.config import Settings
@@ -30,7 +32,11 @@ class ServerContext:
     root: AgentRoot  # the agent root CA and the gateway certificate
     quotas: Quotas  # tenant limits and residency, cached
     maintenance: StoreMaintenance  # partitions ahead, retention
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    throttle: LoginThrottle  # failed logins, counted in the store (shared by processes)
+    # Verified bearer credentials; revocations anywhere on this data directory clear it.
+    principals: PrincipalCache = field(
+        default_factory=lambda: PrincipalCache(RevocationCounter(), ttl_s=0)
+    )
     detect: DetectWorker | None = None  # the detect role's worker when this process runs it
     # API -> gateway: agents with a new configuration version or command to deliver.
     signals: AgentSignals = field(default_factory=AgentSignals)

@@ -4,7 +4,7 @@ from a2z.server.agents.commands.models import AgentCommand
 from a2z.server.agents.config.models import AgentGroup, ConfigVersion
 from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.audit.models import AuditEvent
-from a2z.server.auth.models import ApiKey, AuthSession
+from a2z.server.auth.models import ApiKey, AuthSession, LoginFailure
 from a2z.server.events.models import Event, StoredUsage
 from a2z.server.intel.models import (
     GlobalIndicator,
@@ -35,6 +35,7 @@ __all__ = [
     "GlobalIndicator",
     "GlobalIntelState",
     "GlobalWarning",
+    "LoginFailure",
     "Membership",
     "RateBucket",
     "Role",

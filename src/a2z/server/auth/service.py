@@ -200,7 +200,12 @@ def switch_tenant(
 
 def authenticate_access_token(*, sessions: SessionFactory, secret: bytes, token: str) -> Principal:
     """Verify the JWT, then that its session is live and the membership still holds."""
-    claims = verify_access_token(secret, token)
+    return authenticate_claims(sessions=sessions, claims=verify_access_token(secret, token))
+
+
+def authenticate_claims(*, sessions: SessionFactory, claims: AccessClaims) -> Principal:
+    """The principal of a verified access token, if its session is live and the membership
+    still holds."""
     with sessions.tenant(claims.tenant_id) as session:
         row = session.get(AuthSession, (claims.tenant_id, claims.session_id))
         membership = session.get(Membership, (claims.tenant_id, claims.user_id))

@@ -27,6 +27,7 @@ class AccessClaims:
     tenant_id: uuid.UUID
     user_id: uuid.UUID
     session_id: uuid.UUID
+    expires_at: float | None = None  # epoch seconds, from ``exp`` (set by verification)
 
 
 def issue_access_token(secret: bytes, claims: AccessClaims, *, now: float | None = None) -> str:
@@ -59,6 +60,7 @@ def verify_access_token(secret: bytes, token: str) -> AccessClaims:
             tenant_id=uuid.UUID(payload["tid"]),
             user_id=uuid.UUID(payload["sub"]),
             session_id=uuid.UUID(payload["sid"]),
+            expires_at=float(payload["exp"]),
         )
     except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("invalid or expired access token") from exc

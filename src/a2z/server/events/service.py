@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, Table, and_, insert, or_, select
+from sqlalchemy import ColumnElement, Insert, Select, Table, and_, insert, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
@@ -104,7 +104,20 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-def record_of(event: Event) -> dict[str, Any]:
+class StoredRecord(Protocol):
+    """The columns a record is rebuilt from: an ``Event`` or a row selecting them."""
+
+    path: str
+    ts: float
+    uid: str
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    data: dict[str, Any]
+
+
+def record_of(event: StoredRecord) -> dict[str, Any]:
     """The stored record as the agent sent it (Zeek field names): typed columns plus ``data``."""
     return {
         "_path": event.path,
@@ -177,6 +190,29 @@ class Cursor:
         return cls(float(ts), uuid.UUID(agent), int(epoch), int(seq), int(idx))
 
 
+_KEY = (Event.ts, Event.agent_id, Event.boot_epoch, Event.seq, Event.idx)
+# What a record is made of (record_of): the envelope columns and the JSON document.
+_RECORD_COLUMNS = (
+    Event.path, Event.uid, Event.orig_h, Event.orig_p, Event.resp_h, Event.resp_p, Event.data
+)  # fmt: skip
+
+
+def _recent(
+    stmt: Select[Any],
+    session: ScopedSession,
+    limit: int,
+    flt: search.EventFilter | None,
+    cursor: Cursor | None,
+) -> Select[Any]:
+    stmt = stmt.order_by(*(col.desc() for col in _KEY)).limit(limit + 1)
+    if flt is not None:
+        stmt = search.where(stmt, flt, session.get_bind().dialect.name)
+    if cursor is not None:
+        after = (cursor.ts, cursor.agent_id, cursor.boot_epoch, cursor.seq, cursor.idx)
+        stmt = stmt.where(_tuple_less_than(_KEY, after))
+    return stmt
+
+
 def list_recent(
     *,
     session: ScopedSession,
@@ -185,18 +221,33 @@ def list_recent(
     cursor: Cursor | None = None,
 ) -> tuple[list[Event], Cursor | None]:
     """The tenant's events matching ``flt``, newest first, one page; and the next cursor."""
-    key = (Event.ts, Event.agent_id, Event.boot_epoch, Event.seq, Event.idx)
-    stmt = select(Event).order_by(*(col.desc() for col in key)).limit(limit + 1)
-    if flt is not None:
-        stmt = search.where(stmt, flt, session.get_bind().dialect.name)
-    if cursor is not None:
-        after = (cursor.ts, cursor.agent_id, cursor.boot_epoch, cursor.seq, cursor.idx)
-        stmt = stmt.where(_tuple_less_than(key, after))
-    events = list(session.scalars(stmt))
+    events = list(session.scalars(_recent(select(Event), session, limit, flt, cursor)))
     if len(events) <= limit:
         return events, None
     last = events[limit - 1]
     return events[:limit], Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
+
+
+def list_recent_records(
+    *,
+    session: ScopedSession,
+    limit: int,
+    flt: search.EventFilter | None = None,
+    cursor: Cursor | None = None,
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """As ``list_recent``, but the records themselves (``record_of``), read as plain columns.
+
+    The read paths need only the record: building an ORM ``Event`` per row (identity map,
+    instance state) cost more than the query on the events page (docs/benchmarks.md, API).
+    """
+    stmt = _recent(select(*_KEY, *_RECORD_COLUMNS), session, limit, flt, cursor)
+    rows = session.execute(stmt).all()
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        nxt = Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
+    return [record_of(row) for row in rows], nxt
 
 
 def _tuple_less_than(

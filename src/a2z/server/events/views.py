@@ -57,7 +57,7 @@ def _address(value: str | None) -> search.AddressMatch | None:
     return search.AddressMatch.parse(value) if value is not None else None
 
 
-def event_filter(
+async def event_filter(  # async: CPU only, so no thread-pool hop (docs/adr/0016)
     since: Annotated[
         str | None,
         Query(max_length=40, pattern=_TIME, description="from (inclusive): epoch s or ISO 8601"),
@@ -181,13 +181,13 @@ def list_events(
     except ValueError as exc:
         raise BadCursor("cursor is malformed") from exc
     with ctx.sessions.tenant(principal.tenant_id) as session:
-        rows, nxt = events.list_recent(session=session, limit=limit, flt=flt, cursor=after)
-        items = [events.record_of(row) for row in rows]
+        items, nxt = events.list_recent_records(session=session, limit=limit, flt=flt, cursor=after)
         # The detect role's anomaly score of each conn on the page (one indexed lookup).
-        scored = scores.of(session=session, uids={r.uid for r in rows if r.path == "conn"})
-    for row, item in zip(rows, items, strict=True):
-        if row.path == "conn" and row.uid in scored:
-            item["anomaly_score"] = scored[row.uid]
+        conns = {item["uid"] for item in items if item.get("_path") == "conn"}
+        scored = scores.of(session=session, uids=conns)
+    for item in items:
+        if item.get("_path") == "conn" and item["uid"] in scored:
+            item["anomaly_score"] = scored[item["uid"]]
     return EventPage(items=items, next_cursor=nxt.encode() if nxt else None)
 
 

@@ -437,11 +437,10 @@ def _stored_records(session: ScopedSession, flt: search.EventFilter) -> Iterator
     """
     cursor: events.Cursor | None = None
     while True:
-        rows, cursor = events.list_recent(
+        page, cursor = events.list_recent_records(
             session=session, limit=DRY_RUN_PAGE, flt=flt, cursor=cursor
         )
-        for row in rows:
-            yield events.record_of(row)
+        yield from page
         if cursor is None:
             return
 

@@ -10,11 +10,12 @@ row-level security policies, so the database enforces the same scope underneath.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 
 from a2z.server.errors import TenantScopeError
@@ -23,6 +24,7 @@ from a2z.server.store.tenancy import TENANT_SETTING, USER_SETTING
 
 _TENANT = "tenant_id"
 _SYSTEM = "system"
+_TOUCHED = "watched_change"  # set when this transaction changed a watched model
 
 
 class ScopedSession(Session):
@@ -70,6 +72,29 @@ def _check_writes(session: Session, _ctx: Any, _instances: Any) -> None:
             raise TenantScopeError("refusing to write a row that belongs to another tenant")
 
 
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Call ``notify`` after a commit that updated or deleted a row of ``models``.
+
+    Changes only to ``ignore`` columns do not count (bookkeeping such as a last-used time).
+    Inserts never count: a new row cannot invalidate what was read before it existed.
+    """
+
+    models: tuple[type[Any], ...]
+    notify: Callable[[], None]
+    ignore: frozenset[str] = frozenset()
+
+    def covers(self, obj: object) -> bool:
+        return isinstance(obj, self.models)
+
+    def changed(self, obj: object) -> bool:
+        """True when a dirty ``obj`` has a change in a column outside ``ignore``."""
+        state = inspect(obj)
+        return any(
+            attr.history.has_changes() for attr in state.attrs if attr.key not in self.ignore
+        )
+
+
 class SessionFactory:
     """Opens units of work; the only way the server reaches the database."""
 
@@ -77,6 +102,55 @@ class SessionFactory:
         self.engine = engine
         self._make = sessionmaker(bind=engine, class_=ScopedSession, expire_on_commit=False)
         self._postgres = engine.dialect.name == "postgresql"
+        self._watches: list[Watch] = []
+        # Listeners on this factory's sessionmaker only: factories (tests run several) do not
+        # notify each other.
+        event.listen(self._make, "before_flush", self._note_changes)
+        event.listen(self._make, "do_orm_execute", self._note_bulk_changes)
+        event.listen(self._make, "after_commit", self._notify)
+        event.listen(self._make, "after_rollback", self._forget)
+
+    def watch(
+        self,
+        models: Iterable[type[Any]],
+        notify: Callable[[], None],
+        *,
+        ignore: Iterable[str] = (),
+    ) -> None:
+        """Call ``notify()`` after each commit that changed a row of ``models`` (see Watch).
+
+        It runs synchronously after the commit, before the unit of work returns to its
+        caller: whatever the caller answers next already sees the notification's effect.
+        """
+        self._watches.append(Watch(tuple(models), notify, frozenset(ignore)))
+
+    def _note_changes(self, session: Session, _ctx: Any, _instances: Any) -> None:
+        for watch in self._watches:
+            if any(watch.covers(o) for o in session.deleted) or any(
+                watch.covers(o) and watch.changed(o) for o in session.dirty
+            ):
+                session.info.setdefault(_TOUCHED, set()).add(id(watch))
+
+    def _note_bulk_changes(self, state: ORMExecuteState) -> None:
+        # update(Model)/delete(Model) statements skip the unit of work's flush.
+        if not (state.is_update or state.is_delete):
+            return
+        mapper = state.bind_mapper
+        target = mapper.class_ if mapper is not None else None
+        for watch in self._watches:
+            if target is not None and issubclass(target, watch.models):
+                state.session.info.setdefault(_TOUCHED, set()).add(id(watch))
+
+    def _notify(self, session: Session) -> None:
+        touched = session.info.pop(_TOUCHED, None)
+        if not touched:
+            return
+        for watch in self._watches:
+            if id(watch) in touched:
+                watch.notify()
+
+    def _forget(self, session: Session) -> None:
+        session.info.pop(_TOUCHED, None)
 
     @contextmanager
     def tenant(self, tenant_id: uuid.UUID) -> Iterator[ScopedSession]:

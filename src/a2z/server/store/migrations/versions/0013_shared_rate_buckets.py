@@ -1,7 +1,7 @@
 """Event-rate buckets shared by every server process (one row per tenant, RLS forced).
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-27 17:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from a2z.server.store.tenancy import disable_rls, enable_rls
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
