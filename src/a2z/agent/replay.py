@@ -47,10 +47,10 @@ def iter_records(
 
 
 def _records(reader: CaptureReader, pipeline: Pipeline) -> Iterator[Record]:
-    feed = pipeline.feed
+    feed_batch = pipeline.feed_batch
     try:
-        for pkt in reader:
-            yield from feed(pkt)
+        for batch in reader.batches():  # a window of the file at a time (ADR 0006)
+            yield from feed_batch(batch)
         yield from pipeline.flush()
     finally:
         reader.close()
