@@ -219,10 +219,12 @@ def child(path: str, max_flows: int | None) -> None:
     import msgspec
 
     from a2z.agent.flows.table import FlowConfig
+    from a2z.agent.gc_policy import tune_gc
     from a2z.agent.replay import replay
 
     started = time.perf_counter()
     cpu_started = time.process_time()
+    tune_gc()  # as run_replay does
     config = FlowConfig() if max_flows is None else FlowConfig(max_flows=max_flows)
     records, pipeline, _capture = replay(path, config)
     encode = msgspec.json.Encoder().encode

@@ -26,7 +26,7 @@ def flow_to_conn(flow: Flow) -> Conn:
         proto = "tcp"
         orig_size = flow.tcp.orig.size(flow.tcp.resp)
         resp_size = flow.tcp.resp.size(flow.tcp.orig)
-        state = flow.tcp.conn_state(flow.history.letters)
+        state = flow.tcp.conn_state(flow.letters)
     elif flow.proto == PROTO_UDP:
         proto = "udp"
         orig_size = max(flow.orig_size, 0)
@@ -52,7 +52,7 @@ def flow_to_conn(flow: Flow) -> Conn:
         orig_bytes=orig_size if lasted else None,
         resp_bytes=resp_size if lasted else None,
         conn_state=state,
-        history=flow.history.letters,
+        history=flow.letters,
         orig_pkts=flow.orig_pkts,
         orig_ip_bytes=flow.orig_ip_bytes,
         resp_pkts=flow.resp_pkts,
