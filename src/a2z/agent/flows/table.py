@@ -11,7 +11,6 @@ import heapq
 import math
 import os
 import random
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -75,6 +74,8 @@ class Flow(History):
         "ended",
         "key",
         "last",
+        "newer",
+        "older",
         "orig_h",
         "orig_ip_bytes",
         "orig_p",
@@ -131,6 +132,9 @@ class Flow(History):
         self.app: AppSession | None = None  # application analyzers, once payload is seen
         self.app_done = False  # payload no longer inspected (analyzers finished or not ours)
         self.service: str | None = None  # application protocols confirmed by content
+        # The table's recency list (least recently active first), linked through the flows.
+        self.older: Flow | None = None
+        self.newer: Flow | None = None
 
     @property
     def uid(self) -> str:
@@ -189,7 +193,12 @@ class FlowTable:
     def __init__(self, config: FlowConfig | None = None) -> None:
         self.config = config or FlowConfig()
         self.evictions = 0  # flows pushed out because the table was full
-        self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()  # least recently active first
+        # Flows by key, and in order of last activity through each flow's older/newer links:
+        # an OrderedDict did both in 2.1 MiB at the default bound, this in 1.3 MiB plus two
+        # pointers per flow, and moving a flow to the newest end is native code (ADR 0006).
+        self._flows: dict[FlowKey, Flow] = {}
+        self._oldest: Flow | None = None
+        self._newest: Flow | None = None
         # (deadline, flow key): a min-heap with lazy deletion. Entries name the key, not the
         # flow, so a stale entry never keeps an ended (e.g. evicted) flow in memory; keys are
         # unique among live flows, so equal deadlines need no tie-breaker.
@@ -241,8 +250,9 @@ class FlowTable:
             if flags & SYN and tcp.is_reuse(flags, seq):
                 self._end(flow)
                 flow = None
-            else:
-                flows.move_to_end(key)
+            elif flow is not self._newest:
+                self._unlink(flow)
+                self._link(flow)
         if flow is None:
             if self.config.flip_syn_ack and flags & (SYN | ACK) == SYN | ACK:
                 flow = self._new(key, ts, (dst, dport), (src, sport))
@@ -358,7 +368,12 @@ class FlowTable:
 
     def flush(self) -> list[Flow]:
         """End every flow (end of capture or shutdown) and return all ended flows."""
-        for flow in list(self._flows.values()):
+        flows = []
+        flow = self._oldest
+        while flow is not None:
+            flows.append(flow)
+            flow = flow.newer
+        for flow in flows:
             self._end(flow)
         self._timers.clear()
         return self.pop_ended()
@@ -371,23 +386,53 @@ class FlowTable:
         flow = self._flows.get(key)
         if flow is None:
             flow = self._new(key, ts, orig, resp)
-        else:
-            self._flows.move_to_end(key)
+        elif flow is not self._newest:
+            self._unlink(flow)
+            self._link(flow)
         flow.last = ts
         return flow
 
     def _new(
         self, key: FlowKey, ts: float, orig: tuple[bytes, int], resp: tuple[bytes, int]
     ) -> Flow:
-        if len(self._flows) >= self.config.max_flows:
-            _, victim = self._flows.popitem(last=False)
+        if len(self._flows) >= self.config.max_flows and self._oldest is not None:
+            victim = self._oldest
+            del self._flows[victim.key]
+            self._unlink(victim)
             self.evictions += 1
             victim.ended = True
             victim.sched = math.inf  # its timer entry is stale now
             self._ended.append(victim)
         flow = Flow(key, self._uids, ts, orig, resp)
         self._flows[key] = flow
+        self._link(flow)
         return flow
+
+    def _link(self, flow: Flow) -> None:
+        """Make ``flow`` the most recently active one."""
+        newest = self._newest
+        flow.older = newest
+        flow.newer = None
+        if newest is None:
+            self._oldest = flow
+        else:
+            newest.newer = flow
+        self._newest = flow
+
+    def _unlink(self, flow: Flow) -> None:
+        """Take ``flow`` out of the recency list (it leaves the table, or moves to the end)."""
+        older = flow.older
+        newer = flow.newer
+        if older is None:
+            self._oldest = newer
+        else:
+            older.newer = newer
+        if newer is None:
+            self._newest = older
+        else:
+            newer.older = older
+        flow.older = None
+        flow.newer = None
 
     def _end(self, flow: Flow) -> None:
         if flow.ended:
@@ -396,6 +441,7 @@ class FlowTable:
         flow.sched = math.inf  # any timer entry left is stale
         if self._flows.get(flow.key) is flow:
             del self._flows[flow.key]
+            self._unlink(flow)
         self._ended.append(flow)
 
     def _inactivity(self, flow: Flow) -> float:
