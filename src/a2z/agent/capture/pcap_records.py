@@ -51,7 +51,11 @@ def split_records(
         end = start + caplen
         if end > size:
             break
-        out.append(RawPacket(sec + frac / divisor, linktype, chunk[start:end], wirelen))
+        # tuple.__new__ is RawPacket(...) without the namedtuple's interpreted __new__ (a
+        # Python-level lambda: about 6 % of an attack-mix replay when called from here).
+        out.append(
+            tuple.__new__(RawPacket, (sec + frac / divisor, linktype, chunk[start:end], wirelen))
+        )
         off = end
     return off, MORE
 

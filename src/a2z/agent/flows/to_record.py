@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import socket
+from typing import Final
 
 from a2z.agent.flows.state import udp_conn_state
 from a2z.agent.flows.table import PROTO_UDP, Flow
 from a2z.records import Conn
 from a2z.records.network import Proto
 
+_ADDR_CACHE_SIZE: Final = 4096
+_addr_cache: Final[dict[bytes, str]] = {}  # address -> text: most flows share a few hosts
+
 
 def format_addr(addr: bytes) -> str:
-    """Render a 4- or 16-byte address as Zeek prints it."""
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+    """Render a 4- or 16-byte address as Zeek prints it.
+
+    Remembered for the last few thousand addresses (dropped all at once when full): every
+    conn record formats two, and the hosts of a network repeat (ADR 0006).
+    """
+    text = _addr_cache.get(addr)
+    if text is None:
+        text = socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+        if len(_addr_cache) >= _ADDR_CACHE_SIZE:
+            _addr_cache.clear()
+        _addr_cache[addr] = text
+    return text
 
 
 def flow_to_conn(flow: Flow) -> Conn:
