@@ -35,16 +35,16 @@ _OPT_IF_TSOFFSET = 14
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """A record or block claiming more than this is corrupt: we stop rather than allocate it."""
 
-RELEASE_BYTES = 256 * 1024
+RELEASE_BYTES = 64 * 1024
 """Pages of the mapping already read are handed back this often. Every page we touch would
 otherwise stay mapped and count in our RSS: a 200 MB capture would cost 200 MB of RSS though
 each packet is copied out of it at once (the pages stay in the OS page cache either way).
-256 KiB (it was 2 MiB) keeps the SYN-flood worst case within 50 MB with the compiled flow
-table (ADR 0006); one madvise per 256 KiB costs nothing measurable."""
-WINDOW_BYTES = 64 * 1024
+64 KiB (it was 2 MiB, then 256 KiB) keeps the SYN-flood worst case within 50 MB (ADR 0006);
+one madvise per 64 KiB costs nothing measurable."""
+WINDOW_BYTES = 32 * 1024
 """Classic pcap is read in windows of this size: each is copied out of the mapping once and
 split into packets by compiled code (``pcap_records.py``), which hands the reader a list per
-window instead of one generator step per packet. Small enough that a window's packets (≈ 1,000
+window instead of one generator step per packet. Small enough that a window's packets (≈ 500
 under a SYN flood) cost little memory next to the flow table."""
 _PAGE = mmap.PAGESIZE
 

