@@ -301,7 +301,8 @@ def report_flood(frames: int, wire: int, ours: Run, target_mb: float = 50.0) -> 
     verdict = "within" if ours.rss_mib <= target_mib else "OVER"
     print(
         f"  a2z pipeline: peak RSS {ours.rss_mib:.1f} MiB = {ours.rss_mib * 2**20 / 1e6:.1f} MB "
-        f"({verdict} the {target_mb:.0f} MB target), flow table bound {ours.max_flows:,}, evictions {ours.evictions:,}, "
+        f"({verdict} the {target_mb:.0f} MB target), flow table bound {ours.max_flows:,}, "
+        f"evictions {ours.evictions:,}, "
         f"conn records {ours.records:,}"
     )
     print(
