@@ -83,6 +83,7 @@ bench-channel: install
 # BENCH_PIPELINE_ARGS pass options (e.g. --batches 100, --search-rows 1000000).
 bench-ingest: install
 	$(BIN)/python bench/bench_ingest.py $(BENCH_INGEST_ARGS)
+	$(BIN)/python bench/bench_contention.py $(BENCH_CONTENTION_ARGS)
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_PIPELINE_ARGS)
 
 # Sigma rule matching: records/s with 10, 100 and 1,000 rules (SigmaHQ network/web rules plus

@@ -13,43 +13,27 @@ application role, so row-level security is on) receives the same agent-format ba
 and, for reference, the embedded SQLite store with its INSERT path. Single writer, no bus:
 this measures the store half of ingest, not end to end.
 
-First, the contention part: an in-process server on PostgreSQL; tenant B ships batches through
-the gateway (mutual TLS, in-process bus) alone and then while tenant A, limited to
-``--quota`` events/s, offers ten times that; it prints B's ingest rate and p99 search latency
-both ways, the ratio the issue asks to stay within 10%. Figures: docs/benchmarks.md.
+Tenant isolation under a flood is bench/bench_contention.py. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import random
-import statistics
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
-from fastapi.testclient import TestClient
 from sqlalchemy import JSON
 
-from a2z.agent.enroll import enroll
-from a2z.agent.identity import IdentityFiles
-from a2z.agent.ship.channel import ChannelClient, ShipStats
 from a2z.records import Batch, Conn, Dns, Http, Record, Ssl
 from a2z.server.agents import service as agents
-from a2z.server.app import build_context, create_app
-from a2z.server.config import Settings
-from a2z.server.events import search
 from a2z.server.events import service as events
 from a2z.server.events.maintenance import StoreMaintenance
 from a2z.server.events.models import Event
@@ -180,124 +164,12 @@ def run_raw_copy(url: str, args: argparse.Namespace) -> float:
     return args.batches * args.batch_size / elapsed
 
 
-def run_contention(url: str, args: argparse.Namespace) -> None:
-    """Tenant B alone, then B while tenant A offers ten times its event-rate quota: B's ingest
-    rate (agent -> gateway -> bus -> store, acked) and B's p99 search latency, both ways."""
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        settings = Settings(data_dir=Path(tmp), db_url=url, agent_port=0, pool_size=4)
-        ctx = build_context(settings)
-        client = stack.enter_context(TestClient(create_app(context=ctx)))
-        gateway = f"wss://127.0.0.1:{client.app.state.gateway.port}"  # type: ignore[attr-defined]
-        quota = args.quota
-        ships = {}
-        for name in ("a", "b"):
-            with ctx.sessions.system() as session:
-                tenant = tenants.create_tenant(session=session, name=f"contention-{name}")
-            with ctx.sessions.tenant(tenant.id) as session:
-                _, token = agents.create_enrollment_token(
-                    session=session, ttl=timedelta(minutes=5), uses=1, created_by="bench"
-                )
-            config = enroll(gateway, token, ctx.root.pin, Path(tmp) / name, name)
-            files = IdentityFiles(Path(config.identity_dir))
-            ships[name] = (tenant.id, config.agent_id, files)
-        with ctx.sessions.system() as session:
-            tenants.update_settings(
-                session=session,
-                tenant_id=ships["a"][0],
-                changes={"events_per_second": quota, "burst_events": quota},
-            )
-        ctx.quotas.reload(ships["a"][0])
-
-        def ship(name: str, first_seq: int, count: int) -> ShipStats:
-            _, agent_id, files = ships[name]
-            channel = ChannelClient(f"{gateway}/channel", ssl=files.client_context(), window=8)
-
-            async def source() -> AsyncIterator[Batch]:
-                rng = random.Random(first_seq)
-                for seq in range(first_seq, first_seq + count):
-                    recs = records(rng, args.contention_batch, time.time() - 60)
-                    yield Batch(agent_id=agent_id, boot_epoch=1, seq=seq, sent_at=time.time(),
-                                records=recs)  # fmt: skip
-
-            return asyncio.run(channel.ship(source()))
-
-        def phase(
-            first_seq: int, with_a: bool
-        ) -> tuple[float, float, tuple[ShipStats, float] | None]:
-            stop = threading.Event()
-            latencies: list[float] = []
-
-            def searcher() -> None:
-                flt = search.EventFilter(since=time.time() - 3600, path="dns")
-                while not stop.is_set():
-                    started = time.perf_counter()
-                    with ctx.sessions.tenant(ships["b"][0]) as session:
-                        events.list_recent(session=session, limit=100, flt=flt)
-                    latencies.append(time.perf_counter() - started)
-                    time.sleep(0.02)
-
-            a_stats: list[tuple[ShipStats, float]] = []
-
-            def flood() -> None:  # ten times A's quota for as long as B's phase should last
-                a_batches = 10 * quota * args.contention_seconds // args.contention_batch
-                started = time.perf_counter()
-                stats = ship("a", first_seq, a_batches)
-                a_stats.append((stats, time.perf_counter() - started))
-
-            helpers = [threading.Thread(target=searcher)]
-            if with_a:
-                helpers.append(threading.Thread(target=flood))
-            for t in helpers:
-                t.start()
-            started = time.perf_counter()
-            b_batches = args.contention_rate * args.contention_seconds // args.contention_batch
-            ship("b", first_seq, b_batches)
-            elapsed = time.perf_counter() - started
-            stop.set()
-            for t in helpers:
-                t.join()
-            rate = b_batches * args.contention_batch / elapsed
-            p99 = statistics.quantiles(latencies, n=100)[98] * 1000 if len(latencies) > 1 else 0.0
-            return rate, p99, a_stats[0] if a_stats else None
-
-        solo_rate, solo_p99, _ = phase(1, with_a=False)
-        both_rate, both_p99, a = phase(1_000_000, with_a=True)
-        store = url.split(":")[0]
-        size = args.contention_batch
-        print(f"\ncontention ({store}): tenant A, limited to {quota} events/s, offers 10x that")
-        sent = args.contention_rate * args.contention_seconds // size * size
-        print(f"while tenant B sends {sent:,} events in {size}-record batches, as fast as it can")
-        print(f"B ingest, solo      {solo_rate:>10,.0f} events/s   p99 search {solo_p99:7.1f} ms")
-        print(f"B ingest, contended {both_rate:>10,.0f} events/s   p99 search {both_p99:7.1f} ms")
-        print(f"B contended/solo    {both_rate / solo_rate:>10.1%} rate      "
-              f"{both_p99 / solo_p99 if solo_p99 else 0:.1%} p99 search")  # fmt: skip
-        if a is not None:
-            stats, took = a
-            print(f"A: {stats.records_acked:,} events stored in {took:.1f} s "
-                  f"({stats.records_acked / took:,.0f}/s against its {quota}/s), "
-                  f"{stats.throttled} deferrals (kept, re-sent later)")  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--batches", type=int, default=400, help="batches per path")
     parser.add_argument("--batch-size", type=int, default=500, help="records per batch")
-    parser.add_argument("--quota", type=int, default=500, help="tenant A's events/s limit")
-    parser.add_argument(
-        "--contention-rate", type=int, default=2000, help="events/s tenant B offers"
-    )
-    parser.add_argument("--contention-seconds", type=int, default=10)
-    parser.add_argument("--contention-batch", type=int, default=100)
-    parser.add_argument(
-        "--only", choices=("store", "contention"), help="run one part (default: both)"
-    )
     args = parser.parse_args()
-    if args.only != "store":
-        with scratch_database() as url:
-            run_contention(url, args)
-    if args.only == "contention":
-        return
     rows = args.batches * args.batch_size
     print(f"{rows:,} rows per path, {args.tenants} tenants, batches of {args.batch_size}")
     results: dict[str, float] = {}

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-stored-bytes", "storage limit ('none': unlimited)"),
     ):
         tenant_set.add_argument(flag, type=_limit, default=argparse.SUPPRESS, help=what)
+    tenant_set.add_argument(
+        "--anomaly-threshold", type=_threshold, default=argparse.SUPPRESS,
+        help="anomaly model alert threshold in (0, 1] ('none': the default)",
+    )  # fmt: skip
     user = objects.add_parser("user").add_subparsers(dest="verb", required=True)
     user_create = user.add_parser("create", help="password from $A2Z_PASSWORD, else generated")
     user_create.add_argument("--tenant", required=True, help="tenant name or id")
@@ -322,8 +326,18 @@ def _limit(text: str) -> int | None:
     return value
 
 
-def _tenant_changes(args: argparse.Namespace) -> dict[str, int | str | None]:
-    changes: dict[str, int | str | None] = {}
+def _threshold(text: str) -> float | None:
+    """A score in (0, 1], or 'none' for the model's default."""
+    if text.strip().lower() == "none":
+        return None
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError("must be in (0, 1] (or 'none')")
+    return value
+
+
+def _tenant_changes(args: argparse.Namespace) -> dict[str, int | float | str | None]:
+    changes: dict[str, int | float | str | None] = {}
     if args.retention_days is not None:
         changes["retention_days"] = args.retention_days
     if args.region is not None:
@@ -332,6 +346,7 @@ def _tenant_changes(args: argparse.Namespace) -> dict[str, int | str | None]:
         ("events_per_second", "events_per_second"),
         ("burst", "burst_events"),
         ("max_stored_bytes", "max_stored_bytes"),
+        ("anomaly_threshold", "anomaly_threshold"),
     ):
         if hasattr(args, flag):  # absent unless given (SUPPRESS): 'none' sets None
             changes[name] = getattr(args, flag)

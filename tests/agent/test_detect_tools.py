@@ -109,13 +109,31 @@ def _capture(lab: Lab, name: str, traffic: Callable[[Lab], None]) -> Path:
     try:
         _wait_listening(dump)
         traffic(lab)
-        time.sleep(0.5)  # the last RSTs and FINs
+        _wait_caught_up(path)
     finally:
         dump.terminate()
         dump.wait(timeout=10)
         if dump.stderr is not None:
             dump.stderr.close()
     return path
+
+
+def _wait_caught_up(path: Path, quiet_s: float = 0.7, limit_s: float = 20.0) -> None:
+    """Until tcpdump has written what the tool sent: the file stops growing for ``quiet_s``.
+
+    Stopping tcpdump loses what it has not yet read from the kernel. On a loaded machine it
+    can lag the tool by seconds (an nmap scan then looked like 15 ports instead of 200), so a
+    fixed pause is not enough; ``-U`` makes the file grow as packets are read.
+    """
+    deadline = time.monotonic() + limit_s
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = path.stat().st_size if path.exists() else 0
+        if now_size != size:
+            size, since = now_size, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
 
 
 def _wait_listening(proc: subprocess.Popen[bytes]) -> None:

@@ -38,6 +38,25 @@ def wait_for_port(pair: VethPair, port: int, seconds: float = 30) -> None:
     pytest.fail(f"nothing listens on {port} in the server namespace")
 
 
+def wait_for_packet_socket(
+    pair: VethPair, agent: subprocess.Popen[str], seconds: float = 60
+) -> None:
+    """Until the agent's capture ring is open: a packet socket exists in the server namespace.
+
+    Nothing else there opens one, and /proc/net/packet lists the sockets of the reader's
+    namespace. Waiting on it rather than a fixed sleep keeps the test right on a loaded machine,
+    where the agent's start-up (imports, enrolment check) can take seconds.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert agent.poll() is None, "the agent exited before capturing"
+        listing = run(pair.exec_argv(pair.b_ns, ["cat", "/proc/net/packet"]), timeout=10)
+        if len(listing.splitlines()) > 1:  # a header line, then one line per socket
+            return
+        time.sleep(0.1)
+    pytest.fail("the agent opened no capture socket")
+
+
 def test_live_capture_is_enrolled_shipped_and_stored(tmp_path: Path) -> None:
     require_root_tools("curl")
     data = tmp_path / "server"
@@ -70,7 +89,7 @@ def test_live_capture_is_enrolled_shipped_and_stored(tmp_path: Path) -> None:
                          "--spool-dir", str(tmp_path / "spool"), "--max-seconds", "6")),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            time.sleep(1.5)  # the ring is up
+            wait_for_packet_socket(pair, agent)
             for i in range(3):
                 run(pair.exec_argv(pair.a_ns, ["curl", "-s", "-o", "/dev/null", "-A", f"probe-{i}",
                                                f"http://{pair.b_ip4}:{WEB}/"]), timeout=20)  # fmt: skip

@@ -15,8 +15,8 @@ from a2z.records import Batch, Conn, Dns, Http
 from a2z.server.app import build_context
 from a2z.server.config import Settings
 from a2z.server.context import ServerContext
+from a2z.server.events import scores, usage
 from a2z.server.events import service as events
-from a2z.server.events import usage
 from a2z.server.events.maintenance import stored_rows
 from a2z.server.events.models import Event
 from a2z.server.store import partitions
@@ -117,8 +117,14 @@ def test_retention_drops_old_partitions_and_each_tenants_old_rows(
         store(ctx, tenant_b, back + 1, ts)
     assert stored_rows(ctx.sessions, tenant_a.id) == stored_rows(ctx.sessions, tenant_b.id) == 30
 
+    with ctx.sessions.tenant(tenant_a.id) as session:  # the detect role's scores of A's conns
+        scores.store(session=session, scores=[("Cold", (TODAY - 5) * DAY, 0.5),
+                                              ("Cnew", TODAY * DAY, 0.5)])  # fmt: skip
+
     report = maint.retention()
 
+    with ctx.sessions.tenant(tenant_a.id) as session:  # scores go with their connections
+        assert scores.of(session=session, uids={"Cold", "Cnew"}) == {"Cnew": 0.5}
     # A keeps today and the 2 days before; B keeps 5 days back. Nothing else of either is left.
     assert stored_rows(ctx.sessions, tenant_a.id) == 3 * 3
     assert stored_rows(ctx.sessions, tenant_b.id) == 3 * 6

@@ -220,6 +220,45 @@ async def test_transient_failure_is_retried_then_dead_lettered_after_max_deliver
     assert parked.headers["A2Z-Deliveries"] == "3"
 
 
+async def test_message_never_answered_is_dead_lettered_after_max_deliver(
+    streams: Streams, js: JetStreamContext
+) -> None:
+    """A batch that kills its worker on every delivery (out of memory, a driver crash) is never
+    answered; JetStream stops after max_deliver and only says so in an advisory, which puts it
+    on the dead-letter stream instead of letting it vanish. The stream keeps flowing."""
+    settings = streams(max_deliver=2, backoff=(0.3,))
+    metrics = ServerMetrics()
+    deliveries: dict[str, int] = {}
+    handled: list[str] = []
+
+    async def dies_on_one(msg: Message) -> None:
+        deliveries[msg.msg_id] = deliveries.get(msg.msg_id, 0) + 1
+        if msg.msg_id == "killer":
+            # What the server sees of a worker killed mid-handling: no ack, no nak, no term.
+            raise asyncio.CancelledError
+        handled.append(msg.msg_id)
+
+    bus = JetStreamBus(require_nats(), settings, metrics)
+    bus.subscribe("a2z.events.", dies_on_one, group="probe")
+    subject = events_subject(str(uuid.uuid4()), str(uuid.uuid4()))
+    async with running(bus):
+        for msg_id in ("before", "killer", "after"):
+            await bus.publish(Message(subject=subject, payload=b"x", msg_id=msg_id))
+        await eventually(
+            lambda: sample(metrics, "a2z_bus_dead_lettered_total", group="probe", reason="unanswered")
+            == 1,
+            30,
+            "the unanswered message to be dead-lettered",
+        )  # fmt: skip
+    assert handled == ["before", "after"]
+    assert deliveries["killer"] == 2
+    parked = await js.get_msg(f"{settings.stream}_DLQ", seq=1)
+    assert parked.data == b"x"
+    assert parked.headers is not None
+    assert parked.headers["A2Z-Reason"] == "unanswered"
+    assert parked.headers["A2Z-Msg-Id"] == "killer"
+
+
 async def test_resend_beyond_dedup_window_adds_no_rows(
     ctx: ServerContext, tenant_a: TenantFixture, streams: Streams, js: JetStreamContext
 ) -> None:

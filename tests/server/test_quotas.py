@@ -20,8 +20,9 @@ from a2z.records import Batch
 from a2z.server.audit.models import AuditEvent
 from a2z.server.context import ServerContext
 from a2z.server.events.maintenance import stored_rows
+from a2z.server.metrics import ServerMetrics
 from a2z.server.quotas.limiter import TokenBucket
-from a2z.server.quotas.service import OverLimit
+from a2z.server.quotas.service import OverLimit, Quotas
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, enrolled, login
@@ -101,6 +102,25 @@ def test_admin_cli_sets_and_clears_tenant_settings(tmp_path: Path) -> None:
     assert out["events_per_second"] == "None" and out["max_stored_bytes"] == "1000000"
     bad = admin(tmp_path, "tenant", "set", "acme", "--region", "Not A Region")
     assert bad.returncode == 2 and "region" in bad.stderr
+    out = json.loads(admin(tmp_path, "tenant", "set", "acme", "--anomaly-threshold", "0.9").stdout)
+    assert out["anomaly_threshold"] == "0.9"
+    bad = admin(tmp_path, "tenant", "set", "acme", "--anomaly-threshold", "1.5")
+    assert bad.returncode == 2 and "anomaly-threshold" in bad.stderr
+
+
+def test_operator_sets_the_anomaly_threshold_within_zero_to_one(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    headers = operator_headers(client, ctx, tenant_a)
+    url = f"/api/v1/tenants/{tenant_a.id}"
+    assert client.get(url, headers=headers).json()["anomaly_threshold"] is None  # the default
+    resp = client.patch(url, json={"anomaly_threshold": 0.95}, headers=headers)
+    assert resp.status_code == 200 and resp.json()["anomaly_threshold"] == 0.95
+    for bad in (0, 1.01, -0.5, "high"):
+        resp = client.patch(url, json={"anomaly_threshold": bad}, headers=headers)
+        assert resp.status_code == 422, bad
+    assert client.patch(url, json={"anomaly_threshold": None}, headers=headers).status_code == 200
+    assert client.get(url, headers=headers).json()["anomaly_threshold"] is None
 
 
 def set_limits(ctx: ServerContext, tenant: TenantFixture, **changes: int | None) -> None:
@@ -115,15 +135,17 @@ def test_channel_defers_an_over_rate_batch_with_retry_after(
     set_limits(ctx, tenant_a, events_per_second=1, burst_events=5)
     config = enrolled(ctx, tenant_a, gateway, tmp_path)
     files = IdentityFiles(Path(config.identity_dir))
+    # The first batch empties the bucket; the second needs 5 s of refill, far more than a
+    # loaded machine takes between two frames.
     replies = exchange(
-        f"{gateway}/channel", files, [frame(config.agent_id, s, n=3) for s in (1, 2)]
+        f"{gateway}/channel", files, [frame(config.agent_id, s, n=5) for s in (1, 2)]
     )
     assert replies[0] == {"ack": 1, "epoch": 1}
     assert replies[1]["nack"] == 2 and replies[1]["retry"] is True
-    assert 0 < float(replies[1]["retry_after"]) <= 2  # type: ignore[arg-type]
-    assert stored_rows(ctx.sessions, tenant_a.id) == 3
+    assert 0 < float(replies[1]["retry_after"]) <= 5  # type: ignore[arg-type]
+    assert stored_rows(ctx.sessions, tenant_a.id) == 5
     value = ctx.metrics.registry.get_sample_value
-    assert value("a2z_events_throttled_total", {"stage": "gateway", "limit": "rate"}) == 3
+    assert value("a2z_events_throttled_total", {"stage": "gateway", "limit": "rate"}) == 5
 
 
 def test_over_storage_limit_is_deferred_until_the_limit_allows(
@@ -146,6 +168,34 @@ async def batches(agent_id: str, count: int, size: int) -> AsyncIterator[Batch]:
     for seq in range(1, count + 1):
         records = [conn(seq * 1000 + i) for i in range(size)]
         yield Batch(agent_id=agent_id, boot_epoch=1, seq=seq, sent_at=time.time(), records=records)
+
+
+def test_rate_limit_holds_across_server_processes(
+    ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    """Two API processes admitting one tenant's batches (here: two ``Quotas`` over one store)
+    share its bucket on PostgreSQL, so the tenant gets its rate once, not once per process. The
+    embedded server (SQLite) is one process; its bucket lives in memory."""
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=100)
+    set_limits(ctx, tenant_b, events_per_second=1, burst_events=100)
+    other = Quotas(ctx.sessions, ServerMetrics())  # the second process
+    ctx.quotas.admit(tenant_a.id, 80, stage="test")
+    if ctx.sessions.engine.dialect.name == "postgresql":
+        assert ctx.quotas.blocking(tenant_a.id)  # each admission is a database round trip
+        with pytest.raises(OverLimit) as refused:
+            other.admit(tenant_a.id, 80, stage="test")
+        assert 50 <= refused.value.retry_after_s <= 61  # 60 tokens short at 1/s
+        other.admit(tenant_a.id, 20, stage="test")  # what is left, from either process
+        with pytest.raises(OverLimit):
+            ctx.quotas.admit(tenant_a.id, 5, stage="test")
+    else:
+        other.admit(tenant_a.id, 80, stage="test")  # its own bucket
+    # Another tenant's bucket is its own.
+    other.admit(tenant_b.id, 100, stage="test")
+    # A changed limit starts a full bucket everywhere.
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=200)
+    other.reload(tenant_a.id)
+    other.admit(tenant_a.id, 150, stage="test")
 
 
 def test_tenant_at_ten_times_its_quota_is_throttled_others_flow_nothing_lost(

@@ -180,7 +180,8 @@ def test_validate_reports_without_storing(client: TestClient, owner: dict[str, s
     assert ok.status_code == 200
     assert ok.json() == {
         "valid": True, "rule_id": str(rule_id), "title": "Query for evil.test",
-        "record_type": "dns", "overrides_shipped": False, "error": None,
+        "record_type": "dns", "correlation_type": None, "overrides_shipped": False,
+        "error": None,
     }  # fmt: skip
     shipped = client.post("/api/v1/rules/validate", json={"yaml": shipped_text()}, headers=owner)
     assert shipped.json()["overrides_shipped"] is True

@@ -34,6 +34,8 @@ from a2z.records import (
     Dns,
     Http,
     Record,
+    RulesPush,
+    RulesResult,
     ServerControl,
     Ssl,
 )
@@ -59,6 +61,7 @@ class _Probe(msgspec.Struct):
     type: str = ""
     version: int = 0
     id: str = ""
+    digest: str = ""
 
 
 _server_control = msgspec.json.Decoder(ServerControl)
@@ -78,6 +81,7 @@ class AgentRuntime:
     settings: AgentSettings = field(default_factory=AgentSettings)
     on_applied: Callable[[int], None] | None = None  # told the new version (for heartbeats)
     run_command: Callable[[Command], Awaitable[CommandResult]] | None = None
+    apply_rules: Callable[[RulesPush], RulesResult] | None = None  # agent/pushed_rules.py
     _dropped: frozenset[type] = frozenset()  # record types of disabled protocols
 
     # -- configuration ---------------------------------------------------------------------
@@ -175,11 +179,19 @@ class AgentRuntime:
             if not result.applied:
                 log.warning("rejected configuration %d: %s", result.version, result.reason)
             return _encode(result).decode()
+        if isinstance(message, RulesPush):
+            return _encode(await self._apply_rules(message)).decode()
         if self.run_command is None:
             return _encode(
                 CommandResult(id=message.id, ok=False, error="this agent takes no commands")
             ).decode()
         return _encode(await self.run_command(message)).decode()
+
+    async def _apply_rules(self, push: RulesPush) -> RulesResult:
+        if self.apply_rules is None:
+            return _rules_rejected(push.digest, push.version, "this agent takes no rule sets")
+        # Compiling a set takes a while (pySigma): off the event loop, like a configuration.
+        return await asyncio.to_thread(self.apply_rules, push)
 
     def _refuse(self, text: str, exc: Exception) -> str | None:
         # The agent validates again what the server validated: a message that fails here is
@@ -191,6 +203,9 @@ class AgentRuntime:
             return None
         if probe.type == "config":
             return _encode(_rejected(probe.version, f"invalid configuration: {exc}")).decode()
+        if probe.type == "rules" and probe.digest:
+            reason = f"invalid rule set: {exc}"
+            return _encode(_rules_rejected(probe.digest, probe.version, reason)).decode()
         if probe.type == "command" and probe.id:
             error = f"invalid command: {exc}"[:MAX_REASON_CHARS]
             return _encode(CommandResult(id=probe.id, ok=False, error=error)).decode()
@@ -200,6 +215,12 @@ class AgentRuntime:
 
 def _rejected(version: int, reason: str) -> ConfigResult:
     return ConfigResult(version=version, applied=False, reason=reason[:MAX_REASON_CHARS])
+
+
+def _rules_rejected(digest: str, version: int, reason: str) -> RulesResult:
+    return RulesResult(
+        digest=digest[:64], version=version, applied=False, reason=reason[:MAX_REASON_CHARS]
+    )
 
 
 class LogRing(logging.Handler):

@@ -25,6 +25,7 @@ class HeartbeatSource:
     drops: Callable[[], int] = lambda: 0
     spool_bytes: Callable[[], int] = lambda: 0
     config_version: int = 0
+    rules_digest: str = ""  # the pushed rule set the edge runs
     _process: psutil.Process = field(default_factory=psutil.Process)
     _last: tuple[float, int] = (0.0, 0)
 
@@ -48,5 +49,6 @@ class HeartbeatSource:
             reconnects=self.reconnects(),
             drops=self.drops(),
             spool_bytes=self.spool_bytes(),
+            rules_digest=self.rules_digest,
         )
         return msgspec.json.encode(beat).decode()

@@ -17,6 +17,7 @@ from a2z.agent.control import AgentRuntime, LogRing
 from a2z.agent.heartbeat import HeartbeatSource
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.live import LiveCapture
+from a2z.agent.pushed_rules import PushedRules
 from a2z.agent.replay import iter_records
 from a2z.agent.ship.batcher import BatchLimits, batches
 from a2z.agent.ship.channel import ChannelClient, ShipStats
@@ -123,6 +124,12 @@ async def ship_records(
         limits=BatchLimits(size=config.batch_size),
     )
     runtime.on_applied = lambda version: setattr(heartbeat, "config_version", version)
+    pushed = PushedRules(
+        detector,
+        state_dir=runtime.state_dir,
+        on_applied=lambda digest: setattr(heartbeat, "rules_digest", digest),
+    )
+    runtime.apply_rules = pushed.apply
     logs = LogRing()
     runtime.run_command = CommandRunner(
         runtime, stats, logs, upgrade or make_upgrader(config), detector=detector
@@ -131,6 +138,7 @@ async def ship_records(
     kept = (r for r in records if r is None or runtime.keeps(r))
     logging.getLogger("a2z").addHandler(logs)
     try:
+        await asyncio.to_thread(pushed.resume)
         if spool is None:
             await asyncio.to_thread(runtime.resume)
             stream = batches(

@@ -20,6 +20,7 @@ from a2z.records.control import (
     parse_layer,
 )
 from a2z.records.network import Conn, Dns, Ftp, Http, Record, Ssl, Weird
+from a2z.records.ruleset import PushedRule, RulesPush, RulesResult
 from a2z.records.wire import MAX_FRAME_BYTES, Batch, WireError, decode_batch, encode_batch
 
 __all__ = [
@@ -40,7 +41,10 @@ __all__ = [
     "Ftp",
     "Heartbeat",
     "Http",
+    "PushedRule",
     "Record",
+    "RulesPush",
+    "RulesResult",
     "ServerControl",
     "Severity",
     "Ssl",

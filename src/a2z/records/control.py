@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from a2z.records.ruleset import RulesPush, RulesResult
+
 MAX_CONTROL_BYTES = 64 * 1024  # a control frame larger than this is refused unread ...
 MAX_RESULT_BYTES = 256 * 1024  # ... except a command result (e.g. a diagnostics bundle),
 MAX_RESULT_FRAME_BYTES = MAX_RESULT_BYTES + 16 * 1024  # capped at this with its envelope
@@ -40,7 +42,9 @@ class ConfigLayer(
 
     bpf: BpfText | None = None  # kernel capture filter, tcpdump syntax; "" captures everything
     protocols: list[ProtocolName] | None = None  # protocol logs to produce besides conn
-    ruleset_version: RulesetVersion | None = None  # the detection rule set the agent should run
+    # Edge rules (ADR 13): "" or "latest" follows the tenant's rule set, "off" runs none,
+    # anything else pins one set (its version number or a digest prefix of 12+ hex digits).
+    ruleset_version: RulesetVersion | None = None
     batch_size: BatchSize | None = None  # records per batch
     batch_max_wait_s: BatchWait | None = None  # a waiting batch is cut after this long
     spool_max_bytes: SpoolBytes | None = None  # disk spool cap; past it, drop by priority
@@ -102,6 +106,9 @@ class Heartbeat(msgspec.Struct, kw_only=True, frozen=True, tag="heartbeat", tag_
     reconnects: int  # channel reconnects, in total
     drops: int  # records the spool had to drop, in total
     spool_bytes: int  # bytes waiting in the disk spool
+    # The pushed rule set the edge runs (records/ruleset.py): "" none yet; absent (None) from
+    # an agent that takes no rule sets, which the server then never sends one.
+    rules_digest: str | None = None
 
 
 class ConfigResult(
@@ -125,7 +132,7 @@ class CommandResult(
     error: str = ""
 
 
-Control = Heartbeat | ConfigResult | CommandResult
+Control = Heartbeat | ConfigResult | CommandResult | RulesResult
 
 
 # -- server to agent -------------------------------------------------------------------------
@@ -151,4 +158,4 @@ class Command(msgspec.Struct, kw_only=True, frozen=True, tag="command", tag_fiel
     args: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-ServerControl = ConfigPush | Command
+ServerControl = ConfigPush | Command | RulesPush

@@ -67,7 +67,9 @@ class Admin:
             )
         return {"id": str(tenant.id), "name": tenant.name}
 
-    def set_tenant(self, tenant: str, changes: dict[str, int | str | None]) -> dict[str, str]:
+    def set_tenant(
+        self, tenant: str, changes: dict[str, int | float | str | None]
+    ) -> dict[str, str]:
         """Change a tenant's retention, region or limits (audited); prints the result."""
         tenant_id = self.resolve_tenant(tenant)
         with self.sessions.system() as session:

@@ -7,7 +7,7 @@ Paths:
 - ``GET /releases/VERSION`` (client certificate) — an agent package, its signed manifest in
   the ``A2Z-Release`` header;
 - ``/channel`` (WebSocket, client certificate) — record batches in, acks out; control messages
-  both ways: heartbeats and results in, configuration pushes and commands out.
+  both ways: heartbeats and results in, configuration pushes, rule sets and commands out.
 
 The agent's identity is read from its verified client certificate and nothing else. Open
 channels re-check their certificate every ``recheck_s`` seconds, so revoking an agent closes
@@ -38,8 +38,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from a2z.records import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
+from a2z.records import MAX_CONTROL_BYTES, MAX_FRAME_BYTES, RulesPush
 from a2z.records.release import MANIFEST_HEADER
+from a2z.records.ruleset import MAX_RULES_PUSH_BYTES
 from a2z.server.agents import channel
 from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
@@ -88,6 +89,7 @@ class _Live:
     serial: str
     pushed_config: int = 0  # the configuration version last sent on this connection
     sent_commands: set[str] = field(default_factory=set)  # command ids sent on it
+    pushed_rules: str = ""  # the digest of the rule set last sent on it
 
 
 @dataclass
@@ -268,12 +270,28 @@ class Gateway:
             live.pushed_config = due.config.version
             await conn.send(_encode(due.config).decode())
             self.ctx.metrics.control_sent.labels("config").inc()
+        if due.rules is not None and due.rules.digest != live.pushed_rules:
+            live.pushed_rules = due.rules.digest
+            await self._push_rules(conn, live, due.rules)
         for command in due.commands:
             if command.id not in live.sent_commands:
                 live.sent_commands.add(command.id)
                 await conn.send(_encode(command).decode())
                 self.ctx.metrics.control_sent.labels("command").inc()
                 await asyncio.to_thread(channel.mark_sent, self.ctx, live.identity, command.id)
+
+    async def _push_rules(self, conn: ServerConnection, live: _Live, push: RulesPush) -> None:
+        frame = _encode(push)
+        if len(frame) > MAX_RULES_PUSH_BYTES:
+            # Sent once per connection at most (pushed_rules); the agent keeps its set.
+            self.ctx.metrics.control_sent.labels("rules_too_large").inc()
+            log.error(
+                "rule set %s for agent %s is %d bytes, over the %d-byte limit: not sent",
+                push.digest[:12], live.identity.agent_id, len(frame), MAX_RULES_PUSH_BYTES,
+            )  # fmt: skip
+            return
+        await conn.send(frame.decode())
+        self.ctx.metrics.control_sent.labels("rules").inc()
 
     async def _due(self, live: _Live) -> channel.Due | None:
         return await asyncio.to_thread(channel.due, self.ctx, live.identity)

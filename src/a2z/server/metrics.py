@@ -25,7 +25,10 @@ class ServerMetrics:
         )
         self.heartbeats = Counter("a2z_agent_heartbeats", "Agent heartbeats received", registry=r)
         self.control_sent = Counter(
-            "a2z_agent_control_sent", "Configuration pushes and commands sent", ["kind"], registry=r
+            "a2z_agent_control_sent",
+            "Configuration pushes, rule sets and commands sent",
+            ["kind"],
+            registry=r,
         )
         self.control_results = Counter(
             "a2z_agent_control_results",
@@ -79,7 +82,7 @@ class ServerMetrics:
         )
         self.bus_dead_lettered = Counter(
             "a2z_bus_dead_lettered",
-            "Messages moved to the dead-letter stream (reason: poison or max_deliver)",
+            "Messages moved to the dead-letter stream (reason: poison, max_deliver or unanswered)",
             ["group", "reason"],
             registry=r,
         )
@@ -189,4 +192,10 @@ class ServerMetrics:
         )
         self.detect_seconds = Histogram(
             "a2z_detect_seconds", "Detection time per batch (all detectors)", registry=r
+        )
+        self.detect_correlation_dropped = Counter(
+            "a2z_detect_correlation_dropped",
+            "Correlation input dropped: late or future matches, groups evicted by the state cap",
+            ["reason"],
+            registry=r,
         )

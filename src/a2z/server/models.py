@@ -7,6 +7,7 @@ from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession
 from a2z.server.events.models import Event, StoredUsage
 from a2z.server.pki.models import AgentCert, TenantCA
+from a2z.server.quotas.models import RateBucket
 from a2z.server.releases.models import AgentRelease
 from a2z.server.rules.models import RuleVersion, TenantRule
 from a2z.server.tenants.models import Membership, Role, Tenant, User
@@ -24,6 +25,7 @@ __all__ = [
     "EnrollmentToken",
     "Event",
     "Membership",
+    "RateBucket",
     "Role",
     "RuleVersion",
     "StoredUsage",

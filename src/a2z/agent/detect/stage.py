@@ -82,8 +82,13 @@ class EdgeDetector:
         rule_paths: Sequence[Path] = (),
     ) -> None:
         self.detections: list[Detection] = builtin_detections(builtins) if enable_builtins else []
-        self.rules = rules
         self.rule_paths = tuple(rule_paths)  # where ``rules`` came from; reload_rules re-reads
+        # Two sources of Sigma rules: the local ones (--rules) and the set the server pushed
+        # (the tenant's rules, ADR 13). ``rules`` is both, rebuilt whenever either changes and
+        # swapped in one assignment, so the stream never sees a half-changed set.
+        self.local_rules = rules
+        self.pushed_rules: RuleSet | None = None
+        self.rules = rules
         self.suppressor = Suppressor(suppression)
         self.stats = DetectStats(suppression=self.suppressor.stats)
         # Dispatch by record type once, not per record.
@@ -102,13 +107,34 @@ class EdgeDetector:
         if not self.rule_paths:
             raise DetectConfigError("this agent was started without --rules: nothing to reload")
         rules, errors = load_rules(self.rule_paths)
-        self.rules = rules
+        self.local_rules = rules
+        self._combine()
         return {
             "rules": len(rules),
+            "pushed": len(self.pushed_rules) if self.pushed_rules is not None else 0,
             "paths": [str(p) for p in self.rule_paths],
             "errors": [str(e) for e in errors[:20]],
             "error_count": len(errors),
         }
+
+    def set_pushed_rules(self, rules: RuleSet | None) -> None:
+        """Run ``rules`` (compiled from a server push) beside the local ones, replacing the
+        previously pushed set at once."""
+        self.pushed_rules = rules
+        self._combine()
+
+    def _combine(self) -> None:
+        from a2z.rules.engine import RuleSet
+
+        local, pushed = self.local_rules, self.pushed_rules
+        if local is None or pushed is None:
+            self.rules = local if pushed is None else pushed
+            return
+        # A local rule with a pushed rule's id wins: the operator put it on this host on purpose.
+        ids = {rule.rule_id for rule in local.rules}
+        self.rules = RuleSet(
+            [*local.rules, *(rule for rule in pushed.rules if rule.rule_id not in ids)]
+        )
 
     def process(self, record: Record) -> list[Alert]:
         """The alerts (after suppression) that ``record`` completes."""

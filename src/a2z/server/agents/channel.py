@@ -8,8 +8,9 @@ limit (flow control: keep the batch and re-send it no sooner than ``s`` seconds 
 ``{"nack": seq, "error": "..."}`` when it refuses it for good. A bad frame is refused and
 counted; the stream goes on. The tenant and agent come from the agent's certificate, never
 from the frame. Text frames carry control messages, dispatched by their ``type``: heartbeats,
-configuration results and command results. None gets a direct answer; instead the gateway
-asks :func:`due` what the agent should be sent (a newer configuration, pending commands).
+configuration results, command results and rule-set results. None gets a direct answer;
+instead the gateway asks :func:`due` what the agent should be sent (a newer configuration,
+pending commands, its tenant's edge rule set when it runs another).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from a2z.records import (
     ConfigResult,
     Control,
     Heartbeat,
+    RulesPush,
+    RulesResult,
     WireError,
     decode_batch,
 )
 from a2z.records.control import MAX_RESULT_FRAME_BYTES
+from a2z.server.agents import edge_rules
 from a2z.server.agents.commands import service as commands
 from a2z.server.agents.config import service as configs
 from a2z.server.agents.models import Agent
@@ -109,9 +113,9 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
 
 
 async def admit(ctx: ServerContext, tenant_id: uuid.UUID, records: int, *, stage: str) -> None:
-    """The tenant's limits let ``records`` in, or OverLimit; reads the store (in a thread) only
-    when the cached limits are due for a reload."""
-    if ctx.quotas.stale(tenant_id):
+    """The tenant's limits let ``records`` in, or OverLimit; touches the store (in a thread) only
+    when the cached limits are due for a reload or the rate bucket is shared (PostgreSQL)."""
+    if ctx.quotas.blocking(tenant_id):
         await asyncio.to_thread(ctx.quotas.admit, tenant_id, records, stage=stage)
     else:
         ctx.quotas.admit(tenant_id, records, stage=stage)
@@ -128,6 +132,7 @@ class Due:
 
     config: ConfigPush | None = None
     commands: list[Command] = field(default_factory=list)
+    rules: RulesPush | None = None  # the tenant's edge rule set, if the agent runs another
 
 
 def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Due | None:
@@ -155,6 +160,7 @@ def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Du
                 # Running that version (or a later one) now, e.g. after a set-config command.
                 agent.config_rejected_version = agent.config_rejected_reason = None
             agent.health = msgspec.json.encode(message).decode()
+            edge_rules.record_heartbeat(agent=agent, digest=message.rules_digest)
             ctx.metrics.heartbeats.inc()
         elif isinstance(message, ConfigResult):
             configs.record_result(session=session, agent=agent, result=message)
@@ -167,16 +173,18 @@ def handle_control(ctx: ServerContext, identity: AgentIdentity, text: str) -> Du
                 target=actor, outcome="success" if message.applied else "failure",
                 detail={"version": message.version, "reason": message.reason[:200]},
             )  # fmt: skip
+        elif isinstance(message, RulesResult):
+            _rules_result(ctx, session, agent, message)
         else:
             _command_result(ctx, session, agent, message)
-        return _due(session, agent)
+        return _due(ctx, session, agent)
 
 
 def due(ctx: ServerContext, identity: AgentIdentity) -> Due | None:
     """What the agent should be sent now (None if it no longer exists)."""
     with ctx.sessions.tenant(identity.tenant_id) as session:
         agent = session.get(Agent, (identity.tenant_id, identity.agent_id))
-        return _due(session, agent) if agent is not None else None
+        return _due(ctx, session, agent) if agent is not None else None
 
 
 def mark_sent(ctx: ServerContext, identity: AgentIdentity, command_id: str) -> None:
@@ -187,8 +195,12 @@ def mark_sent(ctx: ServerContext, identity: AgentIdentity, command_id: str) -> N
         )
 
 
-def _due(session: ScopedSession, agent: Agent) -> Due:
+def _due(ctx: ServerContext, session: ScopedSession, agent: Agent) -> Due:
     desired = agent.desired_config_version or 0
+    settings = _settings.decode(agent.desired_config) if agent.desired_config else AgentSettings()
+    rules = edge_rules.due(
+        session=session, agent=agent, settings=settings, catalog=ctx.rules_catalog
+    )
     config = None
     if (
         desired > 0
@@ -196,8 +208,26 @@ def _due(session: ScopedSession, agent: Agent) -> Due:
         and desired != agent.config_version
         and desired != agent.config_rejected_version  # refused: pushing again would not help
     ):
-        config = ConfigPush(version=desired, config=_settings.decode(agent.desired_config))
-    return Due(config=config, commands=commands.pending(session=session, agent_id=agent.id))
+        config = ConfigPush(version=desired, config=settings)
+    pending = commands.pending(session=session, agent_id=agent.id)
+    return Due(config=config, commands=pending, rules=rules)
+
+
+def _rules_result(
+    ctx: ServerContext, session: ScopedSession, agent: Agent, message: RulesResult
+) -> None:
+    edge_rules.record_result(agent=agent, result=message)
+    ctx.metrics.control_results.labels("rules", "applied" if message.applied else "rejected").inc()
+    actor = f"agent:{agent.id}"
+    audit.record(
+        session=session, actor=actor,
+        action="agent.rules.applied" if message.applied else "agent.rules.rejected",
+        target=actor, outcome="success" if message.applied else "failure",
+        detail={
+            "digest": message.digest[:64], "version": message.version, "rules": message.rules,
+            "reason": message.reason[:200],
+        },
+    )  # fmt: skip
 
 
 def _command_result(

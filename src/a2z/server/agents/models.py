@@ -39,6 +39,13 @@ class Agent(TenantOwned, Base):
     desired_config: Mapped[str | None] = mapped_column(Text, default=None)
     config_rejected_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
     config_rejected_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Edge rules (ADR 13): the digest of the pushed rule set the agent runs (from its results
+    # and heartbeats; "" none yet, NULL: it has not said it takes rule sets), and the last set
+    # it refused, with its reason. What it should run is the tenant's rule set, computed when
+    # due, so nothing here goes stale on a rule change.
+    rules_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    rules_rejected_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    rules_rejected_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class EnrollmentToken(TenantOwned, Base):

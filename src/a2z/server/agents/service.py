@@ -30,6 +30,11 @@ def list_page(*, session: ScopedSession, limit: int, cursor: str | None) -> Page
     )
 
 
+def ids(*, session: ScopedSession) -> list[uuid.UUID]:
+    """Every agent id of the session's tenant (e.g. to tell them their rules changed)."""
+    return list(session.scalars(select(Agent.id)))
+
+
 def get(*, session: ScopedSession, agent_id: uuid.UUID) -> Agent | None:
     """One agent of the session's tenant, or None (also for another tenant's agent)."""
     return session.get(Agent, (session.tenant_id, agent_id))

@@ -11,6 +11,7 @@ import msgspec
 from fastapi import APIRouter, Response
 from pydantic import Field
 
+from a2z.rules.catalog import version_of
 from a2z.server.agents import service as agents
 from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
@@ -45,6 +46,13 @@ class AgentOut(Out):
     config_version: int | None
     health: dict[str, Any] | None  # the latest heartbeat's metrics
     clone_suspected_at: datetime | None
+    # Edge rules (ADR 13): the pushed rule set the agent runs ("": none yet; null: the agent
+    # takes no rule sets), and the last set it refused with the reason; compare with
+    # GET /api/v1/rules/effective's edge_digest.
+    rules_digest: str | None
+    rules_version: int | None
+    rules_rejected_digest: str | None
+    rules_rejected_reason: str | None
 
     @classmethod
     def of(cls, agent: Agent, offline_after_s: float) -> AgentOut:
@@ -62,7 +70,10 @@ class AgentOut(Out):
             last_seq=agent.last_seq, status=status, last_heartbeat_at=beat,
             version=agent.version, config_version=agent.config_version,
             health=msgspec.json.decode(agent.health) if agent.health else None,
-            clone_suspected_at=agent.clone_suspected_at,
+            clone_suspected_at=agent.clone_suspected_at, rules_digest=agent.rules_digest,
+            rules_version=version_of(agent.rules_digest) if agent.rules_digest else None,
+            rules_rejected_digest=agent.rules_rejected_digest,
+            rules_rejected_reason=agent.rules_rejected_reason,
         )  # fmt: skip
 
 

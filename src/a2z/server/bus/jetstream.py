@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -148,6 +149,7 @@ class JetStreamBus:
             consumer = _PullConsumer(self, self._js, sub, self._settings, self._metrics)
             try:
                 await consumer.bind()  # the durable consumer exists once start returns
+                await consumer.watch_exhausted(self._nc)
             except nats.errors.Error as exc:
                 raise BusError(f"cannot create consumer {sub.group}: {exc}") from exc
             self._consumers.append(consumer)
@@ -391,6 +393,57 @@ class _PullConsumer:
         self._psub = await self._js.pull_subscribe_bind(
             durable=self._group, stream=self._bus.stream
         )
+
+    async def watch_exhausted(self, nc: Client) -> None:
+        """Dead-letter the messages JetStream gives up on without our handler having said so.
+
+        A handler that fails says so and dead-letters on the last delivery itself. But a batch
+        that kills the worker process (out of memory, a crash in a driver), or hangs it until
+        it is restarted, is never answered: after ``max_deliver`` deliveries JetStream stops
+        delivering it and only publishes a MAX_DELIVERIES advisory. Listening for that (one
+        worker of the group per advisory, by queue group) is how it reaches the dead-letter
+        stream instead of vanishing.
+        """
+        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self._bus.stream}.{self._group}"
+        await nc.subscribe(subject, queue=self._group, cb=self._on_exhausted)
+
+    async def _on_exhausted(self, advisory: Msg) -> None:
+        try:
+            seq = int(json.loads(advisory.data)["stream_seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("consumer %s: unreadable max-deliveries advisory: %s", self._group, exc)
+            return
+        try:
+            raw = await self._js.get_msg(self._bus.stream, seq)
+        except nats.errors.Error as exc:  # gone already (retention): nothing left to park
+            log.error("consumer %s: exhausted message %d not found: %s", self._group, seq, exc)
+            return
+        msg_id = (raw.headers or {}).get(MSG_ID) or f"{self._bus.stream}:{seq}"
+        headers = {
+            # The same id as the handler's own dead-lettering: should both happen (a dead-letter
+            # published, its term() lost), the dead-letter stream keeps one.
+            MSG_ID: f"{self._group}:{msg_id}",
+            "A2Z-Reason": "unanswered",
+            "A2Z-Error": "the handler never answered: the worker died or hung on every delivery",
+            "A2Z-Group": self._group,
+            "A2Z-Deliveries": str(self._settings.max_deliver),
+            "A2Z-Stream-Seq": str(seq),
+            "A2Z-Msg-Id": msg_id,
+        }
+        try:
+            original = self._bus.bus_subject(raw.subject or "")
+            subject = self._bus.nats_subject(dead_letter_subject(original))
+            await self._bus.publish_raw(
+                subject, raw.data or b"", headers, stream=self._bus.dead_letter_stream
+            )
+        except (BusError, ValueError) as exc:
+            log.error("consumer %s: cannot dead-letter exhausted %s: %s", self._group, msg_id, exc)
+            return
+        self._metrics.bus_dead_lettered.labels(self._group, "unanswered").inc()
+        log.error(
+            "consumer %s: dead-lettered %s: unanswered after %d deliveries (worker died or hung)",
+            self._group, msg_id, self._settings.max_deliver,
+        )  # fmt: skip
 
     async def _free_slots(self) -> int:
         while len(self._inflight) >= self._limit and not self._stopping.is_set():

@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from a2z.records import Alert, Conn, Record
+from a2z.records import Alert, Conn, Dns, Record
 from a2z.rules import RuleError, RuleSet, compile_yaml
 from a2z.rules.anomaly import AnomalySettings, TenantModels, load_library
-from a2z.rules.catalog import Catalog
+from a2z.rules.catalog import Catalog, is_correlation
+from a2z.server.detect.thresholds import TenantThresholds
+from a2z.server.events import scores
 from a2z.server.metrics import ServerMetrics
 from a2z.server.rules.service import effective_rules
 from a2z.server.store.session import SessionFactory
@@ -40,30 +42,51 @@ class BatchDetector(Protocol):
 
 
 class ConnAnomalyDetector:
-    """The per-tenant online anomaly model (a2z.rules.anomaly) over ``conn`` records."""
+    """The per-tenant online anomaly model (a2z.rules.anomaly) over ``conn`` and ``dns`` records.
+
+    With ``sessions`` it stores every scored connection's score (``events.scores``, one
+    statement per batch) and reads each tenant's own threshold (``TenantThresholds``).
+    """
 
     name = "anomaly"
 
-    def __init__(self, settings: AnomalySettings | None = None, max_tenants: int = 1_000) -> None:
+    def __init__(
+        self,
+        settings: AnomalySettings | None = None,
+        max_tenants: int = 1_000,
+        *,
+        sessions: SessionFactory | None = None,
+        thresholds: TenantThresholds | None = None,
+    ) -> None:
         self.models = TenantModels(settings or AnomalySettings(), max_tenants=max_tenants)
         self.scored = 0
+        self._sessions = sessions
+        if thresholds is None and sessions is not None:
+            thresholds = TenantThresholds(sessions)
+        self._thresholds = thresholds
 
     def prepare(self) -> None:
         """Import the model library in the background rather than on the first batch."""
         load_library()
 
     def detect(self, tenant: str, records: Sequence[Record]) -> list[Alert]:
-        """Score then learn each connection; alert on the scores at or above the threshold."""
-        conns = [rec for rec in records if isinstance(rec, Conn)]
-        if not conns:
+        """Score each connection on its source's window; store the scores; alert on those at
+        or above the tenant's threshold (one alert per source per window)."""
+        if not any(isinstance(rec, (Conn, Dns)) for rec in records):
             return []
+        threshold = self._thresholds.of(tenant) if self._thresholds is not None else None
         model = self.models.model(tenant)
         alerts = []
-        for conn, score in self.models.observe(tenant, conns):
-            self.scored += 1
-            alert = model.alert(conn, score)
+        scored = self.models.observe(tenant, records, threshold)
+        for conn, score in scored:
+            alert = model.alert(conn, score, threshold)
             if alert is not None:
                 alerts.append(alert)
+        self.scored += len(scored)
+        if scored and self._sessions is not None:
+            rows = [(conn.uid, conn.ts, round(score, 4)) for conn, score in scored]
+            with self._sessions.tenant(uuid.UUID(tenant)) as session:
+                scores.store(session=session, scores=rows)
         return alerts
 
 
@@ -106,16 +129,27 @@ class TenantRulesDetector:
     def prepare(self) -> None:
         """Compile one shipped rule, so pySigma's import is paid before the first batch."""
         for shipped in self._catalog:
-            compile_yaml(shipped.yaml)
-            break
+            if not is_correlation(shipped.yaml):
+                compile_yaml(shipped.yaml)
+                break
 
     def detect(self, tenant: str, records: Sequence[Record]) -> list[Alert]:
-        """Alerts of the tenant's rules on ``records`` (alerts themselves are never inputs)."""
+        """Alerts of the tenant's rules on ``records`` (alerts themselves are never inputs).
+
+        An agent that runs the tenant's rules at the edge (ADR 13) ships its alert right after
+        the record that raised it; a rule and record the batch already has an alert for are
+        not alerted on twice.
+        """
         rules = self._rules(tenant)
         alerts: list[Alert] = []
+        edge: set[tuple[str, str]] = set()
         for record in records:
-            if not isinstance(record, Alert):
+            if isinstance(record, Alert):
+                edge.update((record.rule_id, uid) for uid in record.uids)
+            else:
                 alerts.extend(rules.match(record))
+        if edge:
+            alerts = [a for a in alerts if (a.rule_id, a.uid) not in edge]
         return alerts
 
     def _rules(self, tenant: str) -> RuleSet:
@@ -132,6 +166,8 @@ class TenantRulesDetector:
             return cached.rules
         compiled = []
         for rule in effective.rules:
+            if is_correlation(rule.yaml):
+                continue  # the CorrelationDetector's
             try:
                 compiled.append(compile_yaml(rule.yaml))
             except RuleError as exc:

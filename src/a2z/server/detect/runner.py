@@ -5,6 +5,7 @@ from __future__ import annotations
 from a2z.rules.catalog import Catalog, shipped_catalog
 from a2z.server.bus import Bus
 from a2z.server.bus.jetstream import EVENTS_PREFIX
+from a2z.server.detect.correlations import CorrelationDetector
 from a2z.server.detect.detectors import BatchDetector, ConnAnomalyDetector, TenantRulesDetector
 from a2z.server.detect.worker import DetectWorker
 from a2z.server.metrics import ServerMetrics
@@ -16,8 +17,13 @@ DETECT_GROUP = "detect"  # the durable consumer every detect process shares
 def default_detectors(
     sessions: SessionFactory, metrics: ServerMetrics, catalog: Catalog
 ) -> list[BatchDetector]:
-    """The backend detections every tenant gets: its Sigma rules and the anomaly model."""
-    return [TenantRulesDetector(sessions, catalog, metrics), ConnAnomalyDetector()]
+    """The backend detections every tenant gets: its Sigma rules, its Sigma correlation rules
+    and the anomaly model."""
+    return [
+        TenantRulesDetector(sessions, catalog, metrics),
+        CorrelationDetector(sessions, catalog, metrics),
+        ConnAnomalyDetector(sessions=sessions),
+    ]
 
 
 def wire_detect(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, delete, func, select
 
 from a2z.server.config import Settings
-from a2z.server.events import usage
+from a2z.server.events import scores, usage
 from a2z.server.events.models import Event
 from a2z.server.metrics import ServerMetrics
 from a2z.server.store import partitions
@@ -86,6 +86,7 @@ class StoreMaintenance:
             with self.sessions.tenant(tenant_id) as session:
                 gone = session.execute(delete(Event).where(Event.ts < first_day * DAY))
                 usage.forget_before(session=session, day=first_day)
+                scores.forget_before(session=session, ts=first_day * DAY)
             rows = int(getattr(gone, "rowcount", 0) or 0)
             if rows:
                 deleted[tenant_id] = rows

@@ -88,3 +88,19 @@ class StoredUsage(TenantOwned, Base):
     day: Mapped[int] = mapped_column(Integer, primary_key=True)  # floor(ts / 86400)
     events: Mapped[int] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class AnomalyScore(TenantOwned, Base):
+    """The anomaly model's score of one connection, written by the detect role (ADR 15).
+
+    A side table, not a column of ``events``: the detect role scores a connection after ingest
+    stored it, and an UPDATE of a partitioned, indexed row per connection would cost more than
+    the score itself. The search API joins it to conn events by ``uid`` for the analyst.
+    """
+
+    __tablename__ = "anomaly_scores"
+    __table_args__ = (Index("ix_anomaly_scores_tenant_ts", "tenant_id", "ts"),)
+
+    uid: Mapped[str] = mapped_column(String(64), primary_key=True)  # the conn record's uid
+    ts: Mapped[float]  # the connection's ts, for retention
+    score: Mapped[float]  # 0..1; higher is more unusual for this tenant

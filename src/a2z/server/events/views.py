@@ -17,7 +17,7 @@ from a2z.server.agents import channel
 from a2z.server.bus.base import Message, events_subject
 from a2z.server.deps import Context, Ingester, Reader
 from a2z.server.errors import Forbidden, InvalidInput, Unavailable
-from a2z.server.events import search
+from a2z.server.events import scores, search
 from a2z.server.events import service as events
 from a2z.server.schemas import CursorParam, Out
 from a2z.server.store.pagination import BadCursor
@@ -174,7 +174,8 @@ def list_events(
     cursor: CursorParam = None,
 ) -> EventPage:
     """The caller's tenant's records matching every filter, newest first, with an opaque
-    cursor for the next page (pass the same filters with it)."""
+    cursor for the next page (pass the same filters with it). A conn record the anomaly model
+    scored carries ``anomaly_score`` (0..1, higher is more unusual for the tenant)."""
     try:
         after = events.Cursor.decode(cursor) if cursor else None
     except ValueError as exc:
@@ -182,6 +183,11 @@ def list_events(
     with ctx.sessions.tenant(principal.tenant_id) as session:
         rows, nxt = events.list_recent(session=session, limit=limit, flt=flt, cursor=after)
         items = [events.record_of(row) for row in rows]
+        # The detect role's anomaly score of each conn on the page (one indexed lookup).
+        scored = scores.of(session=session, uids={r.uid for r in rows if r.path == "conn"})
+    for row, item in zip(rows, items, strict=True):
+        if row.path == "conn" and row.uid in scored:
+            item["anomaly_score"] = scored[row.uid]
     return EventPage(items=items, next_cursor=nxt.encode() if nxt else None)
 
 

@@ -2,10 +2,12 @@
 check before a batch goes on the bus, and what ingest tags events with.
 
 The cache reloads every ``refresh_s`` seconds (and at once for a tenant an operator changed in
-this process), so a limit set elsewhere takes effect within that time. The event-rate buckets
-are per process: with several API processes a tenant may reach its rate in each (like the login
-throttle). Stored bytes are read from the usage ledger at each reload, so a tenant may overshoot
-its storage limit by what it ingests within ``refresh_s``.
+this process), so a limit set elsewhere takes effect within that time. On PostgreSQL the
+event-rate bucket is one row per tenant shared by every process (``quotas.shared``), so the
+rate holds for the whole deployment however many API processes admit batches; on SQLite (the
+embedded server, one process) it is in memory. Stored bytes are read from the usage ledger at
+each reload, so a tenant may overshoot its storage limit by what it ingests within
+``refresh_s``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from a2z.server.errors import NotFound, RateLimited
 from a2z.server.events import usage
 from a2z.server.metrics import ServerMetrics
+from a2z.server.quotas import shared
 from a2z.server.quotas.limiter import TokenBucket
 from a2z.server.store.session import SessionFactory
 from a2z.server.tenants.models import Tenant
@@ -79,10 +82,21 @@ class Quotas:
     _entries: dict[uuid.UUID, _Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def shared(self) -> bool:
+        """Rate buckets live in the database (PostgreSQL), shared by every process."""
+        return self.sessions.engine.dialect.name == "postgresql"
+
     def stale(self, tenant_id: uuid.UUID) -> bool:
-        """True when ``policy``/``admit`` would read the database first (call them in a thread)."""
+        """True when ``policy`` would read the database first (call it in a thread)."""
         entry = self._entries.get(tenant_id)
         return entry is None or self.clock() - entry.loaded >= self.refresh_s
+
+    def blocking(self, tenant_id: uuid.UUID) -> bool:
+        """True when ``admit`` would touch the database (call it in a thread)."""
+        if self.stale(tenant_id):
+            return True
+        return self.shared and self._entries[tenant_id].policy.events_per_second is not None
 
     def policy(self, tenant_id: uuid.UUID) -> TenantPolicy:
         """The tenant's policy, reloaded when older than ``refresh_s``; NotFound if no tenant."""
@@ -119,6 +133,12 @@ class Quotas:
         limit, wait = None, 0.0
         if policy.max_stored_bytes is not None and policy.stored_bytes >= policy.max_stored_bytes:
             limit, wait = "storage", STORAGE_RETRY_S
+        elif self.shared:
+            burst = policy.burst
+            if policy.events_per_second is not None and burst is not None:
+                rate = float(policy.events_per_second)
+                wait = shared.take(self.sessions, tenant_id, records, rate=rate, burst=burst)
+                limit = "rate" if wait > 0 else None
         else:
             with self._lock:
                 bucket = self._entries[tenant_id].bucket

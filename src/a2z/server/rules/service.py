@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +19,21 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from a2z.rules.catalog import Catalog, ShippedRule, digest_of, sigma_id
+from a2z.rules.catalog import (
+    Catalog,
+    ShippedRule,
+    digest_of,
+    header_of,
+    is_correlation,
+    sigma_id,
+)
 from a2z.rules.compile import CompiledRule, compile_yaml
+from a2z.rules.correlation import (
+    CorrelationSet,
+    CorrelationSettings,
+    Correlator,
+    compile_correlations,
+)
 from a2z.rules.errors import RuleError, RuleSyntaxError, UnsupportedRuleError
 from a2z.rules.fields import RuleRecord
 from a2z.rules.merge import dump_document, load_document, merge3
@@ -68,18 +81,27 @@ class CheckedRule:
     rule_id: uuid.UUID  # its Sigma id
     title: str
     text: str
-    compiled: CompiledRule
+    compiled: CompiledRule | None  # a detection rule (None for a correlation rule)
+    correlation: CorrelationSet | None = None  # a correlation rule, with the base rules it uses
 
 
-def check(text: str) -> CheckedRule:
+References = Callable[[], Iterable[tuple[str | None, str]]]
+"""The texts a correlation rule may reference besides its own: the tenant's effective rules."""
+
+
+def check(text: str, *, references: References | None = None) -> CheckedRule:
     """Parse and compile a tenant's rule text; RuleRejected with the exact reason if it fails.
 
     Unlike a shipped or corpus rule, a tenant rule must carry a Sigma id: it is the key the
-    rule is versioned, overridden and reported under.
+    rule is versioned, overridden and reported under. A correlation rule (ADR 13) is one or
+    more YAML documents: its base rules and inner correlations, then the correlation that
+    names it; it may also reference ``references`` (the tenant's rules) by id or name.
     """
     try:
         if len(text.encode("utf-8")) > MAX_RULE_BYTES:
             raise RuleSyntaxError(f"the rule is larger than {MAX_RULE_BYTES} bytes")
+        if is_correlation(text):
+            return _check_correlation(text, references() if references is not None else ())
         compiled = compile_yaml(text)
         header = load_document(text)
         if header.get("id") is None:
@@ -90,6 +112,28 @@ def check(text: str) -> CheckedRule:
     except RuleError as exc:
         raise RuleRejected(exc) from exc
     return CheckedRule(rule_id, compiled.title, text, compiled)
+
+
+_OWN = "<rule>"  # the path a correlation's own text compiles under, to tell its errors apart
+
+
+def _check_correlation(text: str, references: Iterable[tuple[str | None, str]]) -> CheckedRule:
+    header = header_of(text)
+    if header.get("id") is None:
+        raise RuleSyntaxError("a tenant rule needs an id (a UUID), as Sigma recommends")
+    rule_id = uuid.UUID(sigma_id(header["id"]))
+    others = [(path, body) for path, body in references if not is_correlation(body)]
+    load = compile_correlations([(_OWN, text), *others])
+    own_errors = [e for e in load.errors if e.path == _OWN]
+    if own_errors:
+        own_errors[0].path = None  # the text is the request's, not a file
+        raise own_errors[0].located(path=None, rule_id=None)
+    ours = next((c for c in load.rules.correlations if c.rule_id == str(rule_id)), None)
+    if ours is None:  # e.g. its id is written differently from its canonical form
+        raise RuleSyntaxError(f"the correlation {rule_id} did not compile")
+    if len(ours.title) > TITLE_MAX:
+        raise RuleSyntaxError(f"the title is longer than {TITLE_MAX} characters")
+    return CheckedRule(rule_id, ours.title, text, None, load.rules)
 
 
 def count_rejection(metrics: ServerMetrics, exc: RuleRejected) -> None:
@@ -339,6 +383,52 @@ def dry_run(
     return DryRun(path, scanned, matched, uids, truncated, undecodable)
 
 
+def dry_run_correlation(
+    *,
+    session: ScopedSession,
+    rules: CorrelationSet,
+    since: float,
+    until: float,
+    max_records: int,
+    metrics: ServerMetrics,
+) -> DryRun:
+    """Run a correlation rule over the tenant's stored records in ``[since, until)``: the
+    newest records of each type its base rules read (``max_records`` shared among the types),
+    replayed in time order through a fresh correlator. ``matched`` counts its alerts."""
+    types = sorted(
+        {rule.record_type for rule in rules.base_rules.values()},
+        key=lambda t: str(t.__struct_config__.tag),
+    )
+    per_type = max(1, max_records // max(1, len(types)))
+    gathered: list[RuleRecord] = []
+    scanned = undecodable = 0
+    truncated = False
+    for record_type in types:
+        path = str(record_type.__struct_config__.tag)
+        read = 0
+        for data in _stored_records(
+            session, search.EventFilter(since=since, until=until, path=path)
+        ):
+            if read == per_type:
+                truncated = True
+                break
+            read += 1
+            try:
+                gathered.append(msgspec.convert(data, type=record_type, strict=False))
+            except msgspec.ValidationError:
+                undecodable += 1
+        scanned += read
+    gathered.sort(key=lambda record: record.ts)
+    # Stored records are past: no clock bound; one pseudo-tenant, as the correlator is fresh.
+    correlator = Correlator(rules, CorrelationSettings(max_future=None))
+    alerts = [alert for record in gathered for alert in correlator.process("dry-run", record)]
+    alerts.extend(correlator.flush("dry-run"))
+    uids = list(dict.fromkeys(uid for alert in alerts for uid in alert.uids))
+    metrics.rules_dry_run_records.inc(scanned)
+    paths = ",".join(str(t.__struct_config__.tag) for t in types)
+    return DryRun(paths, scanned, len(alerts), uids[-DRY_RUN_SAMPLE:], truncated, undecodable)
+
+
 def _stored_records(session: ScopedSession, flt: search.EventFilter) -> Iterator[dict[str, Any]]:
     """Each stored record matching ``flt`` (Zeek field names), newest first, page by page.
 
@@ -533,6 +623,12 @@ def effective_rules(*, session: ScopedSession, catalog: Catalog) -> EffectiveRul
     out.sort(key=lambda r: r.rule_id)
     fingerprint = digest_of("".join(f"{r.rule_id}:{r.source}:{r.digest}\n" for r in out))
     return EffectiveRuleSet(tuple(out), fingerprint, int(fingerprint[:15], 16))
+
+
+def reference_texts(*, session: ScopedSession, catalog: Catalog) -> list[tuple[str | None, str]]:
+    """The tenant's effective rules as ``(Sigma id, text)``: what its correlations may use."""
+    found = effective_rules(session=session, catalog=catalog)
+    return [(rule.rule_id, rule.yaml) for rule in found.rules]
 
 
 _LATEST = 253402300799.0  # 9999-12-31T23:59:59Z, the last second datetime can show

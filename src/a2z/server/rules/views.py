@@ -15,6 +15,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from a2z.rules.catalog import Catalog
+from a2z.server.agents import edge_rules
+from a2z.server.agents import service as agents
 from a2z.server.audit import service as audit
 from a2z.server.context import ServerContext
 from a2z.server.deps import Context, Reader, RuleAdmin, RuleTester, Source
@@ -161,6 +163,8 @@ class Validation(Out):
     rule_id: uuid.UUID | None = None
     title: str | None = None
     record_type: str | None = None  # the records it would run on (conn, dns, http, ...)
+    # A correlation rule (runs in the backend only): its type, e.g. value_count.
+    correlation_type: str | None = None
     overrides_shipped: bool | None = None  # its id is a shipped rule's: it would override it
     error: RuleErrorOut | None = None
 
@@ -200,6 +204,9 @@ class EffectiveRules(Out):
     digest: str
     version: int
     items: list[EffectiveRuleOut]
+    # The part agents run at the edge (all but correlation rules; ADR 13): agents report it.
+    edge_digest: str
+    edge_version: int
 
 
 class DryRunIn(Body):
@@ -212,11 +219,12 @@ class DryRunIn(Body):
 
 
 class DryRunOut(Out):
-    """What the rule would have matched."""
+    """What the rule would have matched (a correlation rule: the alerts it would have raised,
+    replaying the newest records of its base rules' types in time order)."""
 
     rule_id: uuid.UUID
     version: int
-    record_type: str
+    record_type: str  # a correlation's: every type its base rules read, comma-separated
     since: datetime
     until: datetime
     scanned: int
@@ -233,10 +241,20 @@ def _get(session: ScopedSession, rule_id: uuid.UUID) -> TenantRule:
     return rule
 
 
-def _checked(ctx: ServerContext, text: str) -> rules.CheckedRule:
+def _references(ctx: ServerContext, tenant_id: uuid.UUID) -> rules.References:
+    """The tenant's effective rules, read only if the text is a correlation that needs them."""
+
+    def read() -> list[tuple[str | None, str]]:
+        with ctx.sessions.tenant(tenant_id) as session:
+            return rules.reference_texts(session=session, catalog=ctx.rules_catalog)
+
+    return read
+
+
+def _checked(ctx: ServerContext, text: str, tenant_id: uuid.UUID) -> rules.CheckedRule:
     """The compiled text; a refused one is counted before the problem response goes out."""
     try:
-        return rules.check(text)
+        return rules.check(text, references=_references(ctx, tenant_id))
     except rules.RuleRejected as exc:
         rules.count_rejection(ctx.metrics, exc)
         raise
@@ -244,6 +262,14 @@ def _checked(ctx: ServerContext, text: str) -> rules.CheckedRule:
 
 def _out(session: ScopedSession, rule: TenantRule, ctx: ServerContext) -> RuleOut:
     return RuleOut.of(rule, rules.current(session=session, rule=rule), ctx.rules_catalog)
+
+
+def _announce(ctx: ServerContext, tenant_id: uuid.UUID) -> None:
+    """After a committed rule change: tell the gateway every agent of the tenant may be due a
+    new edge rule set (it pushes only to those whose set differs; ADR 13)."""
+    with ctx.sessions.tenant(tenant_id) as session:
+        ids = agents.ids(session=session)
+    ctx.signals.changed(tenant_id, ids)
 
 
 @router.get("")
@@ -266,7 +292,7 @@ def list_rules(
 def create_rule(body: RuleIn, principal: RuleAdmin, ctx: Context, source: Source) -> RuleOut:
     """Add a rule (422 with the reason if it does not compile); a shipped rule's id makes it
     the tenant's override of that rule, e.g. with another level, a filter, or disabled."""
-    checked = _checked(ctx, body.yaml)
+    checked = _checked(ctx, body.yaml, principal.tenant_id)
     with ctx.sessions.tenant(principal.tenant_id) as session:
         rule = rules.create(
             session=session,
@@ -280,24 +306,32 @@ def create_rule(body: RuleIn, principal: RuleAdmin, ctx: Context, source: Source
             target=f"rule:{rule.id}", source=source,
             detail={"kind": rule.kind, "version": 1, "enabled": rule.enabled},
         )  # fmt: skip
-        return _out(session, rule, ctx)
+        out = _out(session, rule, ctx)
+    _announce(ctx, principal.tenant_id)
+    return out
 
 
 @router.post("/validate")
 def validate_rule(body: ValidateIn, principal: RuleTester, ctx: Context) -> Validation:
     """Check a rule text without storing it: parse, compile, and say why not if it fails."""
     try:
-        checked = rules.check(body.yaml)
+        checked = rules.check(body.yaml, references=_references(ctx, principal.tenant_id))
     except rules.RuleRejected as exc:
         rules.count_rejection(ctx.metrics, exc)
         detail: Any = exc.extra()["rule_error"]
         return Validation(valid=False, error=RuleErrorOut(**detail))
-    tag = checked.compiled.record_type.__struct_config__.tag
+    record_type = correlation = None
+    if checked.compiled is not None:
+        record_type = str(checked.compiled.record_type.__struct_config__.tag)
+    elif checked.correlation is not None:
+        top = next(c for c in checked.correlation.correlations if c.rule_id == str(checked.rule_id))
+        correlation = top.type.value
     return Validation(
         valid=True,
         rule_id=checked.rule_id,
         title=checked.title,
-        record_type=str(tag),
+        record_type=record_type,
+        correlation_type=correlation,
         overrides_shipped=ctx.rules_catalog.get(str(checked.rule_id)) is not None,
     )
 
@@ -331,9 +365,12 @@ def effective_rules(principal: Reader, ctx: Context) -> EffectiveRules:
     plus enabled custom rules; ``version`` changes whenever any of it does."""
     with ctx.sessions.tenant(principal.tenant_id) as session:
         found = rules.effective_rules(session=session, catalog=ctx.rules_catalog)
+    edge = edge_rules.edge_set(found)
     return EffectiveRules(
         digest=found.digest,
         version=found.version,
+        edge_digest=edge.digest,
+        edge_version=edge.version,
         items=[
             EffectiveRuleOut(
                 rule_id=uuid.UUID(r.rule_id),
@@ -362,13 +399,15 @@ def update_rule(
     """Store a new version (an archived rule is restored); the same text again is a no-op."""
     with ctx.sessions.tenant(principal.tenant_id) as session:
         rule = _get(session, rule_id)
-        checked = _checked(ctx, body.yaml)
+        checked = _checked(ctx, body.yaml, principal.tenant_id)
         if rules.update(session=session, rule=rule, checked=checked, actor=principal.actor):
             audit.record(
                 session=session, actor=principal.actor, action="rule.update",
                 target=f"rule:{rule.id}", source=source, detail={"version": rule.version},
             )  # fmt: skip
-        return _out(session, rule, ctx)
+        out = _out(session, rule, ctx)
+    _announce(ctx, principal.tenant_id)
+    return out
 
 
 @router.patch("/{rule_id:uuid}")
@@ -384,7 +423,9 @@ def switch_rule(
             action="rule.enable" if body.enabled else "rule.disable",
             target=f"rule:{rule.id}", source=source,
         )  # fmt: skip
-        return _out(session, rule, ctx)
+        out = _out(session, rule, ctx)
+    _announce(ctx, principal.tenant_id)
+    return out
 
 
 @router.delete("/{rule_id:uuid}", status_code=204)
@@ -400,6 +441,7 @@ def archive_rule(
             session=session, actor=principal.actor, action="rule.archive",
             target=f"rule:{rule.id}", source=source,
         )  # fmt: skip
+    _announce(ctx, principal.tenant_id)
     return Response(status_code=204)
 
 
@@ -442,15 +484,18 @@ def dry_run_rule(
         version = rules.get_version(session=session, rule_id=rule.id, version=number)
         if version is None:
             raise NotFound(f"rule {rule.id} has no version {number}")
-        compiled = rules.check(version.yaml).compiled
-        result = rules.dry_run(
-            session=session,
-            rule=compiled,
-            since=start,
-            until=end,
-            max_records=body.max_records,
-            metrics=ctx.metrics,
-        )
+        checked = rules.check(version.yaml, references=_references(ctx, principal.tenant_id))
+        if checked.compiled is not None:
+            result = rules.dry_run(
+                session=session, rule=checked.compiled, since=start, until=end,
+                max_records=body.max_records, metrics=ctx.metrics,
+            )  # fmt: skip
+        else:
+            assert checked.correlation is not None
+            result = rules.dry_run_correlation(
+                session=session, rules=checked.correlation, since=start, until=end,
+                max_records=body.max_records, metrics=ctx.metrics,
+            )  # fmt: skip
     return DryRunOut(
         rule_id=rule_id, version=number, record_type=result.record_type,
         since=datetime.fromtimestamp(start, UTC), until=datetime.fromtimestamp(end, UTC),

@@ -42,6 +42,7 @@ class Tenant(Base):
     events_per_second: Mapped[int | None]  # sustained ingest rate; None: unlimited
     burst_events: Mapped[int | None]  # token bucket size; None: one second's worth
     max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)  # None: unlimited
+    anomaly_threshold: Mapped[float | None]  # anomaly model alert threshold; None: the default
 
 
 class User(Base):

@@ -29,7 +29,14 @@ def create_tenant(*, session: ScopedSession, name: str) -> Tenant:
 
 MAX_RETENTION_DAYS = 3650
 REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-SETTINGS = ("retention_days", "region", "events_per_second", "burst_events", "max_stored_bytes")
+SETTINGS = (
+    "retention_days",
+    "region",
+    "events_per_second",
+    "burst_events",
+    "max_stored_bytes",
+    "anomaly_threshold",
+)
 """What an operator may set on a tenant (``update_settings``)."""
 
 
@@ -42,11 +49,12 @@ def get_tenant(*, session: ScopedSession, tenant_id: uuid.UUID) -> Tenant:
 
 
 def update_settings(
-    *, session: ScopedSession, tenant_id: uuid.UUID, changes: dict[str, int | str | None]
-) -> dict[str, list[int | str | None]]:
+    *, session: ScopedSession, tenant_id: uuid.UUID, changes: dict[str, int | float | str | None]
+) -> dict[str, list[int | float | str | None]]:
     """Apply ``changes`` (keys from SETTINGS) to a tenant; returns ``{name: [before, after]}``.
 
-    Retention must be at least one day; a limit of None means unlimited.
+    Retention must be at least one day; a limit of None means unlimited; an anomaly threshold
+    of None means the model's default.
     """
     unknown = set(changes) - set(SETTINGS)
     if unknown:
@@ -61,8 +69,13 @@ def update_settings(
         limit = changes.get(name)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise InvalidInput(f"{name} must be at least 1, or null for unlimited")
+    threshold = changes.get("anomaly_threshold")
+    if threshold is not None and not (
+        isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0
+    ):
+        raise InvalidInput("anomaly_threshold must be in (0, 1], or null for the default")
     tenant = get_tenant(session=session, tenant_id=tenant_id)
-    diff: dict[str, list[int | str | None]] = {}
+    diff: dict[str, list[int | float | str | None]] = {}
     for name, value in changes.items():
         before = getattr(tenant, name)
         if before != value:

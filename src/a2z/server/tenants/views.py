@@ -88,6 +88,7 @@ class TenantSettingsIn(Body):
     events_per_second: int | None = Field(default=None, ge=1, le=10_000_000)
     burst_events: int | None = Field(default=None, ge=1, le=100_000_000)
     max_stored_bytes: int | None = Field(default=None, ge=1, le=2**62)
+    anomaly_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
 class TenantDetail(TenantOut):
@@ -98,6 +99,7 @@ class TenantDetail(TenantOut):
     events_per_second: int | None
     burst_events: int | None
     max_stored_bytes: int | None
+    anomaly_threshold: float | None  # the anomaly model's alert threshold; null: the default
     stored_events: int
     stored_bytes: int
 
