@@ -245,3 +245,14 @@ def test_weird_flood_is_sampled_but_fully_counted() -> None:
         out += pipeline.feed(raw(float(i), b"\x00" * 5))
     assert pipeline.stats.weirds == {"truncated_ethernet_header": 40}
     assert len(out) == 5 + 4  # the first five, then every tenth
+
+
+@pytest.mark.parametrize("name", ["dnssec.pcap", "frag-v4v6-udp-icmp.pcap"])
+def test_feed_batch_gives_the_records_of_feeding_one_by_one(name: str) -> None:
+    packets = list(open_capture(DATA / name))
+    one_by_one, single = _run(packets, FlowConfig(uid_seed=5))
+    batched = Pipeline(FlowConfig(uid_seed=5))
+    records = batched.feed_batch(packets[:3]) + batched.feed_batch(packets[3:])
+    records += batched.flush()
+    assert records == one_by_one
+    assert batched.stats == single.stats

@@ -99,6 +99,18 @@ class Pipeline:
         out, self._out = self._out, []
         return out
 
+    def feed_batch(self, packets: list[RawPacket]) -> list[Record]:
+        """``feed`` for a list of frames (a capture reader's window): their records, in order.
+
+        One call per batch from the interpreted replay loop instead of one per packet.
+        """
+        out: list[Record] = []
+        for pkt in packets:
+            records = self.feed(pkt)
+            if records:
+                out.extend(records)
+        return out
+
     def advance(self, now: float) -> list[Record]:
         """Let time pass without a packet (live capture): return the flows that timed out."""
         self.table.expire(now)

@@ -16,6 +16,7 @@ import msgspec
 from a2z.agent.capture.errors import CaptureError
 from a2z.agent.capture.pcap_file import CaptureReader, CaptureStats, open_capture
 from a2z.agent.flows.table import FlowConfig
+from a2z.agent.gc_policy import tune_gc
 from a2z.agent.pipeline import Pipeline
 from a2z.agent.protocols.analyzer import ProtocolConfig
 from a2z.agent.summary import pairs, peak_rss_mib
@@ -54,10 +55,10 @@ def iter_records(
 
 
 def _records(reader: CaptureReader, pipeline: Pipeline) -> Iterator[Record]:
-    feed = pipeline.feed
+    feed_batch = pipeline.feed_batch
     try:
-        for pkt in reader:
-            yield from feed(pkt)
+        for batch in reader.batches():  # a window of the file at a time (ADR 0006)
+            yield from feed_batch(batch)
         yield from pipeline.flush()
     finally:
         reader.close()
@@ -69,6 +70,7 @@ def run_replay(path: str, out: TextIO, err: TextIO, detector: EdgeDetector | Non
     With a ``detector``, its alerts are printed after the records that completed them.
     """
     started = time.perf_counter()
+    tune_gc()  # a process of its own (the CLI): the collector settings are ours to choose
     try:
         records, pipeline, capture = replay(path)
     except CaptureError as exc:

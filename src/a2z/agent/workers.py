@@ -128,6 +128,7 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("spawn")  # no inherited locks or threads
         self._halt: Event = self._ctx.Event()
         self._apply_lock = threading.Lock()
+        self._stop_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -167,16 +168,19 @@ class WorkerPool:
             raise
 
     def stop(self) -> None:
-        """Halt the workers (they flush their flows first) and reap them."""
+        """Halt the workers (they flush their flows first) and reap them. Idempotent, and safe
+        from any thread: the reading thread's ``records`` ends it too, often at the same time
+        as the thread shutting the agent down."""
         self._halt.set()
-        for worker in self._workers:
+        with self._stop_lock:
+            workers, self._workers = self._workers, []
+        for worker in workers:
             worker.proc.join(JOIN_SECONDS)
             if worker.proc.is_alive():
                 worker.proc.kill()
                 worker.proc.join(JOIN_SECONDS)
             worker.records.close()
             worker.control.close()
-        self._workers = []
 
     def records(
         self, max_packets: int | None = None, max_seconds: float | None = None
@@ -192,12 +196,21 @@ class WorkerPool:
                     max_packets is not None and packets >= max_packets
                 ):
                     self._halt.set()
-                ready = multiprocessing.connection.wait(list(live), timeout=POLL_SECONDS)
+                try:
+                    ready = multiprocessing.connection.wait(list(live), timeout=POLL_SECONDS)
+                except (OSError, ValueError):
+                    if self._halt.is_set():  # stopped from another thread: pipes closed
+                        return
+                    raise
                 for ready_conn in ready:
                     conn = cast(multiprocessing.connection.Connection, ready_conn)
                     worker = live[conn]
                     try:
                         kind, payload = worker.records.recv()
+                    except (OSError, ValueError):
+                        if self._halt.is_set():  # stopped from another thread mid-read
+                            return
+                        raise
                     except EOFError:
                         del live[conn]
                         if not self._halt.is_set():

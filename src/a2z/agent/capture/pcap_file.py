@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from a2z.agent.capture.errors import CaptureFormatError, CaptureOpenError
 from a2z.agent.capture.packet import RawPacket
+from a2z.agent.capture.pcap_records import CORRUPT, HEADER_BYTES, record_end, split_records
 
 # Classic pcap magic numbers as read little-endian from the first four bytes.
 _PCAP_MAGIC_US = 0xA1B2C3D4
@@ -34,12 +35,17 @@ _OPT_IF_TSOFFSET = 14
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """A record or block claiming more than this is corrupt: we stop rather than allocate it."""
 
-RELEASE_BYTES = 256 * 1024
+RELEASE_BYTES = 64 * 1024
 """Pages of the mapping already read are handed back this often. Every page we touch would
 otherwise stay mapped and count in our RSS: a 200 MB capture would cost 200 MB of RSS though
 each packet is copied out of it at once (the pages stay in the OS page cache either way).
-256 KiB (it was 2 MiB) keeps the SYN-flood worst case within 50 MB with the compiled flow
-table (ADR 0006); one madvise per 256 KiB costs nothing measurable."""
+64 KiB (it was 2 MiB, then 256 KiB) keeps the SYN-flood worst case within 50 MB (ADR 0006);
+one madvise per 64 KiB costs nothing measurable."""
+WINDOW_BYTES = 32 * 1024
+"""Classic pcap is read in windows of this size: each is copied out of the mapping once and
+split into packets by compiled code (``pcap_records.py``), which hands the reader a list per
+window instead of one generator step per packet. Small enough that a window's packets (≈ 500
+under a SYN flood) cost little memory next to the flow table."""
 _PAGE = mmap.PAGESIZE
 
 
@@ -86,9 +92,9 @@ class CaptureReader:
             _PCAP_MAGIC_US_SWAPPED,
             _PCAP_MAGIC_NS_SWAPPED,
         ):
-            self._packets = self._read_pcap(magic)
+            self._batches = self._read_pcap(magic)
         elif magic == _SHB:
-            self._packets = self._read_pcapng()
+            self._batches = _batched(self._read_pcapng())
         else:
             self._close()
             raise CaptureFormatError(
@@ -96,10 +102,11 @@ class CaptureReader:
             )
         # Validate the file header eagerly, so a bad header fails at open, not on first next().
         try:
-            self._first: RawPacket | None = next(self._packets, None)
+            self._pending: list[RawPacket] = next(self._batches, [])
         except CaptureFormatError:
             self._close()
             raise
+        self._pos = 0  # next packet of _pending that __next__ hands out
 
     def __iter__(self) -> Iterator[RawPacket]:
         return self
@@ -111,22 +118,36 @@ class CaptureReader:
         self.close()
 
     def __next__(self) -> RawPacket:
-        first = self._first
-        if first is not None:
-            self._first = None
-            self.stats.packets += 1
-            return first
-        pkt = next(self._packets, None)
-        if pkt is None:
-            self._close()
-            raise StopIteration
+        pending = self._pending
+        while self._pos >= len(pending):
+            batch = next(self._batches, None)
+            if batch is None:
+                self._close()
+                raise StopIteration
+            self._pending = pending = batch
+            self._pos = 0
+        pkt = pending[self._pos]
+        self._pos += 1
         self.stats.packets += 1
         return pkt
 
+    def batches(self) -> Iterator[list[RawPacket]]:
+        """The packets a list at a time (a window of the file each): the replay's way through,
+        without a call per packet. Continues where iteration by packet stopped, if it did."""
+        rest = self._pending[self._pos :]
+        self._pending, self._pos = [], 0
+        if rest:
+            self.stats.packets += len(rest)
+            yield rest
+        for batch in self._batches:
+            self.stats.packets += len(batch)
+            yield batch
+        self._close()
+
     def close(self) -> None:
         """Release the file mapping; iteration then ends."""
-        self._packets.close()
-        self._first = None
+        self._batches.close()
+        self._pending, self._pos = [], 0
         self._close()
 
     def _close(self) -> None:
@@ -136,36 +157,51 @@ class CaptureReader:
 
     # -- classic pcap ---------------------------------------------------------------------------
 
-    def _read_pcap(self, magic: int) -> Generator[RawPacket, None, None]:
+    def _read_pcap(self, magic: int) -> Generator[list[RawPacket], None, None]:
         buf = self._map
         assert buf is not None
-        endian = "<" if magic in (_PCAP_MAGIC_US, _PCAP_MAGIC_NS) else ">"
+        little = magic in (_PCAP_MAGIC_US, _PCAP_MAGIC_NS)
         divisor = 1e9 if magic in (_PCAP_MAGIC_NS, _PCAP_MAGIC_NS_SWAPPED) else 1e6
         size = len(buf)
         if size < 24:
             raise CaptureFormatError(f"{self.path}: pcap file header is truncated")
-        (network,) = struct.unpack_from(endian + "I", buf, 20)
+        (network,) = struct.unpack_from("<I" if little else ">I", buf, 20)
         linktype = network & 0xFFFF  # the upper bits carry FCS information, not the type
-        unpack = struct.Struct(endian + "IIII").unpack_from
         stats = self.stats
+        # Windows never span more than one release interval, so pages are handed back as often
+        # as RELEASE_BYTES says; at least one record header, so a window always names a length.
+        window = max(min(WINDOW_BYTES, RELEASE_BYTES), HEADER_BYTES)
         off = 24
         released = 0
         while off < size:
             if off - released >= RELEASE_BYTES:
                 released = _release(buf, released, off)
-            if off + 16 > size:
-                stats.truncated += 1
-                return
-            sec, frac, caplen, wirelen = unpack(buf, off)
-            if caplen > MAX_RECORD_BYTES:
+            end = min(off + window, size)
+            chunk = buf[off:end]
+            batch: list[RawPacket] = []
+            consumed, status = split_records(
+                chunk, little, divisor, linktype, MAX_RECORD_BYTES, batch
+            )
+            if status == CORRUPT:
+                if batch:
+                    yield batch
                 stats.corrupt += 1
                 return
-            start = off + 16
-            off = start + caplen
-            if off > size:
-                stats.truncated += 1
-                return
-            yield RawPacket(sec + frac / divisor, linktype, buf[start:off], wirelen)
+            if not consumed:
+                # The first record does not fit the window: cut by the end of the file, or
+                # longer than a window (read it alone).
+                if end == size:
+                    stats.truncated += 1
+                    return
+                chunk = buf[off : off + record_end(chunk, little)]
+                consumed, status = split_records(
+                    chunk, little, divisor, linktype, MAX_RECORD_BYTES, batch
+                )
+                if not consumed:
+                    stats.truncated += 1
+                    return
+            off += consumed
+            yield batch
 
     # -- pcapng ---------------------------------------------------------------------------------
 
@@ -242,6 +278,23 @@ class CaptureReader:
             elif btype != _SHB:
                 self.stats.skipped_blocks += 1
             off = end
+
+
+def _batched(
+    packets: Generator[RawPacket, None, None], size: int = 1024
+) -> Generator[list[RawPacket], None, None]:
+    """pcapng packets in lists, as the classic-pcap loop hands them out."""
+    batch: list[RawPacket] = []
+    try:
+        for pkt in packets:
+            batch.append(pkt)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+    finally:
+        packets.close()
 
 
 def _release(buf: mmap.mmap, start: int, upto: int) -> int:

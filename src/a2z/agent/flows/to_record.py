@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import socket
+from typing import Final
 
 from a2z.agent.flows.state import udp_conn_state
 from a2z.agent.flows.table import PROTO_UDP, Flow
 from a2z.records import Conn
 from a2z.records.network import Proto
 
+# Small on purpose: under a SYN flood from random addresses every entry is a miss that costs
+# memory (4,096 entries were 0.7 MiB of the flood's peak RSS).
+_ADDR_CACHE_SIZE: Final = 512
+_addr_cache: Final[dict[bytes, str]] = {}  # address -> text: most flows share a few hosts
+
 
 def format_addr(addr: bytes) -> str:
-    """Render a 4- or 16-byte address as Zeek prints it."""
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+    """Render a 4- or 16-byte address as Zeek prints it.
+
+    Remembered for the last few hundred addresses (dropped all at once when full): every
+    conn record formats two, and the hosts of a network repeat (ADR 0006).
+    """
+    text = _addr_cache.get(addr)
+    if text is None:
+        text = socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+        if len(_addr_cache) >= _ADDR_CACHE_SIZE:
+            _addr_cache.clear()
+        _addr_cache[addr] = text
+    return text
 
 
 def flow_to_conn(flow: Flow) -> Conn:
@@ -26,7 +42,7 @@ def flow_to_conn(flow: Flow) -> Conn:
         proto = "tcp"
         orig_size = flow.tcp.orig.size(flow.tcp.resp)
         resp_size = flow.tcp.resp.size(flow.tcp.orig)
-        state = flow.tcp.conn_state(flow.history.letters)
+        state = flow.tcp.conn_state(flow.letters)
     elif flow.proto == PROTO_UDP:
         proto = "udp"
         orig_size = max(flow.orig_size, 0)
@@ -52,7 +68,7 @@ def flow_to_conn(flow: Flow) -> Conn:
         orig_bytes=orig_size if lasted else None,
         resp_bytes=resp_size if lasted else None,
         conn_state=state,
-        history=flow.history.letters,
+        history=flow.letters,
         orig_pkts=flow.orig_pkts,
         orig_ip_bytes=flow.orig_ip_bytes,
         resp_pkts=flow.resp_pkts,
