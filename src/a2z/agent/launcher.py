@@ -59,6 +59,9 @@ def package_in(current: Path) -> Path | None:
     """The release package ``current`` points at (None: run the launcher's own install)."""
     if not current.is_dir():
         return None
+    unpacked = current / "site"  # a wheel unpacked by the installer (upgrade.UNPACKED_DIR)
+    if unpacked.is_dir():
+        return unpacked
     found = sorted(p for p in current.iterdir() if p.name.endswith(PACKAGE_SUFFIXES))
     return found[0] if found else None
 

@@ -30,6 +30,7 @@ import ssl
 import subprocess
 import sys
 import urllib.parse
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,30 @@ HEALTH_CHECK = "import a2z, a2z.agent.service, a2z.agent.upgrade; print(a2z.__ve
 
 class UpgradeError(CommandError):
     """The release was refused or did not install; nothing changed (or it was rolled back)."""
+
+
+UNPACKED_DIR = "site"
+"""Where a wheel's files are unpacked inside its version directory; the launcher puts it on
+PYTHONPATH. A built agent wheel carries compiled extension modules (mypyc), which the
+interpreter can load only from real files, never from inside a zip."""
+
+
+def unpack_wheel(wheel: Path, into: Path) -> None:
+    """Extract ``wheel`` (a zip) into ``into``, refusing any member that would land outside it.
+
+    The package is signed and verified before this, but an unpacker that trusts member names is
+    one bug away from writing anywhere the agent can, so names are checked all the same.
+    """
+    root = into.resolve()
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.infolist():
+                dest = (root / member.filename).resolve()
+                if not dest.is_relative_to(root) or member.filename.startswith("/"):
+                    raise UpgradeError(f"package member {member.filename!r} leaves its directory")
+            zf.extractall(root)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UpgradeError(f"cannot unpack {wheel.name}: {exc}") from exc
 
 
 def release_key(files: IdentityFiles) -> ed25519.Ed25519PublicKey:
@@ -160,6 +185,12 @@ class Installer:
             fh.write(package)
             fh.flush()
             os.fsync(fh.fileno())
+        if manifest.filename.endswith(".whl"):
+            try:
+                unpack_wheel(path, target / UNPACKED_DIR)
+            except UpgradeError:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
         previous = os.readlink(self.current) if self.current.is_symlink() else None
         self._point(Path("versions") / manifest.version)
         problem = self._health(manifest)
@@ -185,7 +216,8 @@ class Installer:
 
     def _health(self, manifest: ReleaseManifest) -> str:
         package = self.current / manifest.filename
-        env = {**os.environ, "PYTHONPATH": str(package)}
+        unpacked = self.current / UNPACKED_DIR
+        env = {**os.environ, "PYTHONPATH": str(unpacked if unpacked.is_dir() else package)}
         try:
             done = subprocess.run(  # noqa: S603 (our interpreter, our fixed program)
                 [sys.executable, "-c", HEALTH_CHECK],
