@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from a2z.records import Conn
@@ -174,6 +174,13 @@ def brute_force(spec: Spec, records: list[Conn]) -> list[Fired]:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), stream=events)
+@example(  # found by a longer run: an ordered chain's evidence was not capped at max_evidence
+    spec=Spec(
+        ctype="temporal_ordered", rules=["S0", "S0", "S0"], group=False, span=1, bounds={},
+        tolerance=0.0, max_evidence=2,
+    ),
+    stream=[(0, "S0", "10.0.0.1", 22)] * 3,
+)  # fmt: skip
 def test_correlator_matches_brute_force(
     spec: Spec, stream: list[tuple[int, str, str, int]]
 ) -> None:

@@ -719,7 +719,8 @@ class Correlator:
             if group is None:
                 group = table[gkey] = _Chain(ev.ts, [None] * (len(corr.rules) + 1))
             assert isinstance(group, _Chain)
-            fired = _advance_chain(group, inp.positions, ev, span)
+            chain = _advance_chain(group, inp.positions, ev, span)
+            fired = self._evidence(chain) if chain is not None else None
         elif corr.condition.sliding:
             if group is None:
                 group = table[gkey] = _Sliding(ev.ts)
