@@ -29,6 +29,7 @@ class HeartbeatSource:
     config_version: int = 0
     rules_digest: str = ""  # the pushed rule set the edge runs
     _process: psutil.Process = field(default_factory=psutil.Process)
+    _children: dict[int, psutil.Process] = field(default_factory=dict)
     _last: tuple[float, int] = (0.0, 0)
 
     def __post_init__(self) -> None:
@@ -40,12 +41,13 @@ class HeartbeatSource:
         now, acked = time.monotonic(), self.records_acked()
         then, before = self._last
         self._last = (now, acked)
+        cpu, rss = self._usage()
         beat = Heartbeat(
             ts=time.time(),
             version=__version__,
             config_version=self.config_version,
-            cpu_percent=self._process.cpu_percent(None),
-            rss_bytes=self._process.memory_info().rss,
+            cpu_percent=cpu,
+            rss_bytes=rss,
             records_per_s=(acked - before) / (now - then) if now > then else 0.0,
             records_acked=acked,
             reconnects=self.reconnects(),
@@ -56,3 +58,28 @@ class HeartbeatSource:
             budget=self.budget(),
         )
         return msgspec.json.encode(beat).decode()
+
+    def _usage(self) -> tuple[float, int]:
+        """CPU % (of one core) and resident bytes of the agent with its child processes.
+
+        With ``--workers N`` the capture and decoding run in child processes; the agent's cost
+        is theirs plus its own. A child's first reading only starts its CPU measurement (psutil
+        measures between calls on the same Process object, hence the cache by pid).
+        """
+        cpu = self._process.cpu_percent(None)
+        rss = self._process.memory_info().rss
+        seen: dict[int, psutil.Process] = {}
+        try:
+            children = self._process.children(recursive=True)
+        except psutil.Error:
+            children = []
+        for child in children:
+            proc = self._children.get(child.pid, child)
+            try:
+                cpu += proc.cpu_percent(None)
+                rss += proc.memory_info().rss
+            except psutil.Error:  # it exited meanwhile
+                continue
+            seen[child.pid] = proc
+        self._children = seen
+        return cpu, rss
