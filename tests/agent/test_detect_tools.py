@@ -9,6 +9,7 @@ Needs root and the tools; .ci/run installs them (nmap, hping3, dnsutils, curl, t
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import select
@@ -17,6 +18,7 @@ import string
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ import pytest
 
 from a2z.agent.detect import EdgeDetector
 from a2z.agent.replay import iter_records
-from a2z.records import Alert
+from a2z.records import Alert, Conn
 from tests.agent.netns import VethPair, require_root_tools, run, veth_pair
 
 LAB = Path(__file__).with_name("detect_lab.py")
@@ -42,6 +44,11 @@ class Lab:
     def a(self, *argv: str, timeout: float = 60) -> str:
         """Run a command in the client namespace (the attacker)."""
         return run(self.pair.exec_argv(self.pair.a_ns, list(argv)), timeout=timeout)
+
+
+def _mac(ns: str, ifname: str) -> str:
+    link = json.loads(run(["ip", "-n", ns, "-j", "link", "show", "dev", ifname]))
+    return str(link[0]["address"])
 
 
 def _start_in_b(lab_pair: VethPair, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -70,6 +77,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     (tmp / "www").mkdir()
     (tmp / "www" / "index.html").write_text("<html>lab</html>\n")
     with veth_pair("a2zdet") as pair:
+        # The two ends know each other's MAC from the start: while ARP was still resolving,
+        # the kernel queued only the first dozen SYNs of a fast scan and dropped the rest.
+        for ns, ifname, peer_ip, peer_ns, peer_if in (
+            (pair.a_ns, pair.a_if, pair.b_ip4, pair.b_ns, pair.b_if),
+            (pair.b_ns, pair.b_if, pair.a_ip4, pair.a_ns, pair.a_if),
+        ):
+            run(["ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", _mac(peer_ns, peer_if),
+                 "dev", ifname, "nud", "permanent"])  # fmt: skip
         for i in ABSENT:  # frames to absent hosts reach the wire instead of dying in ARP
             mac = f"02:77:00:00:01:{i:02x}"
             run(["ip", "-n", pair.a_ns, "neigh", "replace", f"10.77.0.{i}", "lladdr", mac,
@@ -109,7 +124,7 @@ def _capture(lab: Lab, name: str, traffic: Callable[[Lab], None]) -> Path:
     try:
         _wait_listening(dump)
         traffic(lab)
-        _wait_caught_up(path)
+        _wait_caught_up(lab, path)
     finally:
         dump.terminate()
         dump.wait(timeout=10)
@@ -118,22 +133,31 @@ def _capture(lab: Lab, name: str, traffic: Callable[[Lab], None]) -> Path:
     return path
 
 
-def _wait_caught_up(path: Path, quiet_s: float = 0.7, limit_s: float = 20.0) -> None:
-    """Until tcpdump has written what the tool sent: the file stops growing for ``quiet_s``.
+SENTINEL_ETHERTYPE = 0x88B5  # IEEE 802 local experimental: no decoder or detection uses it
 
-    Stopping tcpdump loses what it has not yet read from the kernel. On a loaded machine it
-    can lag the tool by seconds (an nmap scan then looked like 15 ports instead of 200), so a
-    fixed pause is not enough; ``-U`` makes the file grow as packets are read.
+
+def _wait_caught_up(lab: Lab, path: Path, limit_s: float = 30.0) -> None:
+    """Until tcpdump has written everything the tool sent.
+
+    Stopping tcpdump loses what it has not yet read from the kernel, and on a loaded machine
+    it can lag the tool by seconds (an nmap scan once looked like 15 ports instead of 200;
+    waiting for the file to stop growing was not enough either: a starved tcpdump pauses).
+    So a marker frame goes out on the wire after the traffic; frames on the veth are captured
+    in order, so once the marker is in the file, so is everything before it.
     """
+    marker = f"a2z-lab-caught-up-{time.monotonic_ns()}".encode()
+    frame = b"\xff" * 6 + b"\x02\x77\x00\x00\x00\xfe" + SENTINEL_ETHERTYPE.to_bytes(2) + marker
+    send = (
+        "import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW);"
+        f" s.bind(({lab.pair.b_if!r}, 0)); s.send(bytes.fromhex(sys.argv[1]))"
+    )
+    run(lab.pair.exec_argv(lab.pair.b_ns, [sys.executable, "-c", send, frame.hex()]))
     deadline = time.monotonic() + limit_s
-    size, since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        now_size = path.stat().st_size if path.exists() else 0
-        if now_size != size:
-            size, since = now_size, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
+        if path.exists() and marker in path.read_bytes():
             return
         time.sleep(0.05)
+    pytest.fail(f"tcpdump did not write the marker frame within {limit_s:.0f} s")
 
 
 def _wait_listening(proc: subprocess.Popen[bytes]) -> None:
@@ -162,8 +186,8 @@ def _random_labels(seed: int, n: int, length: int, alphabet: str) -> list[str]:
 
 
 def syn_scan(lab: Lab) -> None:
-    # --send-ip: with raw Ethernet frames nmap sometimes stopped after 14 of the 200 SYNs on a
-    # fresh veth (seen on an idle machine too); through the kernel's IP layer it sends them all.
+    # --send-ip: through the kernel's IP layer and its neighbour table (primed by the fixture);
+    # with its own ARP on a fresh veth nmap once got only 14 of the 200 SYNs onto the wire.
     lab.a("nmap", "-sS", "-Pn", "-n", "--send-ip", "-p", "1-200", "--max-retries", "0",
           lab.pair.b_ip4)  # fmt: skip
 
@@ -267,4 +291,10 @@ def test_detection_fires_on_real_tool_traffic_and_nothing_else(lab: Lab, name: s
         shutil.copyfile(capture, Path(keep) / capture.name)
     alerts = [r for r in EdgeDetector().records(iter_records(capture)) if isinstance(r, Alert)]
     first = {a.dedup_key for a in alerts if "repeats suppressed" not in (a.msg or "")}
-    assert first == expected, [a.msg for a in alerts]
+    assert first == expected, _diagnosis(capture, alerts)
+
+
+def _diagnosis(capture: Path, alerts: list[Alert]) -> str:
+    """What the capture held, so a failure says whether the tool or the detection fell short."""
+    states = Counter((r.proto, r.conn_state) for r in iter_records(capture) if isinstance(r, Conn))
+    return f"alerts {[a.msg for a in alerts]}; conns by (proto, state) {dict(states)}"
