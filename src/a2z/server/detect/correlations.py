@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,8 +22,9 @@ from a2z.rules.correlation import (
     Correlator,
     compile_correlations,
 )
+from a2z.server.detect.rule_cache import TenantRuleCache
 from a2z.server.metrics import ServerMetrics
-from a2z.server.rules.service import EffectiveRuleSet, effective_rules
+from a2z.server.rules.service import EffectiveRuleSet
 from a2z.server.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -33,11 +32,9 @@ log = logging.getLogger(__name__)
 _DROPS = ("late", "future", "evicted")  # CorrelationStats counters exported as drops
 
 
-@dataclass
+@dataclass(frozen=True)
 class _TenantCorrelations:
-    checked_at: float  # monotonic time of the last look at the tenant's effective rule set
-    digest: str  # the effective set last looked at
-    fingerprint: str  # the texts the correlator was compiled from (see _fingerprint)
+    fingerprint: str  # the texts the correlator was compiled from (see _compile)
     correlator: Correlator | None  # None: the tenant has no correlation rule that compiles
 
 
@@ -63,14 +60,17 @@ class CorrelationDetector:
         max_tenants: int = 1_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._sessions = sessions
         self._catalog = catalog
         self._metrics = metrics
         self.settings = settings or CorrelationSettings()
-        self._refresh_s = refresh_s
-        self._max_tenants = max_tenants
-        self._clock = clock
-        self._tenants: OrderedDict[str, _TenantCorrelations] = OrderedDict()
+        self._tenants = TenantRuleCache(
+            sessions,
+            catalog,
+            self._compile,
+            refresh_s=refresh_s,
+            max_tenants=max_tenants,
+            clock=clock,
+        )
 
     def prepare(self) -> None:
         """Compile the shipped correlations once, so pySigma's import is paid at start."""
@@ -78,7 +78,7 @@ class CorrelationDetector:
 
     def detect(self, tenant: str, records: Sequence[Record]) -> list[Alert]:
         """The correlation alerts ``records`` complete (alerts themselves are never inputs)."""
-        correlator = self._correlator(tenant)
+        correlator = self._tenants.get(tenant).correlator
         if correlator is None:
             return []
         stats = correlator.stats(tenant)
@@ -95,7 +95,7 @@ class CorrelationDetector:
 
     def stats(self, tenant: str) -> CorrelationStats:
         """The tenant's correlation counters (zeros if it has no correlator)."""
-        entry = self._tenants.get(tenant)
+        entry = self._tenants.peek(tenant)
         if entry is None or entry.correlator is None:
             return CorrelationStats()
         return entry.correlator.stats(tenant)
@@ -107,40 +107,17 @@ class CorrelationDetector:
 
     def open_groups(self, tenant: str) -> int:
         """Open correlation groups the tenant holds now."""
-        entry = self._tenants.get(tenant)
+        entry = self._tenants.peek(tenant)
         if entry is None or entry.correlator is None:
             return 0
         return entry.correlator.open_groups(tenant)
 
-    def _correlator(self, tenant: str) -> Correlator | None:
-        now = self._clock()
-        cached = self._tenants.get(tenant)
-        if cached is not None:
-            self._tenants.move_to_end(tenant)
-            if now - cached.checked_at < self._refresh_s:
-                return cached.correlator
-        with self._sessions.tenant(uuid.UUID(tenant)) as session:
-            effective = effective_rules(session=session, catalog=self._catalog)
-        if cached is not None and cached.digest == effective.digest:
-            cached.checked_at = now
-            return cached.correlator
-        entry = self._compile(tenant, effective, now, cached)
-        self._tenants[tenant] = entry
-        self._tenants.move_to_end(tenant)
-        if len(self._tenants) > self._max_tenants:
-            self._tenants.popitem(last=False)
-        return entry.correlator
-
     def _compile(
-        self,
-        tenant: str,
-        effective: EffectiveRuleSet,
-        now: float,
-        cached: _TenantCorrelations | None,
+        self, tenant: str, effective: EffectiveRuleSet, cached: _TenantCorrelations | None
     ) -> _TenantCorrelations:
         correlations = [r for r in effective.rules if is_correlation(r.yaml)]
         if not correlations:
-            return _TenantCorrelations(now, effective.digest, "", None)
+            return _TenantCorrelations("", None)
         # Correlation texts first: a base rule bundled in a correlation's text is found before
         # a rule of the effective set with the same name.
         sources = [(r.rule_id, r.yaml) for r in correlations]
@@ -153,8 +130,8 @@ class CorrelationDetector:
         used = [(key, texts[key]) for key in load.rules.base_rules if key in texts]
         fingerprint = ruleset_digest([*((r.rule_id, r.yaml) for r in correlations), *used])
         if cached is not None and cached.fingerprint == fingerprint:
-            return _TenantCorrelations(now, effective.digest, fingerprint, cached.correlator)
+            return _TenantCorrelations(fingerprint, cached.correlator)
         if not len(load.rules):
-            return _TenantCorrelations(now, effective.digest, fingerprint, None)
+            return _TenantCorrelations(fingerprint, None)
         correlator = Correlator(load.rules, self.settings)
-        return _TenantCorrelations(now, effective.digest, fingerprint, correlator)
+        return _TenantCorrelations(fingerprint, correlator)

@@ -9,19 +9,18 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from a2z.records import Alert, Conn, Dns, Record
 from a2z.rules import RuleError, RuleSet, compile_yaml
 from a2z.rules.anomaly import AnomalySettings, TenantModels, load_library
 from a2z.rules.catalog import Catalog, is_correlation
+from a2z.server.detect.rule_cache import TenantRuleCache
 from a2z.server.detect.thresholds import TenantThresholds
 from a2z.server.events import scores
 from a2z.server.metrics import ServerMetrics
-from a2z.server.rules.service import effective_rules
+from a2z.server.rules.service import EffectiveRuleSet
 from a2z.server.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -90,13 +89,6 @@ class ConnAnomalyDetector:
         return alerts
 
 
-@dataclass
-class _TenantRules:
-    checked_at: float  # monotonic time of the last look at the tenant's effective rule set
-    digest: str  # the rule set that ``rules`` was compiled from
-    rules: RuleSet
-
-
 class TenantRulesDetector:
     """Each tenant's effective Sigma rules (shipped, the tenant's overrides, its custom rules;
     ``GET /api/v1/rules/effective``) on every record of that tenant.
@@ -118,13 +110,16 @@ class TenantRulesDetector:
         max_tenants: int = 1_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._sessions = sessions
         self._catalog = catalog
         self._metrics = metrics
-        self._refresh_s = refresh_s
-        self._max_tenants = max_tenants
-        self._clock = clock
-        self._tenants: OrderedDict[str, _TenantRules] = OrderedDict()
+        self._rules = TenantRuleCache(
+            sessions,
+            catalog,
+            self._compile,
+            refresh_s=refresh_s,
+            max_tenants=max_tenants,
+            clock=clock,
+        )
 
     def prepare(self) -> None:
         """Compile one shipped rule, so pySigma's import is paid before the first batch."""
@@ -140,7 +135,7 @@ class TenantRulesDetector:
         the record that raised it; a rule and record the batch already has an alert for are
         not alerted on twice.
         """
-        rules = self._rules(tenant)
+        rules = self._rules.get(tenant)
         alerts: list[Alert] = []
         edge: set[tuple[str, str]] = set()
         for record in records:
@@ -152,18 +147,7 @@ class TenantRulesDetector:
             alerts = [a for a in alerts if (a.rule_id, a.uid) not in edge]
         return alerts
 
-    def _rules(self, tenant: str) -> RuleSet:
-        now = self._clock()
-        cached = self._tenants.get(tenant)
-        if cached is not None:
-            self._tenants.move_to_end(tenant)
-            if now - cached.checked_at < self._refresh_s:
-                return cached.rules
-        with self._sessions.tenant(uuid.UUID(tenant)) as session:
-            effective = effective_rules(session=session, catalog=self._catalog)
-        if cached is not None and cached.digest == effective.digest:
-            cached.checked_at = now
-            return cached.rules
+    def _compile(self, tenant: str, effective: EffectiveRuleSet, _old: RuleSet | None) -> RuleSet:
         compiled = []
         for rule in effective.rules:
             if is_correlation(rule.yaml):
@@ -173,9 +157,4 @@ class TenantRulesDetector:
             except RuleError as exc:
                 self._metrics.detect_rules_skipped.inc()
                 log.warning("tenant %s: rule %s does not compile: %s", tenant, rule.rule_id, exc)
-        entry = _TenantRules(now, effective.digest, RuleSet(compiled))
-        self._tenants[tenant] = entry
-        self._tenants.move_to_end(tenant)
-        if len(self._tenants) > self._max_tenants:
-            self._tenants.popitem(last=False)
-        return entry.rules
+        return RuleSet(compiled)
