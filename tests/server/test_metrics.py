@@ -36,11 +36,13 @@ def test_metrics_follow_records_through_every_stage(
     files = IdentityFiles(Path(config.identity_dir))
     frames = [frame(config.agent_id, 1, n=4), frame(config.agent_id, 1, n=4), b"junk"]
     exchange(f"{gateway}/channel", files, frames)
-    set_limits(ctx, tenant_b, events_per_second=1, burst_events=2)
+    # The first batch empties the bucket; the second needs 10 s of refill, far more than a
+    # loaded machine takes between two posts (with a burst of 2 it once refilled in between).
+    set_limits(ctx, tenant_b, events_per_second=1, burst_events=10)
     token = {"Authorization": f"Bearer {tenant_b.agent_token}"}
-    assert client.post("/api/v1/events/batches", content=frame(str(tenant_b.agent_id), 1, n=2),
+    assert client.post("/api/v1/events/batches", content=frame(str(tenant_b.agent_id), 1, n=10),
                        headers=token).status_code == 202  # fmt: skip
-    assert client.post("/api/v1/events/batches", content=frame(str(tenant_b.agent_id), 2, n=2),
+    assert client.post("/api/v1/events/batches", content=frame(str(tenant_b.agent_id), 2, n=10),
                        headers=token).status_code == 429  # fmt: skip
 
     got = samples(client)
@@ -52,14 +54,14 @@ def test_metrics_follow_records_through_every_stage(
     assert value("a2z_events_in_total", stage="gateway") == 8
     assert value("a2z_events_out_total", stage="gateway") == 8
     assert value("a2z_events_dropped_total", stage="gateway", reason="wire") == 1
-    # http: 4 in, 2 out, 2 throttled for the rate
-    assert value("a2z_events_in_total", stage="http") == 4
-    assert value("a2z_events_out_total", stage="http") == 2
-    assert value("a2z_events_throttled_total", stage="http", limit="rate") == 2
+    # http: 20 in, 10 out, 10 throttled for the rate
+    assert value("a2z_events_in_total", stage="http") == 20
+    assert value("a2z_events_out_total", stage="http") == 10
+    assert value("a2z_events_throttled_total", stage="http", limit="rate") == 10
     # ingest (in-process bus): everything published was written; the re-sent batch collapsed
-    assert value("a2z_events_in_total", stage="ingest") == 10
-    assert value("a2z_events_out_total", stage="ingest") == 10
-    assert value("a2z_events_stored_total") == 6 and value("a2z_events_duplicate_total") == 4
+    assert value("a2z_events_in_total", stage="ingest") == 18
+    assert value("a2z_events_out_total", stage="ingest") == 18
+    assert value("a2z_events_stored_total") == 14 and value("a2z_events_duplicate_total") == 4
     assert value("a2z_ingest_batch_records_count") == 3
     assert value("a2z_ingest_lag_seconds_count") == 3
     assert value("a2z_publish_seconds_count", stage="gateway") == 2
