@@ -216,23 +216,17 @@ def run_ours(path: Path, repeat: int, max_flows: int | None = None) -> Run:
 
 def child(path: str, max_flows: int | None) -> None:
     """Replay ``path`` exactly as ``a2z agent replay`` does, records to /dev/null; print stats."""
-    import msgspec
-
     from a2z.agent.flows.table import FlowConfig
     from a2z.agent.gc_policy import tune_gc
-    from a2z.agent.replay import replay
+    from a2z.agent.replay import replay, write_json_lines
 
     started = time.perf_counter()
     cpu_started = time.process_time()
     tune_gc()  # as run_replay does
     config = FlowConfig() if max_flows is None else FlowConfig(max_flows=max_flows)
     records, pipeline, _capture = replay(path, config)
-    encode = msgspec.json.Encoder().encode
     with open(os.devnull, "w") as sink:
-        write = sink.write
-        for record in records:
-            write(encode(record).decode())
-            write("\n")
+        write_json_lines(records, sink)  # as run_replay writes them
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     stats = pipeline.stats

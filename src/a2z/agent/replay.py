@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import TYPE_CHECKING, Final, NamedTuple, TextIO
 
 import msgspec
 
@@ -24,6 +25,8 @@ from a2z.records import Record
 
 if TYPE_CHECKING:  # the stage loads the detections: only when one is passed
     from a2z.agent.detect import EdgeDetector
+
+LINES_PER_WRITE: Final = 1024  # records encoded and written per call by write_json_lines
 
 
 class Replay(NamedTuple):
@@ -78,17 +81,27 @@ def run_replay(path: str, out: TextIO, err: TextIO, detector: EdgeDetector | Non
         return 2
     if detector is not None:
         records = detector.records(records)
-    encode = msgspec.json.Encoder().encode
-    write = out.write
-    for record in records:
-        write(encode(record).decode())
-        write("\n")
+    write_json_lines(records, out)
     out.flush()
     elapsed = time.perf_counter() - started
     err.write(summarize(path, pipeline, capture, elapsed))
     if detector is not None:
         err.write(describe_detection(detector))
     return 0
+
+
+def write_json_lines(records: Iterable[Record], out: TextIO) -> None:
+    """Write one JSON line per record, in order.
+
+    Encoded ``LINES_PER_WRITE`` records per call (msgspec's ``encode_lines``) rather than an
+    encode, a decode and two writes per record: on the attack mix (about 0.4 records per
+    packet) the per-record calls were about 5 % of a replay (ADR 0006, update 3).
+    """
+    encode_lines = msgspec.json.Encoder().encode_lines
+    pending = iter(records)
+    write = out.write
+    while batch := list(islice(pending, LINES_PER_WRITE)):
+        write(encode_lines(batch).decode())
 
 
 def describe_detection(detector: EdgeDetector) -> str:
@@ -121,4 +134,13 @@ def summarize(path: str, pipeline: Pipeline, capture: CaptureStats, seconds: flo
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Replay", "describe_detection", "iter_records", "replay", "run_replay", "summarize"]
+__all__ = [
+    "LINES_PER_WRITE",
+    "Replay",
+    "describe_detection",
+    "iter_records",
+    "replay",
+    "run_replay",
+    "summarize",
+    "write_json_lines",
+]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from a2z.agent.flows.state import EndpointState, History, TcpSession, udp_conn_state
-from a2z.agent.flows.table import Flow, FlowConfig, FlowKey, FlowTable
+from a2z.agent.flows.table import Flow, FlowConfig, FlowTable
+from a2z.agent.flows.timers import FlowKey
 from a2z.agent.flows.to_record import flow_to_conn, format_addr
 
 __all__ = [

@@ -7,7 +7,6 @@ recently active flow is evicted (and emitted).
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 import random
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from a2z.agent.decode.tcp import ACK, SYN, TCPHeader
 from a2z.agent.flows.state import History, TcpSession
+from a2z.agent.flows.timers import FlowKey, Timers
 
 if TYPE_CHECKING:
     from a2z.agent.protocols.session import AppSession
@@ -37,9 +37,6 @@ _HIST_RESP_DATA: Final = 0x2
 
 _TIMER_SLACK: Final = 256  # stale timer entries tolerated beyond 1.0625 times the live flows
 _NEVER: Final = math.inf  # an unset timer (close_at, attempt_at): an unboxed float, not None
-
-FlowKey = tuple[int, bytes, int, bytes, int, bool]
-"""(ip proto, address, port, address, port, one_way); two-way keys list the lower end first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +196,9 @@ class FlowTable:
         self._flows: dict[FlowKey, Flow] = {}
         self._oldest: Flow | None = None
         self._newest: Flow | None = None
-        # (deadline, flow key): a min-heap with lazy deletion. Entries name the key, not the
-        # flow, so a stale entry never keeps an ended (e.g. evicted) flow in memory; keys are
-        # unique among live flows, so equal deadlines need no tie-breaker.
-        self._timers: list[tuple[float, FlowKey]] = []
+        # (deadline, flow key), earliest first, with lazy deletion. Entries name the key, not
+        # the flow, so a stale entry never keeps an ended (e.g. evicted) flow in memory.
+        self._timers = Timers()
         self._ended: list[Flow] = []
         self._uids = UidSource(self.config.uid_seed)  # drawn lazily by each flow
 
@@ -235,7 +231,7 @@ class FlowTable:
         ip_len: int,
     ) -> Flow:
         """``add_tcp`` from the header fields: the pipeline's fast path builds no TCPHeader."""
-        if self._timers and self._timers[0][0] <= ts:
+        if self._timers.next_due <= ts:
             self.expire(ts)
         # The two-way key, inlined (this is the hottest call of the agent).
         if src < dst or (src == dst and sport <= dport):
@@ -291,7 +287,7 @@ class FlowTable:
         ip_len: int,
     ) -> Flow:
         """Account one UDP datagram; ``payload_len`` is the UDP length field minus 8 (as Zeek)."""
-        if self._timers and self._timers[0][0] <= ts:
+        if self._timers.next_due <= ts:
             self.expire(ts)
         key = _two_way_key(PROTO_UDP, src, sport, dst, dport)
         flow = self._touch(key, ts, (src, sport), (dst, dport))
@@ -343,11 +339,12 @@ class FlowTable:
     def expire(self, now: float) -> None:
         """End every flow whose timer is due at packet time ``now``."""
         timers = self._timers
-        if not timers or timers[0][0] > now:
+        if timers.next_due > now:
             return
         flows = self._flows
-        while timers and timers[0][0] <= now:
-            when, key = heapq.heappop(timers)
+        while timers.next_due <= now:
+            when = timers.next_due
+            key = timers.pop()
             flow = flows.get(key)
             if flow is None or when != flow.sched:
                 continue  # a stale entry: the flow ended or has an earlier live entry
@@ -499,12 +496,12 @@ class FlowTable:
         if deadline < flow.sched:
             flow.sched = deadline
             timers = self._timers
-            heapq.heappush(timers, (deadline, flow.key))
-            if len(timers) > len(self._flows) * 17 // 16 + _TIMER_SLACK:
+            timers.push(deadline, flow.key)
+            if timers.size > len(self._flows) * 17 // 16 + _TIMER_SLACK:
                 self._compact_timers()
 
     def _compact_timers(self) -> None:
-        """Drop stale timer entries (ended or rescheduled flows) and re-heap the live ones.
+        """Drop stale timer entries (ended or rescheduled flows).
 
         A stale entry holds its key (about 250 bytes) until it comes due; under a SYN flood
         with a full table every packet leaves one. Runs when stale entries exceed a sixteenth
@@ -513,10 +510,9 @@ class FlowTable:
         quarter) was tightened to keep the flood within 50 MB (ADR 0006).
         """
         flows = self._flows
-        live = [
-            entry
-            for entry in self._timers
-            if (flow := flows.get(entry[1])) is not None and entry[0] == flow.sched
-        ]
-        heapq.heapify(live)
-        self._timers = live
+
+        def live(when: float, key: FlowKey) -> bool:
+            flow = flows.get(key)
+            return flow is not None and when == flow.sched
+
+        self._timers.retain(live)
