@@ -38,7 +38,8 @@ SCORES = "SELECT uid, score FROM anomaly_scores WHERE tenant_id = %s AND uid = A
 POOL = 10
 
 _encode = msgspec.json.Encoder().encode
-_threads = ThreadPoolExecutor(40)  # as AnyIO's default pool for sync handlers
+# AnyIO's default pool for sync handlers has 40 threads; FLOOR_THREADS tries other sizes.
+_threads = ThreadPoolExecutor(int(os.environ.get("FLOOR_THREADS", "40")))
 _HELLO = _encode({"items": [], "next_cursor": None})
 
 

@@ -1,7 +1,8 @@
 """The floor for issue 4's read target on this machine: what the events page costs without a
 framework or an ORM (``api_floor_app.py`` under uvicorn), driven by wrk at 200 connections.
 
-``python bench/bench_api_floor.py [--modes ...] [--workers 1 2] [--duration 5]``. Seeds the
+``python bench/bench_api_floor.py [--modes ...] [--workers 1 2] [--duration 5]``
+(``FLOOR_THREADS=N`` in the environment sizes the thread pool of the ``*_thread`` modes). Seeds the
 same store as ``bench_api.py`` (5,000 events; PostgreSQL analysed), then for each mode and
 worker count prints req/s, p50/p99 and the CPU per request of the server, of PostgreSQL's
 backends and of wrk. Modes: ``hello`` (HTTP only: authentication, a fixed body), ``sqlite_loop``
