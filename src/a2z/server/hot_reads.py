@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.concurrency import run_in_threadpool
+from anyio import CapacityLimiter, to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from a2z.server.agents.views import agents_page
@@ -94,6 +94,10 @@ class HotReads:
         self.app = app
         self.ctx = ctx
         self._encode = msgspec.json.Encoder().encode
+        # At most as many reads in threads as the store has connections: more threads only
+        # queue for connections while contending for the GIL, which costs latency (p99 158 ms
+        # with 4 threads against 946 ms with 40 in the floor, docs/benchmarks.md, API).
+        self._limiter = CapacityLimiter(ctx.settings.pool_size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
@@ -106,7 +110,9 @@ class HotReads:
             await self.app(scope, receive, send)
             return
         try:
-            body = await run_in_threadpool(route.page, self.ctx, principal, *arguments)
+            body = await to_thread.run_sync(
+                route.page, self.ctx, principal, *arguments, limiter=self._limiter
+            )
         except A2ZServerError:  # e.g. a cursor of another route: the route words the problem
             await self.app(scope, receive, send)
             return
