@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck unit clean lock fuzz bench-agent bench-api bench-channel \
+.PHONY: install demo test lint typecheck unit clean lock fuzz bench-agent bench-api bench-api-floor bench-channel \
 	bench-rules bench-ingest eval-detection
 
 install: $(STAMP)
@@ -68,6 +68,11 @@ bench-agent: install
 # minutes; see docs/benchmarks.md. BENCH_API_ARGS passes options (e.g. --duration 5).
 bench-api: install
 	$(BIN)/python bench/bench_api.py $(BENCH_API_ARGS)
+
+# The floor under the API's read target: the events page as a bare ASGI app (no framework, no
+# ORM) under wrk at 200 connections, on SQLite and PostgreSQL (docs/benchmarks.md, API).
+bench-api-floor: install
+	$(BIN)/python bench/bench_api_floor.py $(BENCH_API_FLOOR_ARGS)
 
 # Agent channel: records/s through one agent connection (spool + mTLS) into the real server on
 # SQLite, against an ack-only sink, and JSON lines over a plain WebSocket as the reference; bytes

@@ -150,6 +150,14 @@ def seed(data_dir: Path, db_url: str | None, n_events: int) -> Seeded:
         ctx.sessions.engine.dispose()
 
 
+def analyze(db_url: str) -> None:
+    """Give the planner statistics, as autovacuum would within a minute of the seeding: without
+    them PostgreSQL reads and sorts all 5,000 events for a 50-event page (a bitmap scan and a
+    top-N sort, ~3.5 ms of the database's CPU per request instead of ~0.5)."""
+    with psycopg.connect(db_url, autocommit=True) as owner:
+        owner.execute("ANALYZE")
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -288,6 +296,7 @@ class Row:
     p99_ms: float
     errors: int  # transport errors and 4xx/5xx answers
     server_cpu: float = math.nan  # server processes' CPU over the run, % of one core
+    db_cpu: float = math.nan  # PostgreSQL backends serving it, % of one core (nan on SQLite)
     load1: float = math.nan  # host 1-minute load average at the end (2 cores: 2.0 is full)
     workers: int = 1  # API processes (a2z server --workers)
 
@@ -295,6 +304,11 @@ class Row:
     def cpu_ms_per_request(self) -> float:
         """Server CPU per request: the cost that does not depend on how busy the host is."""
         return 10 * self.server_cpu / self.rps if self.rps else math.nan
+
+    @property
+    def db_ms_per_request(self) -> float:
+        """The database's CPU per request (PostgreSQL; SQLite runs inside the server)."""
+        return 10 * self.db_cpu / self.rps if self.rps else math.nan
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -379,12 +393,15 @@ _WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(base: str, token: str, *, store: str, concurrency: int, duration: float) -> Row:
+def run_wrk(
+    base: str, token: str, op: Operation, *, store: str, concurrency: int, duration: float
+) -> Row:
     """wrk (C, epoll) as the reference load generator: same route, header and concurrency."""
     threads = min(concurrency, os.cpu_count() or 1)
     cmd = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{round(duration)}s"]
     cmd += ["--latency", "--timeout", "60s", "-H", f"Authorization: Bearer {token}"]
-    out = subprocess.run([*cmd, base + EVENTS_PATH], check=True, capture_output=True, text=True)
+    _method, path, _body = op.request(random.Random(0))
+    out = subprocess.run([*cmd, base + path], check=True, capture_output=True, text=True)
     text = out.stdout
     pct = {q: float(v) * _WRK_UNITS[u] for q, v, u in _WRK_LATENCY.findall(text)}
     total = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", text)
@@ -399,7 +416,7 @@ def run_wrk(base: str, token: str, *, store: str, concurrency: int, duration: fl
     return Row(
         store,
         "wrk",
-        "GET /events?limit=50",
+        op.name,
         concurrency,
         n,
         n / elapsed,
@@ -410,26 +427,61 @@ def run_wrk(base: str, token: str, *, store: str, concurrency: int, duration: fl
 
 
 class ServerUsage:
-    """CPU the server (all its threads, and its worker processes) used while a measurement ran."""
+    """CPU the server (all its threads, and its worker processes) used while a measurement ran,
+    and on PostgreSQL the CPU of the database's backends serving it (a read's cost includes
+    the database's work: on this 2-core host it competes for the same cores)."""
 
-    def __init__(self, pid: int) -> None:
-        parent = psutil.Process(pid)
-        self._procs = [parent, *parent.children(recursive=True)]
+    def __init__(self, pid: int, database: str | None = None) -> None:
+        self._parent = psutil.Process(pid)
+        self._database = database
 
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for proc in self._procs:
+    def _server(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return [self._parent, *self._parent.children(recursive=True)]
+        return []
+
+    def _backends(self) -> list[psutil.Process]:
+        if self._database is None:
+            return []
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            pids = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self._database,),
+            ).fetchall()
+        procs = []
+        for (backend,) in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                procs.append(psutil.Process(backend))
+        return procs
+
+    @staticmethod
+    def _times(procs: list[psutil.Process]) -> dict[int, float]:
+        out = {}
+        for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess):
                 t = proc.cpu_times()
-                total += t.user + t.system
-        return total
+                out[proc.pid] = t.user + t.system
+        return out
+
+    def cpu_seconds(self) -> float:
+        return sum(self._times(self._server()).values())
 
     def around(self, measure: Callable[[], Row]) -> Row:
-        """Run ``measure`` and add the server's CPU share and the host load to its row."""
-        cpu0, wall0 = self.cpu_seconds(), time.monotonic()
+        """Run ``measure`` and add the server's and the database's CPU share and the host load
+        to its row. A process that starts during the run counts all its CPU."""
+        server0, db0 = self._times(self._server()), self._times(self._backends())
+        wall0 = time.monotonic()
         row = measure()
-        share = 100 * (self.cpu_seconds() - cpu0) / (time.monotonic() - wall0)
-        return dataclasses.replace(row, server_cpu=share, load1=os.getloadavg()[0])
+        wall = time.monotonic() - wall0
+        server1, db1 = self._times(self._server()), self._times(self._backends())
+        server = sum(t - server0.get(pid, 0.0) for pid, t in server1.items())
+        db = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
+        return dataclasses.replace(
+            row,
+            server_cpu=100 * server / wall,
+            db_cpu=100 * db / wall if self._database else math.nan,
+            load1=os.getloadavg()[0],
+        )
 
 
 @contextmanager
@@ -502,6 +554,8 @@ def bench_store(store: str, args: argparse.Namespace) -> list[Row]:
     ):
         t0 = time.monotonic()
         seeded = seed(Path(tmp), db_url, args.events)
+        if db_url:
+            analyze(db_url)
         took = time.monotonic() - t0
         print(
             f"[{store}] seeded {seeded.events} events, {AGENTS} agents in {took:.1f} s",
@@ -510,16 +564,23 @@ def bench_store(store: str, args: argparse.Namespace) -> list[Row]:
         rows: list[Row] = []
         for workers in args.workers:
             with running_server(Path(tmp), db_url, workers) as (base, pid):
-                rows += measure(store, base, pid, seeded, args, workers)
+                database = db_url.rsplit("/", 1)[1] if db_url else None
+                rows += measure(store, base, pid, seeded, args, workers, database)
         return rows
 
 
 def measure(
-    store: str, base: str, pid: int, seeded: Seeded, args: argparse.Namespace, workers: int
+    store: str,
+    base: str,
+    pid: int,
+    seeded: Seeded,
+    args: argparse.Namespace,
+    workers: int,
+    database: str | None = None,
 ) -> list[Row]:
     """Every operation at every concurrency with httpx, then wrk on the events page."""
     token = login(base)
-    usage = ServerUsage(pid)
+    usage = ServerUsage(pid, database)
     rows: list[Row] = []
 
     def report(row: Row) -> None:
@@ -546,9 +607,10 @@ def measure(
     if not shutil.which("wrk"):
         print("wrk not found (apt-get install wrk): no reference run", file=sys.stderr)
         return rows
-    for conc in args.concurrency:
+    reads = [op for op in operations(seeded) if op.kind == "read"]
+    for op, conc in itertools.product(reads, args.concurrency):
         ref = functools.partial(
-            run_wrk, base, token, store=store, concurrency=conc, duration=args.duration
+            run_wrk, base, token, op, store=store, concurrency=conc, duration=args.duration
         )
         report(usage.around(ref))
     return rows
@@ -556,7 +618,8 @@ def measure(
 
 HEADER = (
     f"{'store':<10} {'proc':>4} {'client':<6} {'op':<24} {'conc':>5} {'requests':>9} {'req/s':>8} "
-    f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv cpu%':>8} {'cpu ms/req':>10} {'load1':>5}"
+    f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv cpu%':>8} {'cpu ms/req':>10} "
+    f"{'db cpu%':>7} {'db ms/req':>9} {'load1':>5}"
 )
 
 
@@ -564,7 +627,8 @@ def format_row(r: Row) -> str:
     return (
         f"{r.store:<10} {r.workers:>4} {r.client:<6} {r.op:<24} {r.concurrency:>5} {r.requests:>9} "
         f"{r.rps:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7} "
-        f"{r.server_cpu:>8.0f} {r.cpu_ms_per_request:>10.2f} {r.load1:>5.1f}"
+        f"{r.server_cpu:>8.0f} {r.cpu_ms_per_request:>10.2f} "
+        f"{r.db_cpu:>7.0f} {r.db_ms_per_request:>9.2f} {r.load1:>5.1f}"
     )
 
 
@@ -578,11 +642,12 @@ def summarise(rows: list[Row]) -> None:
     refs = [r for r in rows if r.client == "wrk"]
     if refs:
         print()
-        print("client overhead, GET /events?limit=50: httpx req/s / wrk req/s")
+        print("client overhead: httpx req/s / wrk req/s")
         for ref in refs:
             mine = ours[(ref.store, ref.workers, ref.op, ref.concurrency)]
             print(
-                f"  {ref.store:<10} x{ref.workers} conc {ref.concurrency:>4}: {mine.rps:6.0f} / "
+                f"  {ref.store:<10} x{ref.workers} {ref.op:<24} conc {ref.concurrency:>4}: "
+                f"{mine.rps:6.0f} / "
                 f"{ref.rps:6.0f} = {mine.rps / ref.rps:.2f}"
             )
     print()

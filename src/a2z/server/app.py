@@ -26,6 +26,7 @@ from a2z.server.deps import reject_unknown_query
 from a2z.server.detect.runner import wire_detect
 from a2z.server.events.maintenance import open_maintenance
 from a2z.server.gateway import Gateway
+from a2z.server.hot_reads import HotReads
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
 from a2z.server.pki.root import load_or_create_root
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
         dependencies=[Depends(reject_unknown_query)],
     )
     app.state.ctx = ctx
+    app.add_middleware(HotReads, ctx=ctx)
     problems.install(app)
     openapi.install(app)
     api.mount(app)

@@ -48,6 +48,12 @@ class ServerMetrics:
         self.auth_failures = Counter(
             "a2z_auth_failures", "Refused credentials", ["channel"], registry=r
         )
+        self.hot_reads = Counter(
+            "a2z_api_hot_reads",
+            "List reads answered by the hot read path, before FastAPI (hot_reads.py)",
+            ["path"],
+            registry=r,
+        )
         self.ingest_batch_records = Histogram(
             "a2z_ingest_batch_records",
             "Records per batch written to the store",

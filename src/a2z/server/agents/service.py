@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, delete, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.auth import credentials
 from a2z.server.pki.models import AgentCert
 from a2z.server.store.base import utcnow
-from a2z.server.store.pagination import Page, paginate
+from a2z.server.store.pagination import Page, paginate, paginate_rows
 from a2z.server.store.session import ScopedSession
 
 
@@ -23,10 +25,56 @@ def create(*, session: ScopedSession, name: str) -> Agent:
     return agent
 
 
-def list_page(*, session: ScopedSession, limit: int, cursor: str | None) -> Page[Agent]:
-    """The tenant's agents, oldest first."""
-    return paginate(
-        session, select(Agent), at=Agent.created_at, row_id=Agent.id, limit=limit, cursor=cursor
+# What the API shows of an agent (agents/views.py, AgentOut): the list reads only these.
+SHOWN: tuple[InstrumentedAttribute[Any], ...] = (
+    Agent.id, Agent.name, Agent.created_at, Agent.last_seen_at, Agent.boot_epoch,
+    Agent.last_seq, Agent.last_heartbeat_at, Agent.version, Agent.config_version,
+    Agent.intel_version, Agent.intel_rejected_reason, Agent.health, Agent.clone_suspected_at,
+    Agent.rules_digest, Agent.rules_rejected_digest, Agent.rules_rejected_reason,
+)  # fmt: skip
+
+
+class ShownAgent(Protocol):
+    """An ``Agent`` or a row of ``SHOWN``: what the API's view of an agent is made from."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def last_seen_at(self) -> datetime | None: ...
+    @property
+    def boot_epoch(self) -> int | None: ...
+    @property
+    def last_seq(self) -> int | None: ...
+    @property
+    def last_heartbeat_at(self) -> datetime | None: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def config_version(self) -> int | None: ...
+    @property
+    def intel_version(self) -> int | None: ...
+    @property
+    def intel_rejected_reason(self) -> str | None: ...
+    @property
+    def health(self) -> str | None: ...
+    @property
+    def clone_suspected_at(self) -> datetime | None: ...
+    @property
+    def rules_digest(self) -> str | None: ...
+    @property
+    def rules_rejected_digest(self) -> str | None: ...
+    @property
+    def rules_rejected_reason(self) -> str | None: ...
+
+
+def list_page(*, session: ScopedSession, limit: int, cursor: str | None) -> Page[Row[Any]]:
+    """The tenant's agents, oldest first: the ``SHOWN`` columns, as rows (no ORM objects)."""
+    return paginate_rows(
+        session, select(*SHOWN), at=Agent.created_at, row_id=Agent.id, limit=limit, cursor=cursor
     )
 
 

@@ -15,6 +15,8 @@ from a2z.rules.catalog import version_of
 from a2z.server.agents import service as agents
 from a2z.server.agents.models import Agent
 from a2z.server.audit import service as audit
+from a2z.server.auth.principal import Principal
+from a2z.server.context import ServerContext
 from a2z.server.deps import AgentAdmin, Context, Reader, Source
 from a2z.server.errors import NotFound
 from a2z.server.schemas import Body, CursorParam, Limit, Out
@@ -59,25 +61,35 @@ class AgentOut(Out):
     @classmethod
     def of(cls, agent: Agent, offline_after_s: float) -> AgentOut:
         """Project a row; the status is derived from the last heartbeat's age."""
-        beat = agent.last_heartbeat_at
-        if beat is None:
-            status = AgentStatus.NEVER
-        elif utcnow() - beat > timedelta(seconds=offline_after_s):
-            status = AgentStatus.OFFLINE
-        else:
-            status = AgentStatus.ONLINE
-        return cls(
-            id=agent.id, name=agent.name, created_at=agent.created_at,
-            last_seen_at=agent.last_seen_at, boot_epoch=agent.boot_epoch,
-            last_seq=agent.last_seq, status=status, last_heartbeat_at=beat,
-            version=agent.version, config_version=agent.config_version,
-            intel_version=agent.intel_version, intel_rejected_reason=agent.intel_rejected_reason,
-            health=msgspec.json.decode(agent.health) if agent.health else None,
-            clone_suspected_at=agent.clone_suspected_at, rules_digest=agent.rules_digest,
-            rules_version=version_of(agent.rules_digest) if agent.rules_digest else None,
-            rules_rejected_digest=agent.rules_rejected_digest,
-            rules_rejected_reason=agent.rules_rejected_reason,
-        )  # fmt: skip
+        return cls(**agent_view(agent, offline_after_s))
+
+
+def agent_view(agent: agents.ShownAgent, offline_after_s: float) -> dict[str, Any]:
+    """``AgentOut``'s fields of an ``Agent`` or of a row of ``agents.SHOWN``, as plain values.
+
+    The one projection both the route (validated into ``AgentOut``) and the hot read path
+    (encoded as it is, hot_reads.py) use, so the two cannot drift apart.
+    """
+    beat = agent.last_heartbeat_at
+    if beat is None:
+        status = AgentStatus.NEVER
+    elif utcnow() - beat > timedelta(seconds=offline_after_s):
+        status = AgentStatus.OFFLINE
+    else:
+        status = AgentStatus.ONLINE
+    return {
+        "id": agent.id, "name": agent.name, "created_at": agent.created_at,
+        "last_seen_at": agent.last_seen_at, "boot_epoch": agent.boot_epoch,
+        "last_seq": agent.last_seq, "status": status, "last_heartbeat_at": beat,
+        "version": agent.version, "config_version": agent.config_version,
+        "intel_version": agent.intel_version,
+        "intel_rejected_reason": agent.intel_rejected_reason,
+        "health": msgspec.json.decode(agent.health) if agent.health else None,
+        "clone_suspected_at": agent.clone_suspected_at, "rules_digest": agent.rules_digest,
+        "rules_version": version_of(agent.rules_digest) if agent.rules_digest else None,
+        "rules_rejected_digest": agent.rules_rejected_digest,
+        "rules_rejected_reason": agent.rules_rejected_reason,
+    }  # fmt: skip
 
 
 class AgentPage(Out):
@@ -98,12 +110,20 @@ def list_agents(
     principal: Reader, ctx: Context, limit: Limit = 50, cursor: CursorParam = None
 ) -> AgentPage:
     """The caller's tenant's agents."""
+    return AgentPage.model_validate(agents_page(ctx, principal, limit=limit, cursor=cursor))
+
+
+def agents_page(
+    ctx: ServerContext, principal: Principal, *, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """``GET /agents``' body as plain values (the route and hot_reads.py both answer it)."""
+    offline_after_s = ctx.settings.agent_offline_after_s
     with ctx.sessions.tenant(principal.tenant_id) as session:
         page = agents.list_page(session=session, limit=limit, cursor=cursor)
-        return AgentPage(
-            items=[AgentOut.of(a, ctx.settings.agent_offline_after_s) for a in page.items],
-            next_cursor=page.next_cursor,
-        )
+    return {
+        "items": [agent_view(row, offline_after_s) for row in page.items],
+        "next_cursor": page.next_cursor,
+    }
 
 
 @router.get("/agents/{agent_id}")

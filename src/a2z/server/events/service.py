@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, Select, Table, and_, insert, or_, select
+from sqlalchemy import ColumnElement, Insert, Select, Table, and_, bindparam, insert, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
 from a2z.server.events import search, usage
-from a2z.server.events.models import ENVELOPE_FIELDS, SHORT_TEXT, Event
+from a2z.server.events.models import ENVELOPE_FIELDS, SHORT_TEXT, AnomalyScore, Event
 from a2z.server.store import bulk
 from a2z.server.store.session import ScopedSession
 
@@ -204,7 +204,17 @@ def _recent(
     flt: search.EventFilter | None,
     cursor: Cursor | None,
 ) -> Select[Any]:
-    stmt = stmt.order_by(*(col.desc() for col in _KEY)).limit(limit + 1)
+    return _narrowed(stmt, session, flt, cursor).limit(limit + 1)
+
+
+def _narrowed(
+    stmt: Select[Any],
+    session: ScopedSession,
+    flt: search.EventFilter | None,
+    cursor: Cursor | None,
+) -> Select[Any]:
+    """``stmt`` newest first, after ``cursor``, matching ``flt``; no LIMIT yet."""
+    stmt = stmt.order_by(*(col.desc() for col in _KEY))
     if flt is not None:
         stmt = search.where(stmt, flt, session.get_bind().dialect.name)
     if cursor is not None:
@@ -248,6 +258,59 @@ def list_recent_records(
         last = rows[-1]
         nxt = Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
     return [record_of(row) for row in rows], nxt
+
+
+def list_page_records(
+    *,
+    session: ScopedSession,
+    limit: int,
+    flt: search.EventFilter | None = None,
+    cursor: Cursor | None = None,
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """As ``list_recent_records``, each conn record with the detect role's ``anomaly_score``
+    where it has one: what the events page shows, in one statement.
+
+    The score is joined to the page (a LEFT JOIN on the score's key), not looked up by a
+    second query: that one's ``uid IN (...)`` list, rebuilt per request, cost more CPU than the
+    page itself (docs/benchmarks.md, API).
+    """
+    if cursor is None and (flt is None or flt == _ANY):
+        stmt = _NEWEST  # what dashboards poll: built once, not per request
+    else:
+        stmt = _with_scores(_narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor))
+    rows = session.execute(stmt, {_PAGE_SIZE: limit + 1}).all()
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        nxt = Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
+    records = []
+    for row in rows:
+        record = record_of(row)
+        if row.score is not None:
+            record["anomaly_score"] = row.score
+        records.append(record)
+    return records, nxt
+
+
+def _with_scores(page: Select[Any]) -> Select[Any]:
+    """``page`` (a ``_narrowed`` select of ``_KEY`` and ``_RECORD_COLUMNS``), limited by the
+    ``_PAGE_SIZE`` parameter, with each row's anomaly score (None for non-conn records and
+    unscored ones)."""
+    rows = page.limit(bindparam(_PAGE_SIZE)).subquery("page")
+    return (
+        select(rows, AnomalyScore.score)
+        .outerjoin(AnomalyScore, and_(AnomalyScore.uid == rows.c.uid, rows.c.path == "conn"))
+        .order_by(*(rows.c[col.key].desc() for col in _KEY))
+    )
+
+
+_PAGE_SIZE = "page_size"
+_ANY = search.EventFilter()
+# Building the statement costs more CPU than SQLite takes to run it (the subquery's column
+# proxies); the unfiltered first page is the same every time, so it is built once. The tenant
+# criteria are still added at each execution by the session factory.
+_NEWEST = _with_scores(select(*_KEY, *_RECORD_COLUMNS).order_by(*(col.desc() for col in _KEY)))
 
 
 def _tuple_less_than(

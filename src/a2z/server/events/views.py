@@ -14,10 +14,12 @@ from pydantic import BaseModel
 
 from a2z.records import MAX_FRAME_BYTES, WireError, decode_batch
 from a2z.server.agents import channel
+from a2z.server.auth.principal import Principal
 from a2z.server.bus.base import Message, events_subject
+from a2z.server.context import ServerContext
 from a2z.server.deps import Context, Ingester, Reader
 from a2z.server.errors import Forbidden, InvalidInput, Unavailable
-from a2z.server.events import scores, search
+from a2z.server.events import search
 from a2z.server.events import service as events
 from a2z.server.schemas import CursorParam, Out
 from a2z.server.store.pagination import BadCursor
@@ -176,19 +178,27 @@ def list_events(
     """The caller's tenant's records matching every filter, newest first, with an opaque
     cursor for the next page (pass the same filters with it). A conn record the anomaly model
     scored carries ``anomaly_score`` (0..1, higher is more unusual for the tenant)."""
+    return EventPage.model_validate(
+        events_page(ctx, principal, limit=limit, cursor=cursor, flt=flt)
+    )
+
+
+def events_page(
+    ctx: ServerContext,
+    principal: Principal,
+    *,
+    limit: int,
+    cursor: str | None,
+    flt: search.EventFilter,
+) -> dict[str, Any]:
+    """``GET /events``' body as plain values (the route and hot_reads.py both answer it)."""
     try:
         after = events.Cursor.decode(cursor) if cursor else None
     except ValueError as exc:
         raise BadCursor("cursor is malformed") from exc
     with ctx.sessions.tenant(principal.tenant_id) as session:
-        items, nxt = events.list_recent_records(session=session, limit=limit, flt=flt, cursor=after)
-        # The detect role's anomaly score of each conn on the page (one indexed lookup).
-        conns = {item["uid"] for item in items if item.get("_path") == "conn"}
-        scored = scores.of(session=session, uids=conns)
-    for item in items:
-        if item.get("_path") == "conn" and item["uid"] in scored:
-            item["anomaly_score"] = scored[item["uid"]]
-    return EventPage(items=items, next_cursor=nxt.encode() if nxt else None)
+        items, nxt = events.list_page_records(session=session, limit=limit, flt=flt, cursor=after)
+    return {"items": items, "next_cursor": nxt.encode() if nxt else None}
 
 
 class BatchAck(Out):

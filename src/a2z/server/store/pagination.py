@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Row, Select, and_, or_
 
 from a2z.server.errors import A2ZServerError
 from a2z.server.store.session import ScopedSession
@@ -53,10 +53,35 @@ def paginate(
     cursor: str | None,
 ) -> Page[T]:
     """Run ``stmt`` ordered by ``(at, row_id)`` ascending, one page after ``cursor``."""
+    rows = list(session.scalars(_ordered(stmt, at, row_id, limit, cursor)))
+    return _cut(rows, at, row_id, limit)
+
+
+def paginate_rows(
+    session: ScopedSession,
+    stmt: Select[Any],
+    *,
+    at: Any,
+    row_id: Any,
+    limit: int,
+    cursor: str | None,
+) -> Page[Row[Any]]:
+    """As ``paginate`` for a select of columns (which must include ``at`` and ``row_id``): the
+    page as rows, without building an ORM object per row (a tenth of a list read's CPU)."""
+    rows = list(session.execute(_ordered(stmt, at, row_id, limit, cursor)).all())
+    return _cut(rows, at, row_id, limit)
+
+
+def _ordered(
+    stmt: Select[Any], at: Any, row_id: Any, limit: int, cursor: str | None
+) -> Select[Any]:
     if cursor:
         after_at, after_id = _decode(cursor)
         stmt = stmt.where(or_(at > after_at, and_(at == after_at, row_id > after_id)))
-    rows = list(session.scalars(stmt.order_by(at, row_id).limit(limit + 1)))
+    return stmt.order_by(at, row_id).limit(limit + 1)
+
+
+def _cut(rows: list[T], at: Any, row_id: Any, limit: int) -> Page[T]:
     if len(rows) <= limit:
         return Page(rows, None)
     last = rows[limit - 1]

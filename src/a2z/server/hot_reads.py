@@ -1,0 +1,143 @@
+"""The hot list reads (``GET /api/v1/events``, ``GET /api/v1/agents``) answered before FastAPI.
+
+Dashboards poll these pages. FastAPI's routing, dependency solving and response validation cost
+more CPU than the page's query (docs/adr/0017-hot-read-path.md), so this pure ASGI layer answers
+their common shape itself — a cached credential whose role may read, and no query parameter but
+``limit`` and ``cursor`` in their plainest valid spelling — with the same page functions the
+routes call. Everything else (a filter, a credential not yet cached, a value the route would
+refuse or parse differently, any error) passes to the FastAPI route, which stays the documented,
+validating implementation: this layer can only answer what the route would have answered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from anyio import CapacityLimiter, to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from a2z.server.agents.views import agents_page
+from a2z.server.auth.policy import Permission, allows
+from a2z.server.auth.principal import Principal
+from a2z.server.context import ServerContext
+from a2z.server.deps import bearer_token
+from a2z.server.errors import A2ZServerError
+from a2z.server.events.search import EventFilter
+from a2z.server.events.views import events_page
+
+# The spellings FastAPI parses the same way we do: decimal digits without sign, blank or
+# leading zero; a cursor as CursorParam's pattern and length. Anything else goes to the route.
+_LIMIT = re.compile(r"[1-9][0-9]{0,3}")
+_CURSOR = re.compile(r"[A-Za-z0-9_=:.-]{1,300}")
+_NO_FILTER = EventFilter()
+_HEADERS = [(b"content-type", b"application/json")]
+
+Page = Callable[[ServerContext, Principal, int, str | None], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class HotRead:
+    """One route's page function and its ``limit`` bounds (as the route declares them)."""
+
+    page: Page
+    default_limit: int
+    max_limit: int
+
+
+def _events(
+    ctx: ServerContext, principal: Principal, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    return events_page(ctx, principal, limit=limit, cursor=cursor, flt=_NO_FILTER)
+
+
+def _agents(
+    ctx: ServerContext, principal: Principal, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    return agents_page(ctx, principal, limit=limit, cursor=cursor)
+
+
+ROUTES = {
+    "/api/v1/events": HotRead(_events, default_limit=100, max_limit=1000),
+    "/api/v1/agents": HotRead(_agents, default_limit=50, max_limit=500),
+}
+
+
+def page_arguments(query: bytes, route: HotRead) -> tuple[int, str | None] | None:
+    """``(limit, cursor)`` from a query string, or None when the route must decide."""
+    limit, cursor = route.default_limit, None
+    if not query:
+        return limit, cursor
+    seen: set[str] = set()
+    # As Starlette reads it (latin-1, blanks kept), so both see the same names and values.
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return None
+        seen.add(name)
+        if name == "limit" and _LIMIT.fullmatch(value) and int(value) <= route.max_limit:
+            limit = int(value)
+        elif name == "cursor" and _CURSOR.fullmatch(value):
+            cursor = value
+        else:
+            return None
+    return limit, cursor
+
+
+class HotReads:
+    """ASGI middleware: answers ``ROUTES`` in their common shape, passes everything else on."""
+
+    def __init__(self, app: ASGIApp, ctx: ServerContext) -> None:
+        self.app = app
+        self.ctx = ctx
+        self._encode = msgspec.json.Encoder().encode
+        # At most as many reads in threads as the store has connections: more threads only
+        # queue for connections while contending for the GIL, which costs latency (p99 158 ms
+        # with 4 threads against 946 ms with 40 in the floor, docs/benchmarks.md, API).
+        self._limiter = CapacityLimiter(ctx.settings.pool_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        principal = self._reader(scope)
+        arguments = page_arguments(scope["query_string"], route) if principal else None
+        if principal is None or arguments is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await to_thread.run_sync(
+                route.page, self.ctx, principal, *arguments, limiter=self._limiter
+            )
+        except A2ZServerError:  # e.g. a cursor of another route: the route words the problem
+            await self.app(scope, receive, send)
+            return
+        encoded = self._encode(body)
+        self.ctx.metrics.hot_reads.labels(scope["path"]).inc()
+        headers = [*_HEADERS, (b"content-length", str(len(encoded)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": encoded})
+
+    def _reader(self, scope: Scope) -> Principal | None:
+        """The caller if its credential is in the principal cache and its role may read.
+
+        A cache miss goes to the route, which verifies the credential (and caches it).
+        """
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":  # the first, as Starlette's request.headers.get
+                authorization = value.decode("latin-1")
+                break
+        try:
+            token = bearer_token(authorization)
+        except A2ZServerError:
+            return None
+        cache = self.ctx.principals
+        principal = cache.get(cache.key(token))
+        if principal is None or not allows(principal.role, Permission.READ):
+            return None
+        return principal
