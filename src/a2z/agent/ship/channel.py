@@ -107,7 +107,11 @@ class ChannelClient:
 
     async def ship(self, batches: AsyncIterator[Batch]) -> ShipStats:
         """Deliver every batch, holding the unacked ones in memory; return once all are acked."""
-        return await self.deliver(MemoryOutbox(batches))
+        outbox = MemoryOutbox(batches)
+        try:
+            return await self.deliver(outbox)
+        finally:
+            outbox.close()
 
     async def deliver(self, outbox: Outbox) -> ShipStats:
         """Send from ``outbox`` until it is finished, reconnecting as often as it takes."""
