@@ -61,6 +61,7 @@ from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from bench_ingest import records, scratch_database
 from jetstream_process import Process, free_port, nats_server, start_ingest_workers, stop
+from process_cpu import CpuMeter, busy_share
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,58 +83,6 @@ class Phase:
     latencies: list[float]  # every search's, seconds (pooled over rounds for a steadier p99)
     cpu: dict[str, float]  # CPU seconds per part of the deployment over the phase
     busy: float  # share of the machine's CPU time busy over the phase (everyone's)
-
-
-class CpuMeter:
-    """CPU seconds each part of the deployment used between two samples (psutil).
-
-    PostgreSQL backends count when they serve this benchmark's database (their process title
-    names it); the shared auxiliary processes (WAL writer, checkpointer, ...) count as
-    ``pg other``, whoever caused their work.
-    """
-
-    def __init__(self, server: Process, workers: list[Process], database: str) -> None:
-        self.parts = {"api" if workers else "server": [psutil.Process(server.pid)]}
-        if workers:
-            self.parts["ingest"] = [psutil.Process(w.pid) for w in workers]
-        self.database = f" {database} "
-
-    def sample(self) -> dict[tuple[str, int], float]:
-        seen: dict[tuple[str, int], float] = {}
-        for part, procs in self.parts.items():
-            for proc in procs:
-                seen[(part, proc.pid)] = _cpu(proc)
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            if proc.info["name"] != "postgres":
-                continue
-            title = " ".join(proc.info["cmdline"] or ())
-            part = "postgres" if self.database in title else "pg other"
-            try:
-                seen[(part, proc.pid)] = _cpu(proc)
-            except psutil.NoSuchProcess:
-                continue
-        return seen
-
-    @staticmethod
-    def spent(
-        before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]
-    ) -> dict[str, float]:
-        """CPU seconds per part from ``before`` to ``after`` (a process new since counts whole)."""
-        out: dict[str, float] = {}
-        for (part, pid), t in after.items():
-            out[part] = out.get(part, 0.0) + t - before.get((part, pid), 0.0)
-        return out
-
-
-def _cpu(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
-def _busy_share(before: Any, after: Any) -> float:
-    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
-    total = sum(after) - sum(before)
-    return 1.0 - idle / total if total else 0.0
 
 
 def ship_process(
@@ -220,7 +169,10 @@ class Bench:
                 args.ingest_workers, url, bus, tmp, niceness=args.ingest_nice,
                 log=tmp / "ingest.log",
             )  # fmt: skip
-        self.cpu = CpuMeter(self.server, self.workers, url.rsplit("/", 1)[1])
+        parts = {"api" if self.workers else "server": [self.server.pid]}
+        if self.workers:
+            parts["ingest"] = [w.pid for w in self.workers]
+        self.cpu = CpuMeter(parts, url.rsplit("/", 1)[1])
 
     def close(self) -> None:
         self.owner.close()
@@ -296,7 +248,7 @@ class Bench:
         stop.set()
         search.join()
         cpu = CpuMeter.spent(cpu_before, self.cpu.sample())
-        busy = _busy_share(machine_before, psutil.cpu_times())
+        busy = busy_share(machine_before, psutil.cpu_times())
         a_rate = 0.0
         if flood is not None:
             a_rate = (self.stored("a") - a_before) / (time.monotonic() - started)

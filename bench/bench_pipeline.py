@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import tempfile
 import threading
@@ -35,6 +36,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import psycopg
 from fastapi.testclient import TestClient
 
@@ -50,6 +52,7 @@ from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from bench_ingest import create_owners, make_partitions, raw_copy, records, scratch_database
 from jetstream_process import nats_server, start_ingest_workers, stop
+from process_cpu import CpuMeter, busy_share
 
 APP_ROLE = "a2z_app"
 PASSWORD = "bench-password-123"
@@ -192,10 +195,23 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
         try:
             visible = Visibility(dsn)
             visible.start()
+            meter = CpuMeter(
+                {
+                    "publisher": [os.getpid()],
+                    "ingest": [w.pid for w in workers],
+                    "nats": [
+                        c.pid for c in psutil.Process().children() if c.name() == "nats-server"
+                    ],
+                },
+                db_url.rsplit("/", 1)[1],
+            )
+            cpu_before, machine_before = meter.sample(), psutil.cpu_times()
             started = time.perf_counter()
             publish_s = asyncio.run(publish(bus_url, work, args.inflight, None, visible))
             visible.wait_all(len(work), timeout=1800)
             elapsed = time.perf_counter() - started
+            cpu = CpuMeter.spent(cpu_before, meter.sample())
+            busy = busy_share(machine_before, psutil.cpu_times())
             rate = total / elapsed
             print(
                 f"PostgreSQL + JetStream, {args.workers} ingest processes: {total:,} events in "
@@ -203,6 +219,8 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
                 f"(publishing took {publish_s:.1f} s = {total / publish_s:,.0f} events/s), "
                 f"{rate / ceiling:.1%} of the raw COPY ceiling"
             )
+            per = ", ".join(f"{k} {v * 1000 / total * 1000:.0f}" for k, v in sorted(cpu.items()))
+            print(f"  CPU ms per 1,000 events: {per}; machine {busy:.0%} busy")
             # Latency at a steady offered load below capacity.
             paced_rate = args.paced_share * rate / args.batch_size  # batches/s
             n_paced = max(len(owners), int(paced_rate * args.paced_seconds))
