@@ -6,7 +6,7 @@ paid for them on every row. They now index only the rows that carry the string. 
 they also use the ``varchar_pattern_ops`` operator class: under a non-C collation (C.UTF-8,
 en_US.UTF-8) a plain b-tree cannot serve ``LIKE 'prefix%'``, and the search API's prefix filter
 scanned the tenant's rows instead; the pattern class serves both equality and prefix.
-docs/adr/0018-event-index-width.md gives the measurements.
+docs/adr/0018-event-string-indexes-and-prefix-search.md gives the measurements.
 
 On PostgreSQL the parent's index cascades to every partition (existing ones included), so
 new day partitions get it too; ``tenant_id`` still leads every index.
