@@ -142,3 +142,29 @@ def test_0006_keeps_stored_events_both_ways(empty_engine: Engine) -> None:
     with empty_engine.connect() as conn:
         data = conn.execute(text("SELECT data FROM events")).scalar_one()
     assert json.loads(data) == record
+
+
+def _index_sql(engine: Engine, name: str) -> str:
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = :n"
+        else:
+            sql = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"
+        return str(conn.execute(text(sql), {"n": name}).scalar_one())
+
+
+def test_0014_indexes_only_the_events_that_carry_each_string_and_back(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, "0013")
+    assert "IS NOT NULL" not in _index_sql(empty_engine, "ix_events_tenant_query")
+    migrate.upgrade(empty_engine)
+    for column in ("query", "host", "server_name"):
+        sql = _index_sql(empty_engine, f"ix_events_tenant_{column}")
+        assert f"WHERE {column} IS NOT NULL" in sql.replace("(", "").replace(")", ""), sql
+        on = sql.split(" ON ", 1)[1]
+        assert on[on.index("(") + 1 :].startswith("tenant_id"), sql  # the tenant still leads
+        if empty_engine.dialect.name == "postgresql":
+            assert "varchar_pattern_ops" in sql  # LIKE 'prefix%' under any collation
+    migrate.downgrade(empty_engine, "0013")
+    assert "IS NOT NULL" not in _index_sql(empty_engine, "ix_events_tenant_host")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.ship.channel import ChannelClient
@@ -198,6 +198,33 @@ def test_rate_limit_holds_across_server_processes(
     other.admit(tenant_a.id, 150, stage="test")
 
 
+def test_a_refusal_proven_by_the_last_one_costs_no_database_round_trip(
+    ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """A tenant over its rate keeps offering batches; on PostgreSQL (shared bucket) those the
+    last refusal proves short are refused from memory, the rest still ask the store."""
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=100)
+    ctx.quotas.admit(tenant_a.id, 60, stage="test")  # 40 tokens left
+    with pytest.raises(OverLimit):
+        ctx.quotas.admit(tenant_a.id, 50, stage="test")
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(ctx.sessions.engine, "before_cursor_execute", count)
+    try:
+        with pytest.raises(OverLimit) as refused:
+            ctx.quotas.admit(tenant_a.id, 45, stage="test")
+        assert 4 <= refused.value.retry_after_s <= 5  # 5 tokens short at 1/s
+        if ctx.sessions.engine.dialect.name == "postgresql":
+            assert not ctx.quotas.blocking(tenant_a.id, 45)
+            assert statements == []
+        ctx.quotas.admit(tenant_a.id, 30, stage="test")  # fits the 40: the store admits it
+    finally:
+        event.remove(ctx.sessions.engine, "before_cursor_execute", count)
+
+
 def test_tenant_at_ten_times_its_quota_is_throttled_others_flow_nothing_lost(
     client: TestClient,
     ctx: ServerContext,
@@ -233,8 +260,9 @@ def test_tenant_at_ten_times_its_quota_is_throttled_others_flow_nothing_lost(
         return time.monotonic() - started, b_done
 
     elapsed, _ = asyncio.run(run())
-    # A was throttled and kept its batches until allowed: every one stored exactly once...
-    assert ship_a.stats.throttled > 0
+    # A was throttled and kept its batches until allowed, on its one connection (flow control
+    # costs the server no handshake per deferral): every one stored exactly once...
+    assert ship_a.stats.throttled > 0 and ship_a.stats.connections == 1
     assert ship_a.stats.records_acked == total == stored_rows(ctx.sessions, tenant_a.id)
     # ...and never faster than its bucket: what got in is bounded by burst + rate * time
     # (plus one batch, which the bucket lets through whole). A slow machine only adds time.

@@ -3,6 +3,9 @@
 Delivery is at-least-once: whatever a connection leaves unacked is sent again, oldest first,
 on the next one, and the server collapses duplicates by ``(agent_id, boot_epoch, seq)``.
 Reconnects back off exponentially with full jitter. TLS (mTLS) comes in through ``ssl``.
+Flow control (the tenant is over a limit: a reply with ``retry_after``) holds the sender on the
+same connection: once every frame in flight is answered, the deferred ones are sent again after
+the wait, oldest first; a reconnect would cost the server a TLS handshake per deferral.
 
 Server messages with a ``type`` are control messages (configuration pushes, commands), not
 batch replies: they go, in order, to the ``control`` handler on a task of their own, so a slow
@@ -15,6 +18,7 @@ import asyncio
 import logging
 import random
 import ssl as _ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,13 +56,21 @@ class ChannelDown(ConnectionError):
     """The connection failed or the server asked for a re-send; reconnect and retry."""
 
 
-class ChannelThrottled(ChannelDown):
-    """The server asked the agent to hold its batches for ``retry_after`` seconds (its tenant
-    is over a limit); they stay in the outbox (the spool) and are re-sent after that."""
+@dataclass
+class _Hold:
+    """Flow control on one connection: send nothing before ``until`` (monotonic seconds)."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    active: bool = False
+    until: float = 0.0
+
+    def held(self) -> bool:
+        """A deferral is being sat out (a method: it changes while the sender awaits)."""
+        return self.active
+
+    def defer(self, retry_after: float) -> None:
+        wait = min(max(retry_after, 0.0), MAX_THROTTLE_WAIT_S)
+        self.until = max(self.until if self.active else 0.0, time.monotonic() + wait)
+        self.active = True
 
 
 MAX_THROTTLE_WAIT_S = 300.0  # never sleep longer than this on one server's word
@@ -78,6 +90,7 @@ class ShipStats:
     records_acked: int = 0
     resends: int = 0
     reconnects: int = 0
+    connections: int = 0  # connections opened (a deferral keeps its connection)
     throttled: int = 0  # batches the server deferred for a tenant limit
     refused: list[str] = field(default_factory=list)
     spool: SpoolStats | None = None  # the disk spool's counters, when there is one
@@ -107,7 +120,11 @@ class ChannelClient:
 
     async def ship(self, batches: AsyncIterator[Batch]) -> ShipStats:
         """Deliver every batch, holding the unacked ones in memory; return once all are acked."""
-        return await self.deliver(MemoryOutbox(batches))
+        outbox = MemoryOutbox(batches)
+        try:
+            return await self.deliver(outbox)
+        finally:
+            outbox.close()
 
     async def deliver(self, outbox: Outbox) -> ShipStats:
         """Send from ``outbox`` until it is finished, reconnecting as often as it takes."""
@@ -116,13 +133,8 @@ class ChannelClient:
             acked = self.stats.batches_acked
             try:
                 async with self._connect() as ws:
+                    self.stats.connections += 1
                     await self._session(ws, outbox)
-            except ChannelThrottled as exc:
-                # Flow control, not a failure: wait as asked, then resume at full speed.
-                attempt = 0
-                delay = min(max(exc.retry_after, 0.0), MAX_THROTTLE_WAIT_S)
-                log.info("channel throttled by the server; re-sending in %.2fs", delay)
-                await asyncio.sleep(delay)
             except websockets.InvalidStatus as exc:
                 if exc.response.status_code in (401, 403):
                     raise ChannelRefused(f"server refused the agent: {exc}") from exc
@@ -154,11 +166,14 @@ class ChannelClient:
         inflight: deque[Outgoing] = deque()
         slots = asyncio.Semaphore(self.window)
         controls: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING_CONTROL)
+        hold, answered = _Hold(), asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(self._send_loop(ws, outbox, inflight, slots)),
-                    tg.create_task(self._receive_loop(ws, outbox, inflight, slots, controls)),
+                    tg.create_task(self._send_loop(ws, outbox, inflight, slots, hold, answered)),
+                    tg.create_task(
+                        self._receive_loop(ws, outbox, inflight, slots, controls, hold, answered)
+                    ),
                 ]
                 if self.control is not None:
                     tasks.append(tg.create_task(self._control_loop(ws, controls, self.control)))
@@ -170,9 +185,6 @@ class ChannelClient:
                 if self.heartbeat is not None:
                     await ws.send(self.heartbeat())  # a last report, with the final counters
         except BaseExceptionGroup as group:
-            throttled = _first(group, ChannelThrottled)
-            if throttled is not None:
-                raise throttled from group
             retryable, other = group.split(_RETRYABLE)
             if other is not None or retryable is None:
                 raise
@@ -186,17 +198,39 @@ class ChannelClient:
         outbox: Outbox,
         inflight: deque[Outgoing],
         slots: asyncio.Semaphore,
+        hold: _Hold,
+        answered: asyncio.Event,
     ) -> None:
         while True:
             await slots.acquire()
-            item = await outbox.get()
-            if item is None:
+            if hold.held():
                 slots.release()
-                return  # nothing left to send; the receiver settles what is in flight
+                await self._sit_out(outbox, inflight, hold, answered)
+                continue
+            item = await outbox.get()
+            if item is None:  # nothing left to send, unless what is in flight comes back deferred
+                slots.release()
+                await _all_answered(inflight, answered)
+                if hold.held():
+                    await self._sit_out(outbox, inflight, hold, answered)
+                    continue
+                return
             inflight.append(item)
             await ws.send(item.frame)
             self.stats.batches_sent += 1
             self.stats.resends += item.resend
+
+    async def _sit_out(
+        self, outbox: Outbox, inflight: deque[Outgoing], hold: _Hold, answered: asyncio.Event
+    ) -> None:
+        """A deferral: let every frame in flight be answered (more may be deferred), queue the
+        deferred ones again, oldest first, and wait as long as the server asked."""
+        await _all_answered(inflight, answered)
+        outbox.rewind()  # nothing is in flight: this re-queues exactly the deferred frames
+        delay = max(0.0, hold.until - time.monotonic())
+        log.info("channel throttled by the server; re-sending in %.2fs", delay)
+        await asyncio.sleep(delay)
+        hold.active = False
 
     async def _heartbeat_loop(self, ws: ClientConnection, beat: Callable[[], str]) -> None:
         while True:
@@ -210,6 +244,8 @@ class ChannelClient:
         inflight: deque[Outgoing],
         slots: asyncio.Semaphore,
         controls: asyncio.Queue[str],
+        hold: _Hold,
+        answered: asyncio.Event,
     ) -> None:
         while True:
             raw = await ws.recv()
@@ -226,7 +262,8 @@ class ChannelClient:
                 continue  # not a reply (a later server message kind) or a stale one
             inflight.remove(item)
             slots.release()
-            self._settle(reply, item, outbox)
+            self._settle(reply, item, outbox, hold)
+            answered.set()
 
     def _queue_control(self, raw: str | bytes, kind: str, controls: asyncio.Queue[str]) -> None:
         if self.control is None or not isinstance(raw, str):
@@ -247,15 +284,18 @@ class ChannelClient:
             if answer is not None:
                 await ws.send(answer)
 
-    def _settle(self, reply: Reply, item: Outgoing, outbox: Outbox) -> None:
+    def _settle(self, reply: Reply, item: Outgoing, outbox: Outbox, hold: _Hold) -> None:
         if reply.ack is not None:
             if outbox.ack(item):
                 self.stats.batches_acked += 1
                 self.stats.records_acked += item.records
             return
         if reply.retry and reply.retry_after is not None:
+            # Flow control, not a failure: the frame stays unacked in the outbox and goes again
+            # after the wait (``_sit_out``), on this connection.
             self.stats.throttled += 1
-            raise ChannelThrottled(f"server deferred batch: {reply.error}", reply.retry_after)
+            hold.defer(reply.retry_after)
+            return
         log.warning("server refused batch %s: %s", item.key, reply.error)
         if reply.retry:
             # Not stored for a transient reason: reconnect and re-send everything unacked.
@@ -271,16 +311,10 @@ class ChannelClient:
         await asyncio.sleep(delay)
 
 
-def _first(group: BaseExceptionGroup, kind: type[ChannelThrottled]) -> ChannelThrottled | None:
-    """The first ``kind`` exception anywhere in ``group`` (groups nest)."""
-    for exc in group.exceptions:
-        if isinstance(exc, kind):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first(exc, kind)
-            if found is not None:
-                return found
-    return None
+async def _all_answered(inflight: deque[Outgoing], answered: asyncio.Event) -> None:
+    while inflight:
+        answered.clear()
+        await answered.wait()
 
 
 def _match(reply: Reply, inflight: deque[Outgoing]) -> Outgoing | None:

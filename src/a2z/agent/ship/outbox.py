@@ -125,6 +125,7 @@ class MemoryOutbox:
         self._unacked: list[Outgoing] = []  # sent, oldest first
         self._resend: deque[Outgoing] = deque()
         self._finished = asyncio.Event()
+        self._pull: asyncio.Task[Batch | None] | None = None  # the source's next batch, awaited
 
     async def get(self) -> Outgoing | None:
         """See :class:`Outbox`."""
@@ -132,7 +133,15 @@ class MemoryOutbox:
             return self._resend.popleft()
         if self._exhausted:
             return None
-        batch = await anext(self._source, None)
+        # The source is advanced in a task of its own, which outlives a cancelled caller: the
+        # channel cancels its sender whenever a connection ends (a throttle, a drop), often while
+        # the source waits (a paced replay sleeps, a capture waits for packets), and the
+        # cancellation thrown into an async generator would end it for good, so the rest of the
+        # stream was silently taken for its end. The next call awaits the same pull.
+        if self._pull is None:
+            self._pull = asyncio.create_task(_next(self._source))
+        batch = await asyncio.shield(self._pull)
+        self._pull = None
         if batch is None:
             self._exhausted = True
             self._check_finished()
@@ -164,6 +173,12 @@ class MemoryOutbox:
         self._check_finished()
         await self._finished.wait()
 
+    def close(self) -> None:
+        """Stop a pull still waiting on the source (delivery gave up before the end)."""
+        if self._pull is not None:
+            self._pull.cancel()
+            self._pull = None
+
     def _settle(self, item: Outgoing) -> bool:
         try:
             self._unacked.remove(item)
@@ -175,3 +190,7 @@ class MemoryOutbox:
     def _check_finished(self) -> None:
         if self.finished():
             self._finished.set()
+
+
+async def _next(source: AsyncIterator[Batch]) -> Batch | None:
+    return await anext(source, None)

@@ -118,8 +118,9 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
 
 async def admit(ctx: ServerContext, tenant_id: uuid.UUID, records: int, *, stage: str) -> None:
     """The tenant's limits let ``records`` in, or OverLimit; touches the store (in a thread) only
-    when the cached limits are due for a reload or the rate bucket is shared (PostgreSQL)."""
-    if ctx.quotas.blocking(tenant_id):
+    when the cached limits are due for a reload or the rate bucket is shared (PostgreSQL) and
+    not known to be short of ``records``."""
+    if ctx.quotas.blocking(tenant_id, records):
         await asyncio.to_thread(ctx.quotas.admit, tenant_id, records, stage=stage)
     else:
         ctx.quotas.admit(tenant_id, records, stage=stage)

@@ -71,6 +71,26 @@ class _Entry:
     bucket: TokenBucket | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Shortfall:
+    """The shared bucket of a tenant held ``tokens`` at (or after) local time ``at``.
+
+    Other processes only ever take tokens, so ``tokens + (now - at) * rate`` bounds what the
+    bucket holds now: a batch needing more is refused from memory, without a round trip.
+    """
+
+    tokens: float
+    at: float  # local clock, read before the database answered: the bound stays an upper one
+    rate: float
+    burst: float
+
+    def wait(self, need: float, rate: float, burst: float, now: float) -> float:
+        """Seconds before ``need`` tokens can be there; 0.0 when they may be (ask the store)."""
+        if (rate, burst) != (self.rate, self.burst):
+            return 0.0  # the limits changed: this says nothing about the new bucket
+        return max(0.0, (need - self.tokens) / rate - (now - self.at))
+
+
 @dataclass
 class Quotas:
     """The per-process cache of tenant policies and their event-rate buckets."""
@@ -80,6 +100,7 @@ class Quotas:
     refresh_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
     _entries: dict[uuid.UUID, _Entry] = field(default_factory=dict)
+    _short: dict[uuid.UUID, _Shortfall] = field(default_factory=dict)  # last refusal per tenant
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -92,11 +113,14 @@ class Quotas:
         entry = self._entries.get(tenant_id)
         return entry is None or self.clock() - entry.loaded >= self.refresh_s
 
-    def blocking(self, tenant_id: uuid.UUID) -> bool:
-        """True when ``admit`` would touch the database (call it in a thread)."""
+    def blocking(self, tenant_id: uuid.UUID, records: int = 1) -> bool:
+        """True when ``admit`` of ``records`` would touch the database (call it in a thread)."""
         if self.stale(tenant_id):
             return True
-        return self.shared and self._entries[tenant_id].policy.events_per_second is not None
+        policy = self._entries[tenant_id].policy
+        if not self.shared or policy.events_per_second is None:
+            return False
+        return self._known_short(tenant_id, policy, records) == 0.0
 
     def policy(self, tenant_id: uuid.UUID) -> TenantPolicy:
         """The tenant's policy, reloaded when older than ``refresh_s``; NotFound if no tenant."""
@@ -136,8 +160,12 @@ class Quotas:
         elif self.shared:
             burst = policy.burst
             if policy.events_per_second is not None and burst is not None:
-                rate = float(policy.events_per_second)
-                wait = shared.take(self.sessions, tenant_id, records, rate=rate, burst=burst)
+                # A tenant over its rate keeps sending (an agent re-sends after each deferral,
+                # a flood offers far more): refuse from memory what the last refusal proves
+                # cannot pass yet, so its excess costs no transaction on its bucket row.
+                wait = self._known_short(tenant_id, policy, records)
+                if wait == 0.0:
+                    wait = self._take_shared(tenant_id, records, policy)
                 limit = "rate" if wait > 0 else None
         else:
             with self._lock:
@@ -154,6 +182,28 @@ class Quotas:
             else "tenant is over its stored-bytes limit"
         )
         raise OverLimit(detail, limit=limit, retry_after_s=wait)
+
+    def _known_short(self, tenant_id: uuid.UUID, policy: TenantPolicy, records: int) -> float:
+        """Seconds the tenant's shared bucket surely lacks ``records`` tokens for, by the last
+        refusal this process saw; 0.0 when unknown (the store decides)."""
+        short = self._short.get(tenant_id)
+        burst = policy.burst
+        if short is None or policy.events_per_second is None or burst is None:
+            return 0.0
+        rate = float(policy.events_per_second)
+        return short.wait(min(float(records), burst), rate, float(burst), self.clock())
+
+    def _take_shared(self, tenant_id: uuid.UUID, records: int, policy: TenantPolicy) -> float:
+        rate, burst = float(policy.events_per_second or 0), float(policy.burst or 0)
+        asked = self.clock()
+        wait = shared.take(self.sessions, tenant_id, records, rate=rate, burst=burst)
+        with self._lock:
+            if wait > 0:  # take's contract: wait = (need - tokens) / rate
+                held = min(float(records), burst) - wait * rate
+                self._short[tenant_id] = _Shortfall(held, asked, rate, burst)
+            else:
+                self._short.pop(tenant_id, None)
+        return wait
 
 
 def _bucket(policy: TenantPolicy, old: _Entry | None, now: float) -> TokenBucket | None:
