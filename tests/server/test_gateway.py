@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from a2z.server.agents.models import Agent
 from a2z.server.audit.models import AuditEvent
 from a2z.server.context import ServerContext
 from a2z.server.events.models import Event
+from a2z.server.pki import service as pki
 from a2z.server.pki.models import AgentCert
 from a2z.server.pki.service import _tenant_ca
 from a2z.server.pki.x509 import AgentIdentity, cert_pem, key_pem, make_ca, make_csr, sign_agent_csr
@@ -302,3 +304,43 @@ def test_oversize_frame_closes_the_channel_with_1009(
 
     assert asyncio.run(run()) == 1009
     assert count(ctx, tenant_a, Event) == 0
+
+
+def test_a_slow_certificate_check_does_not_stall_other_agents(
+    ctx: ServerContext,
+    tenant_a: TenantFixture,
+    gateway: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handshake's certificate lookup runs off the event loop (which also serves the REST
+    API): while one agent's lookup waits on the database, another agent connects and is acked."""
+    slow = enrolled(ctx, tenant_a, gateway, tmp_path, "slow")
+    fast = enrolled(ctx, tenant_a, gateway, tmp_path, "fast")
+    held, release = threading.Event(), threading.Event()
+    real = pki.authenticate_certificate
+
+    def lookup(*, sessions: object, der: bytes) -> AgentIdentity:
+        identity = real(sessions=sessions, der=der)  # type: ignore[arg-type]
+        if str(identity.agent_id) == slow.agent_id:
+            held.set()
+            release.wait(30)  # a database that takes its time
+        return identity
+
+    monkeypatch.setattr(pki, "authenticate_certificate", lookup)
+
+    async def both() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        slow_files = IdentityFiles(Path(slow.identity_dir))
+        fast_files = IdentityFiles(Path(fast.identity_dir))
+        waiting = asyncio.create_task(
+            send(slow.server, slow_files.client_context(), [batch(slow.agent_id, 1)])
+        )
+        assert await asyncio.to_thread(held.wait, 10), "the slow agent's lookup never started"
+        try:
+            other = await send(fast.server, fast_files.client_context(), [batch(fast.agent_id, 1)])
+        finally:
+            release.set()
+        return other, await waiting
+
+    other, late = asyncio.run(both())
+    assert [r["ack"] for r in other] == [1] and [r["ack"] for r in late] == [1]

@@ -136,7 +136,7 @@ class Gateway:
 
     # -- handshake -----------------------------------------------------------------------
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/ca.pem":
             return Response(
@@ -155,27 +155,30 @@ class Gateway:
             self.ctx.metrics.auth_failures.labels("agent").inc()
             return conn.respond(HTTPStatus.UNAUTHORIZED, "client certificate required\n")
         try:
-            identity = pki.authenticate_certificate(sessions=self.ctx.sessions, der=der)
+            # A query: in a thread, so a handshake never stalls the loop that serves the REST
+            # API and every other agent (seen as search latency under a reconnecting flood).
+            identity = await asyncio.to_thread(
+                pki.authenticate_certificate, sessions=self.ctx.sessions, der=der
+            )
         except Unauthenticated as exc:
             self.ctx.metrics.auth_failures.labels("agent").inc()
             log.warning("refused agent certificate: %s", exc)
             return conn.respond(HTTPStatus.FORBIDDEN, "certificate refused\n")
         if release:
-            return self._release(conn, path.removeprefix("/releases/"))
+            return await self._release(conn, path.removeprefix("/releases/"))
         self._who[conn] = _Live(identity, _serial(der))
         return None
 
-    def _release(self, conn: ServerConnection, version: str) -> Response:
+    async def _release(self, conn: ServerConnection, version: str) -> Response:
         """An agent package and its manifest, to an authenticated agent."""
-        with self.ctx.sessions.system() as session:
-            row = session.get(AgentRelease, version[:40])
-        if row is None:
-            return conn.respond(HTTPStatus.NOT_FOUND, "no such release\n")
         try:
-            body = releases.package_path(self.ctx.settings.data_dir, row).read_bytes()
+            found = await asyncio.to_thread(self._read_release, version)
         except OSError as exc:
             log.error("release %s is published but its package is unreadable: %s", version, exc)
             return conn.respond(HTTPStatus.INTERNAL_SERVER_ERROR, "package unavailable\n")
+        if found is None:
+            return conn.respond(HTTPStatus.NOT_FOUND, "no such release\n")
+        row, body = found
         headers = Headers(
             [
                 ("Content-Type", "application/octet-stream"),
@@ -184,6 +187,14 @@ class Gateway:
         )
         self.ctx.metrics.control_sent.labels("release").inc()
         return Response(HTTPStatus.OK.value, "OK", headers, body)
+
+    def _read_release(self, version: str) -> tuple[AgentRelease, bytes] | None:
+        """The release row and its package (blocking: a thread's work), None if unpublished."""
+        with self.ctx.sessions.system() as session:
+            row = session.get(AgentRelease, version[:40])
+        if row is None:
+            return None
+        return row, releases.package_path(self.ctx.settings.data_dir, row).read_bytes()
 
     async def _route(self, conn: ServerConnection) -> None:
         assert conn.request is not None
