@@ -347,6 +347,11 @@ class _PullConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self._stopping.is_set():
+                    # A fetch cut short by the shutdown (seen as a TimeoutError on SIGTERM):
+                    # the stop's doing, not a failure to report and restart from.
+                    log.debug("consumer %s: pull ended while stopping", self._group, exc_info=True)
+                    return
                 # Back off while it keeps failing (e.g. no stream leader), reset once it pulled.
                 delay = RESTART_DELAY if self._pulled else min(delay * 2, MAX_RESTART_DELAY)
                 log.exception("consumer %s failed; restarting in %.0fs", self._group, delay)
