@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from a2z.server.pki.x509 import (
     new_key,
     server_cert,
 )
+
+GATEWAY_CREDENTIALS = "gateway.pem"  # the gateway's private key, certificate and the root
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,14 @@ class AgentRoot:
         """TLS for the gateway: our certificate; client certificates optional, chained to us."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.directory / "gateway.pem", self.directory / "gateway.key")
+        # One read of the file (replaced whole by each issuing process), loaded from a private
+        # copy: ``load_cert_chain`` opens its file twice, once for the chain and once for the
+        # key, and a replacement in between paired one process's key with another's chain.
+        credentials = (self.directory / GATEWAY_CREDENTIALS).read_bytes()
+        with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".load.") as copy:
+            copy.write(credentials)  # mode 0600, like the file it copies
+            copy.flush()
+            ctx.load_cert_chain(copy.name)
         ctx.load_verify_locations(cadata=cert_pem(self.cert).decode())
         # Optional, because enrollment happens before the agent has a certificate; the channel
         # itself refuses a connection without one.
@@ -56,6 +66,19 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` whole or not at all: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_or_create_ca(
@@ -79,6 +102,13 @@ def load_or_create_root(directory: Path, secret: bytes, names: list[str]) -> Age
     cert, key = load_or_create_ca(directory, secret)
     gateway_key = new_key()
     gateway = server_cert(cert, key, gateway_key, names)
-    _write(directory / "gateway.key", key_pem(gateway_key), 0o600)
-    _write(directory / "gateway.pem", cert_pem(gateway) + cert_pem(cert), 0o644)
+    # Key and chain in one file, replaced atomically: every server process (``--workers N``)
+    # issues its own at start, and with two files a starting gateway once loaded one process's
+    # key beside another's half-written certificate (ssl.SSLError: PEM lib).
+    _replace(
+        directory / GATEWAY_CREDENTIALS,
+        key_pem(gateway_key) + cert_pem(gateway) + cert_pem(cert),
+        0o600,
+    )
+    (directory / "gateway.key").unlink(missing_ok=True)  # the separate key of earlier versions
     return AgentRoot(cert, key, directory)
