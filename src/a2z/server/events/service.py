@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 from sqlalchemy import ColumnElement, Insert, Select, Table, and_, bindparam, insert, or_, select
@@ -231,11 +231,19 @@ def list_recent(
     cursor: Cursor | None = None,
 ) -> tuple[list[Event], Cursor | None]:
     """The tenant's events matching ``flt``, newest first, one page; and the next cursor."""
-    events = list(session.scalars(_recent(select(Event), session, limit, flt, cursor)))
-    if len(events) <= limit:
-        return events, None
-    last = events[limit - 1]
-    return events[:limit], Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
+    return _cut(list(session.scalars(_recent(select(Event), session, limit, flt, cursor))), limit)
+
+
+R = TypeVar("R")
+
+
+def _cut(rows: list[R], limit: int) -> tuple[list[R], Cursor | None]:
+    """A page of ``limit`` out of ``limit + 1`` rows read, and the cursor after its last row
+    (None when no row was left over)."""
+    if len(rows) <= limit:
+        return rows, None
+    last: Any = rows[limit - 1]  # an Event or a row of _KEY columns: both have the key fields
+    return rows[:limit], Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
 
 
 def list_recent_records(
@@ -251,12 +259,7 @@ def list_recent_records(
     instance state) cost more than the query on the events page (docs/benchmarks.md, API).
     """
     stmt = _recent(select(*_KEY, *_RECORD_COLUMNS), session, limit, flt, cursor)
-    rows = session.execute(stmt).all()
-    nxt = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        nxt = Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
+    rows, nxt = _cut(list(session.execute(stmt).all()), limit)
     return [record_of(row) for row in rows], nxt
 
 
@@ -278,12 +281,7 @@ def list_page_records(
         stmt = _NEWEST  # what dashboards poll: built once, not per request
     else:
         stmt = _with_scores(_narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor))
-    rows = session.execute(stmt, {_PAGE_SIZE: limit + 1}).all()
-    nxt = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        nxt = Cursor(last.ts, last.agent_id, last.boot_epoch, last.seq, last.idx)
+    rows, nxt = _cut(list(session.execute(stmt, {_PAGE_SIZE: limit + 1}).all()), limit)
     records = []
     for row in rows:
         record = record_of(row)
