@@ -3,8 +3,10 @@
 The deployment as it runs: by default ``a2z server`` on PostgreSQL in one process (REST API,
 mutual-TLS agent gateway, in-process bus, ingest worker); with ``--bus`` the roles split as
 docs/operating.md ("Scaling out") describes: a private nats-server with JetStream, one
-``a2z server --role api`` (REST + gateway, publishing to JetStream) and ``--ingest-workers``
-``a2z server --role ingest`` processes (at ``--ingest-nice`` niceness). Each tenant's agent runs
+``a2z server --role api`` (REST), one ``a2z server --role gateway`` (the agents' mutual-TLS
+channel, publishing to JetStream; at ``--gateway-nice`` niceness) and ``--ingest-workers``
+``a2z server --role ingest`` processes (at ``--ingest-nice`` niceness); ``--gateway-with-api``
+runs the gateway in the api process instead (the layout before ADR 20). Each tenant's agent runs
 in its own process shipping batches over the real channel; an analyst of tenant B searches
 through the REST API with an API key. Tenant B's agent sends at a steady rate (``--b-rate``
 events/s, paced, as a sensor does); tenant A, limited to ``--quota`` events/s, offers ten times
@@ -139,22 +141,27 @@ class Bench:
             sys.executable, "-m", "a2z", "server", "--data-dir", str(tmp), "--db", url,
             "--listen", f"127.0.0.1:{self.port}", "--agent-listen", f"127.0.0.1:{self.agent_port}",
         ]  # fmt: skip
+        self.gateway_proc: Process | None = None
         if bus is not None:
-            # The scale-out of docs/operating.md: this process is REST + gateway only. Every
+            # The scale-out of docs/operating.md: this process is the REST API only. Every
             # process shares one data directory here, so the principal cache stays safe (a
             # revocation reaches it at once) and is on, as in the single-process mode.
             command += ["--role", "api", "--bus", bus, "--auth-cache-seconds", "30"]
+            if args.gateway_with_api:
+                command += ["--role", "gateway"]
         self.server = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
         self.api = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not start:\n" + (tmp / "server.log").read_text())
-            try:
-                if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(self.api, self.server, tmp / "server.log")
+        if bus is not None and not args.gateway_with_api:
+            gateway_http = f"127.0.0.1:{free_port()}"
+            self.gateway_proc = subprocess.Popen(
+                [sys.executable, "-m", "a2z", "server", "--role", "gateway", "--bus", bus,
+                 "--data-dir", str(tmp), "--db", url, "--listen", gateway_http,
+                 "--agent-listen", f"127.0.0.1:{self.agent_port}"],
+                stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
+                preexec_fn=(lambda: os.nice(args.gateway_nice)) if args.gateway_nice else None,
+            )  # fmt: skip
+            wait_healthy(f"http://{gateway_http}", self.gateway_proc, tmp / "server.log")
         gateway = f"wss://127.0.0.1:{self.agent_port}"
         self.agents: dict[str, Tenant] = {}
         for name, (tenant_id, token) in self.tenants.items():
@@ -172,11 +179,15 @@ class Bench:
         parts = {"api" if self.workers else "server": [self.server.pid]}
         if self.workers:
             parts["ingest"] = [w.pid for w in self.workers]
+        if self.gateway_proc is not None:
+            parts["gateway"] = [self.gateway_proc.pid]
         self.cpu = CpuMeter(parts, url.rsplit("/", 1)[1])
 
     def close(self) -> None:
         self.owner.close()
         stop(self.workers)
+        if self.gateway_proc is not None:
+            stop([self.gateway_proc])
         self.server.terminate()
         self.server.wait(timeout=30)
         self.log.close()
@@ -269,6 +280,19 @@ class Bench:
         )
 
 
+def wait_healthy(base: str, proc: Process, log: Path) -> None:
+    """Return once ``base``/healthz answers 200 (the api, or the gateway process's probe)."""
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{base} did not start:\n" + log.read_text())
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
 def show(label: str, p: Phase) -> None:
     a = f"A {p.a_rate:6,.0f} ev/s stored" if p.a_rate else "A idle"
     print(
@@ -296,10 +320,22 @@ def main() -> None:
     parser.add_argument(
         "--ingest-nice", type=int, default=0, help="with --bus: niceness added to ingest processes"
     )
+    parser.add_argument(
+        "--gateway-nice", type=int, default=0, help="with --bus: niceness added to the gateway"
+    )
+    parser.add_argument(
+        "--gateway-with-api", action="store_true",
+        help="with --bus: the gateway in the api process (as before ADR 20), not its own",
+    )  # fmt: skip
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    gateway = (
+        "--role api --role gateway"
+        if args.gateway_with_api
+        else f"--role api + --role gateway (nice +{args.gateway_nice})"
+    )
     deployment = (
-        f"--role api + {args.ingest_workers} --role ingest (nice +{args.ingest_nice}) on JetStream"
+        f"{gateway} + {args.ingest_workers} --role ingest (nice +{args.ingest_nice}) on JetStream"
         if args.bus
         else "one process (api + gateway + in-process bus + ingest)"
     )
