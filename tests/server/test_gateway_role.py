@@ -32,6 +32,7 @@ from a2z.server.app import build_context
 from a2z.server.auth.keys import create_api_key
 from a2z.server.config import ServerRole, Settings
 from a2z.server.gateway_process import check
+from a2z.server.pki.root import GATEWAY_CREDENTIALS
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from tests.nats_servers import NatsNode, free_port, wait_until
@@ -76,6 +77,20 @@ def test_the_cli_refuses_a_gateway_process_without_jetstream(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode != 0
     assert "needs the JetStream bus" in done.stderr
+
+
+def test_an_api_process_leaves_the_gateway_certificate_alone(tmp_path: Path) -> None:
+    # The gateway process issues its certificate for the names agents use; an api process
+    # starting later on the same data directory must not replace it with one for its own.
+    gateway = build_context(Settings(data_dir=tmp_path, gateway_names=("soc.example",)))
+    gateway.sessions.engine.dispose()
+    issued = (tmp_path / "pki" / GATEWAY_CREDENTIALS).read_bytes()
+    api = build_context(
+        Settings(data_dir=tmp_path, roles=frozenset({ServerRole.API, ServerRole.INGEST}))
+    )
+    api.sessions.engine.dispose()
+    assert (tmp_path / "pki" / GATEWAY_CREDENTIALS).read_bytes() == issued
+    assert api.root.pin == gateway.root.pin
 
 
 def _serve(argv: list[str], log: Path) -> subprocess.Popen[bytes]:

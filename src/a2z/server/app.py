@@ -29,7 +29,7 @@ from a2z.server.gateway import Gateway
 from a2z.server.hot_reads import HotReads
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
-from a2z.server.pki.root import load_or_create_root
+from a2z.server.pki.root import AgentRoot, load_or_create_ca, load_or_create_root
 from a2z.server.quotas.service import Quotas
 from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
 from a2z.server.rules import service as rules
@@ -53,7 +53,11 @@ def build_context(settings: Settings) -> ServerContext:
         # Processes started together on a new data directory (the api and gateway roles, or
         # --workers) would each create a secret and a root CA: one creates, the others load.
         secret = load_secret(settings.data_dir)
-        root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
+        pki_dir = settings.data_dir / "pki"
+        if settings.runs_gateway:  # its server certificate, for the names agents use
+            root = load_or_create_root(pki_dir, secret, list(settings.gateway_names))
+        else:  # an api process beside a gateway process must not replace the latter's
+            root = AgentRoot(*load_or_create_ca(pki_dir, secret), pki_dir)
         release_key = load_or_create_signing_key(root.directory, secret)
     metrics = ServerMetrics()
     maintenance = open_maintenance(settings, sessions, metrics)
