@@ -89,13 +89,17 @@ class Phase:
 
 def ship_process(
     gateway: str, identity_dir: str, agent_id: str, first_seq: int, batches: int, batch: int,
-    rate: float, ready: Any, go: Any,
+    rate: float, ready: Any, go: Any, spent: Any, niceness: int,
 ) -> None:  # fmt: skip
-    """One agent: ``batches`` batches, paced at ``rate`` events/s from when ``go`` is set."""
+    """One agent: ``batches`` batches, paced at ``rate`` events/s from when ``go`` is set;
+    its CPU seconds go in ``spent`` when it is done."""
+    if niceness:
+        os.nice(niceness)
     files = IdentityFiles(Path(identity_dir))
     channel = ChannelClient(f"{gateway}/channel", ssl=files.client_context(), window=8)
     ready.set()  # imports done: the phase's clock starts only when every agent is ready
     go.wait()
+    base = time.process_time()
 
     async def source() -> AsyncIterator[Batch]:
         rng = random.Random(first_seq)
@@ -110,6 +114,7 @@ def ship_process(
             )  # fmt: skip
 
     asyncio.run(channel.ship(source()))
+    spent.value = time.process_time() - base
 
 
 class Bench:
@@ -198,23 +203,25 @@ class Bench:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def start_agent(self, name: str, events: int, rate: float, go: Any) -> Any:
+    def start_agent(
+        self, name: str, events: int, rate: float, go: Any, niceness: int = 0
+    ) -> tuple[Any, Any]:
         """``name``'s agent in its own process, sending ``events`` paced at ``rate``/s once
-        ``go`` is set; returns when the process is ready."""
+        ``go`` is set; returns when the process is ready, with where its CPU seconds go."""
         batch = self.args.batch
         batches = events // batch
         spawn = multiprocessing.get_context("spawn")
-        ready = spawn.Event()
+        ready, spent = spawn.Event(), spawn.Value("d", 0.0)
         proc = spawn.Process(
             target=ship_process,
             args=(self.gateway, str(self.agents[name].identity_dir), self.agents[name].agent_id,
-                  self.seq[name], batches, batch, rate, ready, go),
+                  self.seq[name], batches, batch, rate, ready, go, spent, niceness),
         )  # fmt: skip
         self.seq[name] += batches
         proc.start()
         if not ready.wait(120):
             raise SystemExit(f"agent {name} did not start")
-        return proc
+        return proc, spent
 
     def wait_stored(self, name: str, target: int, timeout: float = 300) -> float:
         """Poll until ``name`` has ``target`` events stored; the monotonic time it happened."""
@@ -247,8 +254,14 @@ class Bench:
         flood = None
         if contended:  # A offers 10x its quota for longer than B's phase; stopped with it
             a_events = 10 * args.quota * args.seconds * 4 // args.batch * args.batch
-            flood = self.start_agent("a", a_events, rate=10 * args.quota, go=go)
-        b_proc = self.start_agent("b", b_events, rate=args.b_rate, go=go)
+            flood, _ = self.start_agent(
+                "a", a_events, rate=10 * args.quota, go=go, niceness=args.flood_nice
+            )
+        b_proc, b_spent = self.start_agent("b", b_events, rate=args.b_rate, go=go)
+        a_cpu_before = 0.0
+        if flood is not None:
+            times = psutil.Process(flood.pid).cpu_times()
+            a_cpu_before = times.user + times.system
         search = threading.Thread(target=searcher)
         cpu_before, machine_before = self.cpu.sample(), psutil.cpu_times()
         search.start()
@@ -259,12 +272,16 @@ class Bench:
         stop.set()
         search.join()
         cpu = CpuMeter.spent(cpu_before, self.cpu.sample())
+        # The agents run here too (at a customer's site in a real deployment): counted apart.
+        cpu["agent B"] = b_spent.value
         busy = busy_share(machine_before, psutil.cpu_times())
         a_rate = 0.0
         if flood is not None:
             a_rate = (self.stored("a") - a_before) / (time.monotonic() - started)
             if not flood.is_alive():  # A must flood for all of B's phase, or A's figure is moot
                 raise SystemExit(f"tenant A's agent ended early (exit code {flood.exitcode})")
+            times = psutil.Process(flood.pid).cpu_times()
+            cpu["agent A"] = times.user + times.system - a_cpu_before
             flood.terminate()  # an agent cut off mid-stream, as if its host went away
             flood.join()
         cuts = statistics.quantiles(latencies, n=100)
@@ -324,6 +341,11 @@ def main() -> None:
         "--gateway-nice", type=int, default=0, help="with --bus: niceness added to the gateway"
     )
     parser.add_argument(
+        "--flood-nice", type=int, default=0,
+        help="niceness of tenant A's agent process (a diagnostic: the agents share this host's "
+        "cores with the server here, not in a real deployment)",
+    )  # fmt: skip
+    parser.add_argument(
         "--gateway-with-api", action="store_true",
         help="with --bus: the gateway in the api process (as before ADR 20), not its own",
     )  # fmt: skip
@@ -341,7 +363,8 @@ def main() -> None:
     )
     print(f"{os.cpu_count()} CPUs, load average {load:.1f}; {deployment}; tenant A limited to "
           f"{args.quota} events/s offers 10x that; tenant B sends {args.b_rate} events/s, paced, "
-          f"{args.seconds} s per phase, batches of {args.batch}")  # fmt: skip
+          f"{args.seconds} s per phase, batches of {args.batch}; A's agent at nice "
+          f"+{args.flood_nice}")  # fmt: skip
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(scratch_database())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
