@@ -253,9 +253,10 @@ class Bench:
         go = multiprocessing.get_context("spawn").Event()
         flood = None
         if contended:  # A offers 10x its quota for longer than B's phase; stopped with it
-            a_events = 10 * args.quota * args.seconds * 4 // args.batch * args.batch
+            offered = args.flood_factor * args.quota
+            a_events = int(offered * args.seconds * 4) // args.batch * args.batch
             flood, _ = self.start_agent(
-                "a", a_events, rate=10 * args.quota, go=go, niceness=args.flood_nice
+                "a", a_events, rate=offered, go=go, niceness=args.flood_nice
             )
         b_proc, b_spent = self.start_agent("b", b_events, rate=args.b_rate, go=go)
         a_cpu_before = 0.0
@@ -341,6 +342,10 @@ def main() -> None:
         "--gateway-nice", type=int, default=0, help="with --bus: niceness added to the gateway"
     )
     parser.add_argument(
+        "--flood-factor", type=float, default=10.0,
+        help="tenant A offers this many times its quota (1: A within its quota, a control)",
+    )  # fmt: skip
+    parser.add_argument(
         "--flood-nice", type=int, default=0,
         help="niceness of tenant A's agent process (a diagnostic: the agents share this host's "
         "cores with the server here, not in a real deployment)",
@@ -362,7 +367,8 @@ def main() -> None:
         else "one process (api + gateway + in-process bus + ingest)"
     )
     print(f"{os.cpu_count()} CPUs, load average {load:.1f}; {deployment}; tenant A limited to "
-          f"{args.quota} events/s offers 10x that; tenant B sends {args.b_rate} events/s, paced, "
+          f"{args.quota} events/s offers {args.flood_factor:g}x that; tenant B sends "
+          f"{args.b_rate} events/s, paced, "
           f"{args.seconds} s per phase, batches of {args.batch}; A's agent at nice "
           f"+{args.flood_nice}")  # fmt: skip
     with contextlib.ExitStack() as stack:
