@@ -3,8 +3,10 @@
 The deployment as it runs: by default ``a2z server`` on PostgreSQL in one process (REST API,
 mutual-TLS agent gateway, in-process bus, ingest worker); with ``--bus`` the roles split as
 docs/operating.md ("Scaling out") describes: a private nats-server with JetStream, one
-``a2z server --role api`` (REST + gateway, publishing to JetStream) and ``--ingest-workers``
-``a2z server --role ingest`` processes (at ``--ingest-nice`` niceness). Each tenant's agent runs
+``a2z server --role api`` (REST), one ``a2z server --role gateway`` (the agents' mutual-TLS
+channel, publishing to JetStream; at ``--gateway-nice`` niceness) and ``--ingest-workers``
+``a2z server --role ingest`` processes (at ``--ingest-nice`` niceness); ``--gateway-with-api``
+runs the gateway in the api process instead (the layout before ADR 20). Each tenant's agent runs
 in its own process shipping batches over the real channel; an analyst of tenant B searches
 through the REST API with an API key. Tenant B's agent sends at a steady rate (``--b-rate``
 events/s, paced, as a sensor does); tenant A, limited to ``--quota`` events/s, offers ten times
@@ -87,13 +89,17 @@ class Phase:
 
 def ship_process(
     gateway: str, identity_dir: str, agent_id: str, first_seq: int, batches: int, batch: int,
-    rate: float, ready: Any, go: Any,
+    rate: float, ready: Any, go: Any, spent: Any, niceness: int,
 ) -> None:  # fmt: skip
-    """One agent: ``batches`` batches, paced at ``rate`` events/s from when ``go`` is set."""
+    """One agent: ``batches`` batches, paced at ``rate`` events/s from when ``go`` is set;
+    its CPU seconds go in ``spent`` when it is done."""
+    if niceness:
+        os.nice(niceness)
     files = IdentityFiles(Path(identity_dir))
     channel = ChannelClient(f"{gateway}/channel", ssl=files.client_context(), window=8)
     ready.set()  # imports done: the phase's clock starts only when every agent is ready
     go.wait()
+    base = time.process_time()
 
     async def source() -> AsyncIterator[Batch]:
         rng = random.Random(first_seq)
@@ -108,6 +114,7 @@ def ship_process(
             )  # fmt: skip
 
     asyncio.run(channel.ship(source()))
+    spent.value = time.process_time() - base
 
 
 class Bench:
@@ -139,22 +146,27 @@ class Bench:
             sys.executable, "-m", "a2z", "server", "--data-dir", str(tmp), "--db", url,
             "--listen", f"127.0.0.1:{self.port}", "--agent-listen", f"127.0.0.1:{self.agent_port}",
         ]  # fmt: skip
+        self.gateway_proc: Process | None = None
         if bus is not None:
-            # The scale-out of docs/operating.md: this process is REST + gateway only. Every
+            # The scale-out of docs/operating.md: this process is the REST API only. Every
             # process shares one data directory here, so the principal cache stays safe (a
             # revocation reaches it at once) and is on, as in the single-process mode.
             command += ["--role", "api", "--bus", bus, "--auth-cache-seconds", "30"]
+            if args.gateway_with_api:
+                command += ["--role", "gateway"]
         self.server = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
         self.api = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not start:\n" + (tmp / "server.log").read_text())
-            try:
-                if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(self.api, self.server, tmp / "server.log")
+        if bus is not None and not args.gateway_with_api:
+            gateway_http = f"127.0.0.1:{free_port()}"
+            self.gateway_proc = subprocess.Popen(
+                [sys.executable, "-m", "a2z", "server", "--role", "gateway", "--bus", bus,
+                 "--data-dir", str(tmp), "--db", url, "--listen", gateway_http,
+                 "--agent-listen", f"127.0.0.1:{self.agent_port}"],
+                stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
+                preexec_fn=(lambda: os.nice(args.gateway_nice)) if args.gateway_nice else None,
+            )  # fmt: skip
+            wait_healthy(f"http://{gateway_http}", self.gateway_proc, tmp / "server.log")
         gateway = f"wss://127.0.0.1:{self.agent_port}"
         self.agents: dict[str, Tenant] = {}
         for name, (tenant_id, token) in self.tenants.items():
@@ -172,11 +184,15 @@ class Bench:
         parts = {"api" if self.workers else "server": [self.server.pid]}
         if self.workers:
             parts["ingest"] = [w.pid for w in self.workers]
+        if self.gateway_proc is not None:
+            parts["gateway"] = [self.gateway_proc.pid]
         self.cpu = CpuMeter(parts, url.rsplit("/", 1)[1])
 
     def close(self) -> None:
         self.owner.close()
         stop(self.workers)
+        if self.gateway_proc is not None:
+            stop([self.gateway_proc])
         self.server.terminate()
         self.server.wait(timeout=30)
         self.log.close()
@@ -187,23 +203,25 @@ class Bench:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def start_agent(self, name: str, events: int, rate: float, go: Any) -> Any:
+    def start_agent(
+        self, name: str, events: int, rate: float, go: Any, niceness: int = 0
+    ) -> tuple[Any, Any]:
         """``name``'s agent in its own process, sending ``events`` paced at ``rate``/s once
-        ``go`` is set; returns when the process is ready."""
+        ``go`` is set; returns when the process is ready, with where its CPU seconds go."""
         batch = self.args.batch
         batches = events // batch
         spawn = multiprocessing.get_context("spawn")
-        ready = spawn.Event()
+        ready, spent = spawn.Event(), spawn.Value("d", 0.0)
         proc = spawn.Process(
             target=ship_process,
             args=(self.gateway, str(self.agents[name].identity_dir), self.agents[name].agent_id,
-                  self.seq[name], batches, batch, rate, ready, go),
+                  self.seq[name], batches, batch, rate, ready, go, spent, niceness),
         )  # fmt: skip
         self.seq[name] += batches
         proc.start()
         if not ready.wait(120):
             raise SystemExit(f"agent {name} did not start")
-        return proc
+        return proc, spent
 
     def wait_stored(self, name: str, target: int, timeout: float = 300) -> float:
         """Poll until ``name`` has ``target`` events stored; the monotonic time it happened."""
@@ -235,9 +253,16 @@ class Bench:
         go = multiprocessing.get_context("spawn").Event()
         flood = None
         if contended:  # A offers 10x its quota for longer than B's phase; stopped with it
-            a_events = 10 * args.quota * args.seconds * 4 // args.batch * args.batch
-            flood = self.start_agent("a", a_events, rate=10 * args.quota, go=go)
-        b_proc = self.start_agent("b", b_events, rate=args.b_rate, go=go)
+            offered = args.flood_factor * args.quota
+            a_events = int(offered * args.seconds * 4) // args.batch * args.batch
+            flood, _ = self.start_agent(
+                "a", a_events, rate=offered, go=go, niceness=args.flood_nice
+            )
+        b_proc, b_spent = self.start_agent("b", b_events, rate=args.b_rate, go=go)
+        a_cpu_before = 0.0
+        if flood is not None:
+            times = psutil.Process(flood.pid).cpu_times()
+            a_cpu_before = times.user + times.system
         search = threading.Thread(target=searcher)
         cpu_before, machine_before = self.cpu.sample(), psutil.cpu_times()
         search.start()
@@ -248,12 +273,16 @@ class Bench:
         stop.set()
         search.join()
         cpu = CpuMeter.spent(cpu_before, self.cpu.sample())
+        # The agents run here too (at a customer's site in a real deployment): counted apart.
+        cpu["agent B"] = b_spent.value
         busy = busy_share(machine_before, psutil.cpu_times())
         a_rate = 0.0
         if flood is not None:
             a_rate = (self.stored("a") - a_before) / (time.monotonic() - started)
             if not flood.is_alive():  # A must flood for all of B's phase, or A's figure is moot
                 raise SystemExit(f"tenant A's agent ended early (exit code {flood.exitcode})")
+            times = psutil.Process(flood.pid).cpu_times()
+            cpu["agent A"] = times.user + times.system - a_cpu_before
             flood.terminate()  # an agent cut off mid-stream, as if its host went away
             flood.join()
         cuts = statistics.quantiles(latencies, n=100)
@@ -267,6 +296,19 @@ class Bench:
             cpu=cpu,
             busy=busy,
         )
+
+
+def wait_healthy(base: str, proc: Process, log: Path) -> None:
+    """Return once ``base``/healthz answers 200 (the api, or the gateway process's probe)."""
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{base} did not start:\n" + log.read_text())
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
 
 
 def show(label: str, p: Phase) -> None:
@@ -296,16 +338,39 @@ def main() -> None:
     parser.add_argument(
         "--ingest-nice", type=int, default=0, help="with --bus: niceness added to ingest processes"
     )
+    parser.add_argument(
+        "--gateway-nice", type=int, default=0, help="with --bus: niceness added to the gateway"
+    )
+    parser.add_argument(
+        "--flood-factor", type=float, default=10.0,
+        help="tenant A offers this many times its quota (1: A within its quota, a control)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flood-nice", type=int, default=0,
+        help="niceness of tenant A's agent process (a diagnostic: the agents share this host's "
+        "cores with the server here, not in a real deployment)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gateway-with-api", action="store_true",
+        help="with --bus: the gateway in the api process (as before ADR 20), not its own",
+    )  # fmt: skip
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    gateway = (
+        "--role api --role gateway"
+        if args.gateway_with_api
+        else f"--role api + --role gateway (nice +{args.gateway_nice})"
+    )
     deployment = (
-        f"--role api + {args.ingest_workers} --role ingest (nice +{args.ingest_nice}) on JetStream"
+        f"{gateway} + {args.ingest_workers} --role ingest (nice +{args.ingest_nice}) on JetStream"
         if args.bus
         else "one process (api + gateway + in-process bus + ingest)"
     )
     print(f"{os.cpu_count()} CPUs, load average {load:.1f}; {deployment}; tenant A limited to "
-          f"{args.quota} events/s offers 10x that; tenant B sends {args.b_rate} events/s, paced, "
-          f"{args.seconds} s per phase, batches of {args.batch}")  # fmt: skip
+          f"{args.quota} events/s offers {args.flood_factor:g}x that; tenant B sends "
+          f"{args.b_rate} events/s, paced, "
+          f"{args.seconds} s per phase, batches of {args.batch}; A's agent at nice "
+          f"+{args.flood_nice}")  # fmt: skip
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(scratch_database())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from a2z.agent.detect import EdgeDetector
+    from a2z.server.config import Settings
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -44,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="NATS JetStream servers, e.g. nats://h1:4222,nats://h2:4222 (default: in-process)",
     )
     server.add_argument(
-        "--role", action="append", choices=["api", "ingest", "detect"],
-        help="what this process runs (repeatable; default: all); without api only /metrics",
+        "--role", action="append", choices=["api", "gateway", "ingest", "detect"],
+        help="what this process runs (repeatable; default: all); without api, --listen serves "
+        "only /metrics (and /healthz for the gateway); gateway listens on --agent-listen",
     )  # fmt: skip
     server.add_argument("--bus-replicas", type=int, default=1, help="JetStream stream replicas")
     server.add_argument(
@@ -188,24 +190,41 @@ def main(argv: list[str] | None = None) -> int:
     return run_demo(port=args.port, data_dir=args.data_dir)
 
 
+def server_settings(args: argparse.Namespace) -> Settings:
+    """The server's settings from ``a2z server``'s arguments."""
+    from a2z.server.config import JetStreamSettings, ServerRole, Settings
+
+    host, port = args.listen
+    agent_host, agent_port = args.agent_listen
+    roles = frozenset(ServerRole(r) for r in args.role) if args.role else frozenset(ServerRole)
+    return Settings(
+        data_dir=args.data_dir, db_url=args.db, host=host, port=port, agent_host=agent_host,
+        # Only a process running the gateway binds the agent port: several processes on one
+        # host (api and gateway split) would otherwise fight over it.
+        agent_port=agent_port if ServerRole.GATEWAY in roles else None,
+        gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
+        bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
+        roles=roles, workers=args.workers, auth_cache_s=_auth_cache_s(args),
+    )  # fmt: skip
+
+
 def _server(args: argparse.Namespace) -> int:
     import uvicorn
 
     from a2z.records import MAX_FRAME_BYTES
     from a2z.server.app import create_app
-    from a2z.server.config import JetStreamSettings, ServerRole, Settings
+    from a2z.server.config import ServerRole
 
-    host, port = args.listen
-    agent_host, agent_port = args.agent_listen
-    settings = Settings(
-        data_dir=args.data_dir, db_url=args.db, host=host, port=port,
-        agent_host=agent_host, agent_port=agent_port,
-        gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
-        bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
-        roles=frozenset(ServerRole(r) for r in args.role) if args.role else frozenset(ServerRole),
-        workers=args.workers, auth_cache_s=_auth_cache_s(args),
-    )  # fmt: skip
+    settings = server_settings(args)
     if ServerRole.API not in settings.roles:
+        if ServerRole.GATEWAY in settings.roles:
+            from a2z.server.gateway_process import check, run_gateway
+
+            try:
+                check(settings)
+            except ValueError as exc:
+                raise SystemExit(f"a2z server: {exc}") from None
+            return run_gateway(settings)
         from a2z.server.workers import run_workers
 
         return run_workers(settings)
@@ -213,7 +232,9 @@ def _server(args: argparse.Namespace) -> int:
         from a2z.server import prefork
 
         return prefork.run(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_FRAME_BYTES)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, ws_max_size=MAX_FRAME_BYTES
+    )
     return 0
 
 

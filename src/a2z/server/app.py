@@ -20,7 +20,7 @@ from a2z.server.auth.principal_cache import PrincipalCache, watch_revocations
 from a2z.server.auth.revocations import RevocationCounter
 from a2z.server.auth.throttle import LoginThrottle
 from a2z.server.bus import open_bus
-from a2z.server.config import ServerRole, Settings, load_secret
+from a2z.server.config import ServerRole, Settings, first_start_lock, load_secret
 from a2z.server.context import ServerContext
 from a2z.server.deps import reject_unknown_query
 from a2z.server.detect.runner import wire_detect
@@ -29,7 +29,7 @@ from a2z.server.gateway import Gateway
 from a2z.server.hot_reads import HotReads
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
-from a2z.server.pki.root import load_or_create_root
+from a2z.server.pki.root import AgentRoot, load_or_create_ca, load_or_create_root
 from a2z.server.quotas.service import Quotas
 from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
 from a2z.server.rules import service as rules
@@ -49,7 +49,16 @@ def build_context(settings: Settings) -> ServerContext:
         settings.database_url, app_role=settings.app_role, pool_size=settings.pool_size
     )
     sessions = SessionFactory(engine)
-    secret = load_secret(settings.data_dir)
+    with first_start_lock(settings.data_dir):
+        # Processes started together on a new data directory (the api and gateway roles, or
+        # --workers) would each create a secret and a root CA: one creates, the others load.
+        secret = load_secret(settings.data_dir)
+        pki_dir = settings.data_dir / "pki"
+        if settings.runs_gateway:  # its server certificate, for the names agents use
+            root = load_or_create_root(pki_dir, secret, list(settings.gateway_names))
+        else:  # an api process beside a gateway process must not replace the latter's
+            root = AgentRoot(*load_or_create_ca(pki_dir, secret), pki_dir)
+        release_key = load_or_create_signing_key(root.directory, secret)
     metrics = ServerMetrics()
     maintenance = open_maintenance(settings, sessions, metrics)
     maintenance.ensure_partitions()  # before the first batch, so it lands in its day's partition
@@ -64,8 +73,6 @@ def build_context(settings: Settings) -> ServerContext:
         RevocationCounter(settings.revocations_path), ttl_s=settings.auth_cache_s
     )
     watch_revocations(sessions, principals.invalidate)
-    root = load_or_create_root(settings.data_dir / "pki", secret, list(settings.gateway_names))
-    release_key = load_or_create_signing_key(root.directory, secret)
     signals, relay = AgentSignals(), None
     if engine.dialect.name == "postgresql":  # other processes may serve the agents: relay
         relay = relay_for(engine.url.render_as_string(hide_password=False), signals, metrics)
@@ -88,6 +95,22 @@ def build_context(settings: Settings) -> ServerContext:
     )
 
 
+async def start_gateway(ctx: ServerContext) -> Gateway:
+    """Listen for agents on the configured port, and for the API's signals to them."""
+    assert ctx.settings.agent_port is not None
+    gateway = Gateway(
+        ctx,
+        ctx.root,
+        ctx.settings.agent_host,
+        ctx.settings.agent_port,
+        recheck_s=ctx.settings.cert_recheck_s,
+    )
+    await gateway.start()
+    if ctx.signal_relay is not None:  # signals of the API calls made in other processes
+        await asyncio.to_thread(ctx.signal_relay.start)
+    return gateway
+
+
 def create_app(settings: Settings | None = None, context: ServerContext | None = None) -> FastAPI:
     """The ASGI app; pass ``context`` to share one store between the app and a caller."""
     ctx = context or build_context(settings or Settings())
@@ -105,17 +128,8 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
             ctx.maintenance.run_every(ctx.settings.maintenance_interval_s), name="store-upkeep"
         )
         gateway = None
-        if ctx.settings.agent_port is not None:
-            gateway = Gateway(
-                ctx,
-                ctx.root,
-                ctx.settings.agent_host,
-                ctx.settings.agent_port,
-                recheck_s=ctx.settings.cert_recheck_s,
-            )
-            await gateway.start()
-            if ctx.signal_relay is not None:  # signals of the other processes' API calls
-                await asyncio.to_thread(ctx.signal_relay.start)
+        if ctx.settings.runs_gateway:
+            gateway = await start_gateway(ctx)
         app.state.gateway = gateway
         yield
         if gateway is not None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -14,7 +17,8 @@ DEFAULT_DATA_DIR = Path("a2z-data")
 class ServerRole(StrEnum):
     """A part of the backend a process runs; the embedded default runs them all."""
 
-    API = "api"  # REST, dashboard and the agent channel (publishes to the bus)
+    API = "api"  # REST API and dashboard (enrolment tokens, agent config, search)
+    GATEWAY = "gateway"  # the mutual-TLS agent channel: batches in, published to the bus
     INGEST = "ingest"  # consumes the bus and writes the event store
     DETECT = "detect"  # consumes the bus, runs backend detections, writes their alerts
 
@@ -68,6 +72,11 @@ class Settings:
     workers: int = 1  # API processes sharing the listening socket (``--workers``)
 
     @property
+    def runs_gateway(self) -> bool:
+        """Whether this process listens for agents (the gateway role, with a port to use)."""
+        return ServerRole.GATEWAY in self.roles and self.agent_port is not None
+
+    @property
     def revocations_path(self) -> Path:
         """The revocation counter every process on this data directory shares."""
         return self.data_dir / "revocations"
@@ -76,6 +85,18 @@ class Settings:
     def database_url(self) -> str:
         """The configured URL, or the embedded SQLite file."""
         return self.db_url or f"sqlite:///{self.data_dir / 'a2z.db'}"
+
+
+@contextmanager
+def first_start_lock(data_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``data_dir`` (made if missing) while files are created in it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "start.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the kernel if we die
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_secret(data_dir: Path) -> bytes:

@@ -125,6 +125,11 @@ class Gateway:
         if self.port == 0:
             self.port = next(iter(self._server.sockets)).getsockname()[1]
 
+    @property
+    def serving(self) -> bool:
+        """Listening for agents (what the gateway process's ``/healthz`` reports)."""
+        return self._server is not None and self._server.is_serving()
+
     async def close(self) -> None:
         """Stop listening and close every connection."""
         self.ctx.signals.unsubscribe(self._signalled)

@@ -108,6 +108,6 @@ def worker_app() -> FastAPI:
     JetStream; only one listens for agents, since the gateway's port cannot be shared.
     """
     settings = decode_settings(os.environ[SETTINGS_ENV])
-    if settings.agent_port is not None and not take_gateway(settings.data_dir):
+    if settings.runs_gateway and not take_gateway(settings.data_dir):
         settings = dataclasses.replace(settings, agent_port=None)
     return create_app(settings)

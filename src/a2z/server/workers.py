@@ -33,7 +33,7 @@ async def serve_workers(settings: Settings, stop: asyncio.Event) -> None:
     if settings.bus_url is None:
         raise ValueError("a separate worker process needs the JetStream bus (bus_url)")
     roles = settings.roles & WORKER_ROLES
-    if not roles or ServerRole.API in settings.roles:
+    if not roles or settings.roles - WORKER_ROLES:  # the api and gateway roles serve clients
         raise ValueError(f"a headless worker runs ingest and/or detect: {sorted(settings.roles)}")
     engine = open_store(
         settings.database_url, app_role=settings.app_role, pool_size=settings.pool_size
