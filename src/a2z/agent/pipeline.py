@@ -362,9 +362,8 @@ class Pipeline:
         seq = (tcp.seq + 1) & 0xFFFFFFFF if tcp.flags & SYN else tcp.seq
         # Where this direction's stream starts: after the SYN, or at the first packet seen.
         first = seq
-        if flow.tcp is not None:
-            endpoint = flow.tcp.orig if is_orig else flow.tcp.resp
-            start = (endpoint.start + 1) & 0xFFFFFFFF
+        if flow.proto == PROTO_TCP:
+            start = (flow.stream_start(is_orig) + 1) & 0xFFFFFFFF
             if 0 <= seq_diff(seq, start) <= self.protocols.max_reorder_bytes:
                 first = start
         data = bytes(seg[tcp.header_len : tcp.header_len + data_len])
