@@ -197,13 +197,13 @@ class CaptureReader:
             batch: list[RawPacket] = []
             sink = self._sink
             target: list[RawPacket] | RecordSink = batch if sink is None else sink
-            before = 0 if sink is None else sink.records
+            before = 0 if sink is None else sink.handed
             consumed, status = split_records(
                 chunk, little, divisor, linktype, MAX_RECORD_BYTES, target
             )
             if status == CORRUPT:
                 if sink is not None:
-                    stats.packets += sink.records - before
+                    stats.packets += sink.handed - before
                     yield batch  # the caller collects what the sink made of the good records
                 elif batch:
                     yield batch
@@ -224,7 +224,7 @@ class CaptureReader:
                     return
             off += consumed
             if sink is not None:
-                stats.packets += sink.records - before
+                stats.packets += sink.handed - before
             yield batch
 
     # -- pcapng ---------------------------------------------------------------------------------

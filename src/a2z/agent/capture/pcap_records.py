@@ -26,7 +26,7 @@ class RecordSink:
     for the frames its inline fast path declines (ADR 0006, update 4).
     """
 
-    records = 0  # records handed to this sink by split_records (the reader counts them)
+    handed = 0  # records split_records handed to this sink (the reader counts them)
 
     def packet(
         self, chunk: bytes, start: int, end: int, ts: float, linktype: int, wirelen: int
@@ -72,7 +72,7 @@ def split_records(
         if end > size:
             break
         if sink is not None:
-            sink.records += 1
+            sink.handed += 1
             sink.packet(chunk, start, end, sec + frac / divisor, linktype, wirelen)
         elif packets is not None:
             # tuple.__new__ is RawPacket(...) without the namedtuple's interpreted __new__ (a
