@@ -63,6 +63,17 @@ def test_history_letters_live_in_the_flow() -> None:
     assert flow.letters == "S"
 
 
+def test_a_tcp_flow_holds_both_endpoints_itself() -> None:
+    # One object per TCP flow (ADR 0006, update 4): the endpoint state is the flow's own
+    # fields, not a TcpSession with two TcpEndpoint objects hanging off it.
+    table = FlowTable()
+    flow = table.add_segment(1.0, A, B, 1000, 80, 5, 0, 0x02, 1024, 0, 40)  # SYN
+    table.add_segment(1.1, B, A, 80, 1000, 70, 6, 0x12, 1024, 0, 40)  # SYN-ACK
+    own = [obj for obj in gc.get_referents(flow) if type(obj).__module__.startswith("a2z.")]
+    assert {type(obj).__name__ for obj in own} <= {"UidSource"}  # the table's, shared
+    assert (flow.o_state, flow.r_state, flow.letters) == (4, 4, "Sh")  # both ESTABLISHED
+
+
 def test_format_addr_gives_the_same_text_when_cached() -> None:
     v6 = bytes(15) + b"\x01"
     assert [format_addr(A), format_addr(A), format_addr(v6), format_addr(v6)] == [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from a2z.agent.capture import RawPacket, open_capture
+from a2z.agent.capture import RawPacket, open_capture, pcap_file
 from a2z.agent.flows import FlowConfig
 from a2z.agent.pipeline import Pipeline
 from a2z.records import Conn, Record, Weird
@@ -256,3 +256,31 @@ def test_feed_batch_gives_the_records_of_feeding_one_by_one(name: str) -> None:
     records += batched.flush()
     assert records == one_by_one
     assert batched.stats == single.stats
+
+
+@pytest.mark.parametrize(
+    ("name", "window"),
+    [
+        ("dnssec.pcap", 32 * 1024),
+        ("frag-v4v6-udp-icmp.pcap", 32 * 1024),
+        ("frag-v4v6-udp-icmp.pcap", 16),  # every record longer than a window: read alone
+        ("http1-with-cookies.pcapng", 32 * 1024),  # pcapng: lists of packets, no windows
+        ("defrag-eth-vlan-ipv4-tcp-syn.pcap", 100),  # frames the fast path declines
+    ],
+)
+def test_windows_fed_where_they_lie_give_the_records_of_feeding_packets(
+    name: str, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packets = list(open_capture(DATA / name))
+    one_by_one, single = _run(packets, FlowConfig(uid_seed=5))
+    monkeypatch.setattr(pcap_file, "WINDOW_BYTES", window)
+    reader = open_capture(DATA / name)
+    fed = Pipeline(FlowConfig(uid_seed=5))
+    records: list[Record] = []
+    for batch in reader.feed(fed):
+        records += fed.feed_batch(batch)
+        records += fed.take_records()
+    records += fed.flush()
+    assert records == one_by_one
+    assert fed.stats == single.stats
+    assert reader.stats.packets == len(packets)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final, ParamSpec
 
 from a2z.agent.capture.packet import RawPacket
+from a2z.agent.capture.pcap_records import RecordSink
 from a2z.agent.decode.errors import DecodeError, Malformed, Truncated
 from a2z.agent.decode.icmp import decode_icmp, decode_icmp6, icmp_counterpart
 from a2z.agent.decode.ipv4 import IPv4Header, decode_ipv4
@@ -62,8 +63,12 @@ class PipelineStats:
     evictions: int = 0  # flows emitted early because the flow table was full
 
 
-class Pipeline:
-    """Decode frames and track flows; ``feed`` and ``flush`` return the records that are done."""
+class Pipeline(RecordSink):
+    """Decode frames and track flows; ``feed`` and ``flush`` return the records that are done.
+
+    A replay hands it the records of a capture window where they lie instead (it is the
+    reader's ``RecordSink``: ``packet``, then ``take_records``), same results.
+    """
 
     def __init__(
         self,
@@ -111,6 +116,31 @@ class Pipeline:
                 out.extend(records)
         return out
 
+    def packet(
+        self, chunk: bytes, start: int, end: int, ts: float, linktype: int, wirelen: int
+    ) -> None:
+        """``feed`` for the frame ``chunk[start:end]`` of a capture window, its records kept
+        for ``take_records``. Frames the inline fast path takes cost no ``RawPacket`` (a tuple,
+        a copy of the frame and a float); the others get one and go the general way."""
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += wirelen
+        table = self.table
+        table.expire(ts)
+        if not (
+            linktype == LINKTYPE_ETHERNET
+            and self.fast_path
+            and self._fast_ipv4_at(chunk, start, end - start, wirelen, ts)
+        ):
+            self._decode(tuple.__new__(RawPacket, (ts, linktype, chunk[start:end], wirelen)))
+        if table.has_ended():
+            self._collect()
+
+    def take_records(self) -> list[Record]:
+        """The records completed since the last call (frames given to ``packet``)."""
+        out, self._out = self._out, []
+        return out
+
     def advance(self, now: float) -> list[Record]:
         """Let time pass without a packet (live capture): return the flows that timed out."""
         self.table.expire(now)
@@ -131,11 +161,15 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------------
 
     def _process(self, pkt: RawPacket) -> None:
-        ts = pkt.ts
-        table = self.table
-        table.expire(ts)
+        self.table.expire(pkt.ts)
         if pkt.linktype == LINKTYPE_ETHERNET and self.fast_path and self._fast_ipv4(pkt):
             return
+        self._decode(pkt)
+
+    def _decode(self, pkt: RawPacket) -> None:
+        """The general path: every link type, IP version, option and fragment, with weirds."""
+        ts = pkt.ts
+        table = self.table
         frame_buf = memoryview(pkt.data)
         try:
             frame = decode_link(pkt.linktype, frame_buf)
@@ -230,61 +264,64 @@ class Pipeline:
         flow's analyzers are done, a segment costs a few byte reads and the flow-table update.
         """
         data = pkt.data
-        size = len(data)
+        return self._fast_ipv4_at(data, 0, len(data), pkt.wirelen, pkt.ts)
+
+    def _fast_ipv4_at(self, data: bytes, o: int, size: int, wirelen: int, ts: float) -> bool:
+        """``_fast_ipv4`` for the frame ``data[o:o + size]`` (a whole frame, or a record of a
+        capture window: ``packet``)."""
         # Ethernet type 0x0800, then version 4 with a 20-byte header; no MF flag, no offset.
         if (
             size < 34
-            or data[12] != 0x08
-            or data[13] != 0x00
-            or data[14] != 0x45
-            or data[20] & 0x3F
-            or data[21]
+            or data[o + 12] != 0x08
+            or data[o + 13] != 0x00
+            or data[o + 14] != 0x45
+            or data[o + 20] & 0x3F
+            or data[o + 21]
         ):
             return False
-        total_len = data[16] << 8 | data[17]
-        if total_len < 20 or total_len > max(pkt.wirelen, size) - 14:
+        total_len = data[o + 16] << 8 | data[o + 17]
+        if total_len < 20 or total_len > max(wirelen, size) - 14:
             return False  # zero (TSO), shorter than its header, or longer than the frame
-        proto = data[23]
-        seg_end = 14 + min(total_len, size - 14)  # the segment: data[34:seg_end]
+        proto = data[o + 23]
+        seg_end = o + 14 + min(total_len, size - 14)  # the segment: data[o + 34:seg_end]
+        t = o + 34  # the transport header
         if proto == PROTO_TCP:
-            if seg_end - 34 < 20:
+            if seg_end - t < 20:
                 return False
-            header_len = (data[46] >> 4) * 4
-            if header_len < 20 or header_len > seg_end - 34:
+            header_len = (data[t + 12] >> 4) * 4
+            if header_len < 20 or header_len > seg_end - t:
                 return False
-            ts = pkt.ts
-            src = data[26:30]
-            sport = data[34] << 8 | data[35]
-            seq = data[38] << 24 | data[39] << 16 | data[40] << 8 | data[41]
-            ack = data[42] << 24 | data[43] << 16 | data[44] << 8 | data[45]
-            flags = data[47] | (data[46] & 1) << 8
+            src = data[o + 26 : o + 30]
+            sport = data[t] << 8 | data[t + 1]
+            seq = data[t + 4] << 24 | data[t + 5] << 16 | data[t + 6] << 8 | data[t + 7]
+            ack = data[t + 8] << 24 | data[t + 9] << 16 | data[t + 10] << 8 | data[t + 11]
+            flags = data[t + 13] | (data[t + 12] & 1) << 8
             data_len = total_len - 20 - header_len
             flow = self.table.add_segment(
-                ts, src, data[30:34], sport, data[36] << 8 | data[37], seq, ack, flags,
-                data[48] << 8 | data[49], data_len, total_len,
+                ts, src, data[o + 30 : o + 34], sport, data[t + 2] << 8 | data[t + 3], seq, ack,
+                flags, data[t + 14] << 8 | data[t + 15], data_len, total_len,
             )  # fmt: skip
             # As _app_tcp_packet decides, without building its arguments when it would not use
             # them: payload, or an ACK for analyzers that exist.
             if not flow.app_done and (
                 (data_len > 0 and not flags & RST) or (flow.app is not None and flags & ACK)
             ):
-                seg = memoryview(data)[34:seg_end]
+                seg = memoryview(data)[t:seg_end]
                 self._app_tcp_packet(ts, flow, src, decode_tcp(seg), seg, data_len)
             return True
         if proto == PROTO_UDP:
-            if seg_end - 34 < 8:
+            if seg_end - t < 8:
                 return False
-            ts = pkt.ts
-            src = data[26:30]
-            sport = data[34] << 8 | data[35]
-            length = data[38] << 8 | data[39]
+            src = data[o + 26 : o + 30]
+            sport = data[t] << 8 | data[t + 1]
+            length = data[t + 4] << 8 | data[t + 5]
             flow = self.table.add_udp(
-                ts, src, sport, data[30:34], data[36] << 8 | data[37], max(length - 8, 0),
-                total_len,
+                ts, src, sport, data[o + 30 : o + 34], data[t + 2] << 8 | data[t + 3],
+                max(length - 8, 0), total_len,
             )  # fmt: skip
             if length > 8 and not flow.app_done:
                 self._app_udp(
-                    ts, flow, src, sport, memoryview(data)[42 : min(34 + length, seg_end)]
+                    ts, flow, src, sport, memoryview(data)[t + 8 : min(t + length, seg_end)]
                 )
             return True
         return False
@@ -362,9 +399,8 @@ class Pipeline:
         seq = (tcp.seq + 1) & 0xFFFFFFFF if tcp.flags & SYN else tcp.seq
         # Where this direction's stream starts: after the SYN, or at the first packet seen.
         first = seq
-        if flow.tcp is not None:
-            endpoint = flow.tcp.orig if is_orig else flow.tcp.resp
-            start = (endpoint.start + 1) & 0xFFFFFFFF
+        if flow.proto == PROTO_TCP:
+            start = (flow.stream_start(is_orig) + 1) & 0xFFFFFFFF
             if 0 <= seq_diff(seq, start) <= self.protocols.max_reorder_bytes:
                 first = start
         data = bytes(seg[tcp.header_len : tcp.header_len + data_len])

@@ -59,9 +59,14 @@ def iter_records(
 
 def _records(reader: CaptureReader, pipeline: Pipeline) -> Iterator[Record]:
     feed_batch = pipeline.feed_batch
+    take_records = pipeline.take_records
     try:
-        for batch in reader.batches():  # a window of the file at a time (ADR 0006)
-            yield from feed_batch(batch)
+        # A window of the file at a time, its records handed to the pipeline where they lie;
+        # the lists are of packets the reader had already built (ADR 0006, updates 2 and 4).
+        for batch in reader.feed(pipeline):
+            if batch:
+                yield from feed_batch(batch)
+            yield from take_records()
         yield from pipeline.flush()
     finally:
         reader.close()

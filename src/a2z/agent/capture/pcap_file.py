@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 
 from a2z.agent.capture.errors import CaptureFormatError, CaptureOpenError
 from a2z.agent.capture.packet import RawPacket
-from a2z.agent.capture.pcap_records import CORRUPT, HEADER_BYTES, record_end, split_records
+from a2z.agent.capture.pcap_records import (
+    CORRUPT,
+    HEADER_BYTES,
+    RecordSink,
+    record_end,
+    split_records,
+)
 
 # Classic pcap magic numbers as read little-endian from the first four bytes.
 _PCAP_MAGIC_US = 0xA1B2C3D4
@@ -80,6 +86,7 @@ class CaptureReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.stats = CaptureStats()
+        self._sink: RecordSink | None = None  # where classic-pcap windows go once feed() is called
         self._map: mmap.mmap | None = _map_file(self.path)
         head = bytes(self._map[:4])
         if len(head) < 4:
@@ -144,6 +151,15 @@ class CaptureReader:
             yield batch
         self._close()
 
+    def feed(self, sink: RecordSink) -> Iterator[list[RawPacket]]:
+        """``batches()``, except that the packets of each classic-pcap window from now on are
+        handed to ``sink`` as the window is split, without a ``RawPacket`` each, and the lists
+        yielded for those windows are empty: one step per window for the caller to collect what
+        the sink made of it. Packets already read as ``RawPacket``s (the first window, read at
+        open to check the header) and pcapng files still come as lists."""
+        self._sink = sink
+        return self.batches()
+
     def close(self) -> None:
         """Release the file mapping; iteration then ends."""
         self._batches.close()
@@ -179,11 +195,17 @@ class CaptureReader:
             end = min(off + window, size)
             chunk = buf[off:end]
             batch: list[RawPacket] = []
+            sink = self._sink
+            target: list[RawPacket] | RecordSink = batch if sink is None else sink
+            before = 0 if sink is None else sink.handed
             consumed, status = split_records(
-                chunk, little, divisor, linktype, MAX_RECORD_BYTES, batch
+                chunk, little, divisor, linktype, MAX_RECORD_BYTES, target
             )
             if status == CORRUPT:
-                if batch:
+                if sink is not None:
+                    stats.packets += sink.handed - before
+                    yield batch  # the caller collects what the sink made of the good records
+                elif batch:
                     yield batch
                 stats.corrupt += 1
                 return
@@ -195,12 +217,14 @@ class CaptureReader:
                     return
                 chunk = buf[off : off + record_end(chunk, little)]
                 consumed, status = split_records(
-                    chunk, little, divisor, linktype, MAX_RECORD_BYTES, batch
+                    chunk, little, divisor, linktype, MAX_RECORD_BYTES, target
                 )
                 if not consumed:
                     stats.truncated += 1
                     return
             off += consumed
+            if sink is not None:
+                stats.packets += sink.handed - before
             yield batch
 
     # -- pcapng ---------------------------------------------------------------------------------

@@ -54,11 +54,13 @@ class FlowConfig:
     uid_seed: int | None = None  # seed the uid generator (tests); None = unpredictable
 
 
-class Flow(History):
+class Flow(TcpSession):
     """One connection being tracked; mutable, owned by the table until emitted.
 
-    A Flow *is* its Zeek history (it extends History) so that the letters live in the flow
-    object itself: one allocation and one GC-tracked object fewer per flow (ADR 0006).
+    A Flow *is* its Zeek history and, for TCP, its endpoint state (it extends TcpSession, which
+    extends History): a TCP flow is one object, where a Flow, a TcpSession and two TcpEndpoints
+    were four allocations and four objects for the collector (ADR 0006, updates 2 and 4). UDP
+    and ICMP flows leave the TCP fields unused.
     """
 
     __slots__ = (
@@ -87,7 +89,6 @@ class Flow(History):
         "sched",
         "service",
         "start",
-        "tcp",
     )
 
     def __init__(
@@ -98,6 +99,7 @@ class Flow(History):
         orig: tuple[bytes, int],
         resp: tuple[bytes, int],
     ) -> None:
+        super().__init__()  # the history and both TCP endpoints, all empty
         self.key = key
         self.proto = key[0]  # IP protocol number: 6, 17, 1 or 58
         # A uid is drawn from the table's UidSource only when first read (an analyzer starts,
@@ -119,9 +121,6 @@ class Flow(History):
         self.resp_ip_bytes = 0
         self.orig_size = -1  # UDP/ICMP payload bytes; -1 = this side never sent
         self.resp_size = -1
-        self.letters = ""  # History: Zeek's history string...
-        self.seen = 0  # ...and the bits of the letters it holds
-        self.tcp: TcpSession | None = None
         self.close_at = _NEVER  # when a closed connection is emitted (tcp_close_delay)
         self.attempt_at = _NEVER  # when an unanswered SYN ends the flow (tcp_attempt_delay)
         self.sched = math.inf  # deadline of this flow's live timer entry
@@ -241,9 +240,7 @@ class FlowTable:
         flows = self._flows
         flow = flows.get(key)
         if flow is not None:
-            tcp = flow.tcp
-            assert tcp is not None
-            if flags & SYN and tcp.is_reuse(flags, seq):
+            if flags & SYN and flow.is_reuse(flags, seq):
                 self._end(flow)
                 flow = None
             elif flow is not self._newest:
@@ -255,12 +252,8 @@ class FlowTable:
                 flow.add("^")
             else:
                 flow = self._new(key, ts, (src, sport), (dst, dport))
-            tcp = flow.tcp = TcpSession()
-        else:
-            tcp = flow.tcp
-            assert tcp is not None
         is_orig = sport == flow.orig_p and src == flow.orig_h
-        if not (tcp.orig.did_close and tcp.resp.did_close):
+        if not (flow.o_closed and flow.r_closed):
             flow.last = ts
         if is_orig:
             flow.orig_pkts += 1
@@ -268,8 +261,8 @@ class FlowTable:
         else:
             flow.resp_pkts += 1
             flow.resp_ip_bytes += ip_len
-        _do_close, complete = tcp.process(is_orig, flags, seq, ack, payload_len, window, flow)
-        if flow.attempt_at == _NEVER and is_orig and flags & SYN and tcp.is_attempt():
+        _do_close, complete = flow.process(is_orig, flags, seq, ack, payload_len, window)
+        if flow.attempt_at == _NEVER and is_orig and flags & SYN and flow.is_attempt():
             flow.attempt_at = ts + self.config.tcp_attempt_timeout
         if complete and flow.close_at == _NEVER:
             flow.close_at = flow.last + self.config.tcp_close_delay
@@ -460,8 +453,8 @@ class FlowTable:
 
     def _inactivity(self, flow: Flow) -> float:
         cfg = self.config
-        if flow.tcp is not None:
-            return cfg.tcp_handshake_timeout if flow.tcp.in_handshake() else cfg.tcp_timeout
+        if flow.proto == PROTO_TCP:
+            return cfg.tcp_handshake_timeout if flow.in_handshake() else cfg.tcp_timeout
         if flow.proto == PROTO_UDP:
             return cfg.udp_timeout
         return cfg.icmp_timeout
@@ -470,20 +463,20 @@ class FlowTable:
         if flow.close_at <= now:
             return True
         if flow.attempt_at <= now:
-            if flow.tcp is not None and flow.tcp.is_attempt():
+            if flow.proto == PROTO_TCP and flow.is_attempt():
                 return True
             flow.attempt_at = _NEVER  # answered in time: the attempt timer lapses
         return flow.last + self._inactivity(flow) <= now
 
     def _schedule(self, flow: Flow) -> None:
         # _deadline, inlined for the per-packet call.
-        tcp = flow.tcp
         cfg = self.config
-        if tcp is not None:
+        proto = flow.proto
+        if proto == PROTO_TCP:
             deadline = flow.last + (
-                cfg.tcp_handshake_timeout if tcp.in_handshake() else cfg.tcp_timeout
+                cfg.tcp_handshake_timeout if flow.in_handshake() else cfg.tcp_timeout
             )
-        elif flow.proto == PROTO_UDP:
+        elif proto == PROTO_UDP:
             deadline = flow.last + cfg.udp_timeout
         else:
             deadline = flow.last + cfg.icmp_timeout

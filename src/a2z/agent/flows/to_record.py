@@ -6,7 +6,7 @@ import socket
 from typing import Final
 
 from a2z.agent.flows.state import udp_conn_state
-from a2z.agent.flows.table import PROTO_UDP, Flow
+from a2z.agent.flows.table import PROTO_TCP, PROTO_UDP, Flow
 from a2z.records import Conn
 from a2z.records.network import Proto
 
@@ -38,11 +38,11 @@ def flow_to_conn(flow: Flow) -> Conn:
     lasted longer than zero seconds.
     """
     proto: Proto
-    if flow.tcp is not None:
+    if flow.proto == PROTO_TCP:
         proto = "tcp"
-        orig_size = flow.tcp.orig.size(flow.tcp.resp)
-        resp_size = flow.tcp.resp.size(flow.tcp.orig)
-        state = flow.tcp.conn_state(flow.letters)
+        orig_size = flow.orig_bytes()
+        resp_size = flow.resp_bytes()
+        state = flow.conn_state(flow.letters)
     elif flow.proto == PROTO_UDP:
         proto = "udp"
         orig_size = max(flow.orig_size, 0)

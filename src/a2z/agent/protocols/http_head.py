@@ -9,8 +9,7 @@ HTTP analyzer's cost. Hand-written rather than h11/httptools for the same reason
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from a2z.agent.protocols.dns_message import escape_bytes
 from a2z.agent.protocols.errors import MalformedMessage
@@ -30,9 +29,13 @@ _TOKEN: Final = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class HttpHead:
-    """A parsed request or status line with its headers."""
+class HttpHead(NamedTuple):
+    """A parsed request or status line with its headers.
+
+    A NamedTuple built with tuple.__new__ (immutable, as the frozen dataclass it was): the
+    dataclass's interpreted __init__ was a visible share of the HTTP analyzer (ADR 0006,
+    update 4).
+    """
 
     method: str | None  # request method (requests)
     uri: str | None  # request target as sent (requests)
@@ -70,7 +73,7 @@ def parse_request_head(block: bytes) -> HttpHead:
         raise MalformedMessage("HTTP", "bad_HTTP_request", "missing URI")
     else:
         uri = rest  # HTTP/0.9 simple request
-    return HttpHead(_text(method), _text(uri), version, None, None, headers)
+    return tuple.__new__(HttpHead, (_text(method), _text(uri), version, None, None, headers))
 
 
 def parse_response_head(block: bytes) -> HttpHead:
@@ -87,7 +90,7 @@ def parse_response_head(block: bytes) -> HttpHead:
     if not 0 <= code <= 999:
         raise MalformedMessage("HTTP", "bad_HTTP_reply", escape_bytes(line[:40]))
     reason = _text(parts[2].strip()) if len(parts) > 2 else ""
-    return HttpHead(None, None, version, code, reason, headers)
+    return tuple.__new__(HttpHead, (None, None, version, code, reason, headers))
 
 
 def basic_credentials(value: str) -> tuple[str, str | None] | None:
