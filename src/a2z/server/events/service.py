@@ -232,18 +232,17 @@ def search_columns(rec: Record) -> dict[str, Any]:
 
 def search_values(rec: Record) -> tuple[Any, ...]:
     """``search_columns(rec)``'s values in ``SEARCH_COLUMNS`` order (no dict per record)."""
-    dns, http = isinstance(rec, Dns), isinstance(rec, Http)
-    return (
-        address_key(rec.orig_h),
-        address_key(rec.resp_h),
-        _short(rec.query) if dns else None,
-        _short(rec.host) if http else None,
-        _short(rec.server_name) if isinstance(rec, Ssl) else None,
-        _clean(rec.uri) if http else None,
-        _clean(rec.user_agent) if http else None,
-        rec.status_code if http else None,
-        _clean(rec.title) if isinstance(rec, Alert) else None,
-    )
+    orig_ip, resp_ip = address_key(rec.orig_h), address_key(rec.resp_h)
+    if isinstance(rec, Dns):
+        return (orig_ip, resp_ip, _short(rec.query), None, None, None, None, None, None)
+    if isinstance(rec, Http):
+        uri, agent = _clean(rec.uri), _clean(rec.user_agent)
+        return (orig_ip, resp_ip, None, _short(rec.host), None, uri, agent, rec.status_code, None)
+    if isinstance(rec, Ssl):
+        return (orig_ip, resp_ip, None, None, _short(rec.server_name), None, None, None, None)
+    if isinstance(rec, Alert):
+        return (orig_ip, resp_ip, None, None, None, None, None, None, _clean(rec.title))
+    return (orig_ip, resp_ip, None, None, None, None, None, None, None)
 
 
 _V4_MAPPED_PREFIX = "0" * 20 + "ffff"  # ip_key of an IPv4 address: ::ffff:a.b.c.d, in hex

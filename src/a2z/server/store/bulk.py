@@ -29,7 +29,6 @@ import msgspec
 import psycopg
 from sqlalchemy import JSON, Table, column, select
 from sqlalchemy import table as sql_table
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DataError
 from sqlalchemy.sql.dml import ReturningInsert
@@ -88,15 +87,19 @@ def _unnest_insert(
 ) -> str:
     """``INSERT ... SELECT consts, ordinality - 1, u.* FROM unnest(arrays)``, built once: the
     same text each batch, which psycopg prepares on the server after a few executions."""
+    unknown = {ordinal, returning} - set(table.c.keys())  # the others are looked up below
+    if unknown:  # only the table's own column names go into the statement's text
+        raise KeyError(f"not columns of {table.name}: {sorted(unknown)}")
     selected = [f"%b::{_array_type(table, c)}" for c in constants]
     selected.append("u.ordinality - 1")
-    for name in arrays:
-        cast = f"::{table.c[name].type.compile(_PG)}" if _is_json(table, name) else ""
-        selected.append(f"u.{name}{cast}")
+    # JSON columns are JSONB on PostgreSQL (events.models.DOCUMENT); text has no assignment
+    # cast to it. Other columns take PostgreSQL's assignment casts (text to VARCHAR(n) refuses
+    # an over-long value, where an explicit cast would cut it).
+    selected.extend(f"u.{c}::jsonb" if _is_json(table, c) else f"u.{c}" for c in arrays)
     params = ", ".join(f"%b::{_array_type(table, c)}[]" for c in arrays)
     names = ", ".join([*constants, ordinal, *arrays])
     return (
-        f"INSERT INTO {table.name} ({names}) SELECT {', '.join(selected)}"
+        f"INSERT INTO {table.name} ({names}) SELECT {', '.join(selected)}"  # noqa: S608 (column names)
         f" FROM unnest({params}) WITH ORDINALITY AS u({', '.join(arrays)}, ordinality)"
         f" ON CONFLICT DO NOTHING RETURNING {returning}"
     )
@@ -110,9 +113,6 @@ def _array_type(table: Table, name: str) -> str:
     if _is_json(table, name):
         return "text"
     return _ARRAY_TYPES[table.c[name].type.python_type]
-
-
-_PG = postgresql.dialect()
 
 
 def copy_insert_ignoring_duplicates(
