@@ -4,9 +4,11 @@ For each write path, a fresh PostgreSQL database (migrated, reached as the unpri
 application role, so row-level security is on) receives the same agent-format batches from
 ``--tenants`` tenants, one tenant-scoped transaction per batch as the ingest worker does:
 
-- ``insert``: one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per batch (the
-  path before COPY; still used on SQLite and for batches under ``COPY_MIN_ROWS``);
-- ``copy``: COPY into a staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``;
+- ``array insert``: ``store_batch`` itself, one ``INSERT ... SELECT FROM unnest(column
+  arrays) ... ON CONFLICT DO NOTHING RETURNING`` per batch (ADR 0021);
+- ``staged COPY``: the path before it, COPY into a staging table, then ``INSERT ... SELECT ...
+  ON CONFLICT DO NOTHING`` (``store.bulk.copy_insert_ignoring_duplicates``), with the same
+  usage ledger update;
 - ``raw COPY``: the same rows COPY'd straight into ``events`` as the table owner (no staging,
   no duplicate check, no RLS), the ceiling of what the store can take from Python;
 
@@ -26,20 +28,22 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import psycopg
-from sqlalchemy import JSON
+from sqlalchemy import JSON, Table
 
 from a2z.records import Batch, Conn, Dns, Http, Record, Ssl
 from a2z.server.agents import service as agents
 from a2z.server.events import service as events
+from a2z.server.events import usage
 from a2z.server.events.maintenance import StoreMaintenance
 from a2z.server.events.models import Event
 from a2z.server.metrics import ServerMetrics
+from a2z.server.store import bulk
 from a2z.server.store.engine import open_store
-from a2z.server.store.session import SessionFactory
+from a2z.server.store.session import ScopedSession, SessionFactory
 from a2z.server.tenants import service as tenants
 
 T0 = time.time() - 3600  # records of the last hour: they land in today's day partition
@@ -125,18 +129,30 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+def staged_copy(session: ScopedSession, agent_id: uuid.UUID, batch: Batch) -> int:
+    """The write path before ADR 0021: rows as dicts, COPY into a staging table, then
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING``, and the usage ledger."""
+    rows, sizes = events.event_rows(session.tenant_id, agent_id, batch)
+    table = cast(Table, Event.__table__)
+    new = bulk.copy_insert_ignoring_duplicates(session, table, rows, returning="idx")
+    usage.add(session=session, rows=((rows[i]["ts"], sizes[i]) for i in new))
+    return len(new)
+
+
 def run_store_batch(url: str, args: argparse.Namespace, copy: bool) -> float:
-    """Rows/s through ``store_batch`` into a fresh store at ``url``."""
+    """Rows/s through ``store_batch`` (or ``staged_copy``) into a fresh store at ``url``."""
     engine = open_store(url, app_role=APP_ROLE, pool_size=1)
     sessions = SessionFactory(engine)
     make_partitions(url, sessions)
     work = workload(sessions, args.tenants, args.batches, args.batch_size)
-    events.COPY_MIN_ROWS = 1 if copy else 1 << 30
     started = time.perf_counter()
     stored = 0
     for tenant_id, agent_id, batch in work:
         with sessions.tenant(tenant_id) as session:
-            stored += events.store_batch(session=session, agent_id=agent_id, batch=batch)
+            if copy:
+                stored += staged_copy(session, agent_id, batch)
+            else:
+                stored += events.store_batch(session=session, agent_id=agent_id, batch=batch)
     elapsed = time.perf_counter() - started
     engine.dispose()
     assert stored == args.batches * args.batch_size, stored
@@ -179,9 +195,9 @@ def main() -> None:
     print(f"{rows:,} rows per path, {args.tenants} tenants, batches of {args.batch_size}")
     results: dict[str, float] = {}
     with scratch_database() as url:
-        results["PostgreSQL insert (executemany)"] = run_store_batch(url, args, copy=False)
+        results["PostgreSQL array insert (RLS)"] = run_store_batch(url, args, copy=False)
     with scratch_database() as url:
-        results["PostgreSQL copy (staged, RLS)"] = run_store_batch(url, args, copy=True)
+        results["PostgreSQL staged COPY (before, RLS)"] = run_store_batch(url, args, copy=True)
     with scratch_database() as url:
         results["PostgreSQL raw COPY (owner, ceiling)"] = run_raw_copy(url, args)
     with tempfile.TemporaryDirectory() as tmp:

@@ -263,14 +263,9 @@ def test_ip_key_sorts_like_addresses() -> None:
     assert ip_key("::ffff:10.0.0.1") == ip_key("10.0.0.1")  # one host, one key
 
 
-@pytest.mark.parametrize("copy_min_rows", [1, 10_000])  # PostgreSQL: COPY path, INSERT path
 def test_bulk_write_skips_duplicates_and_fills_search_columns(
-    ctx: ServerContext,
-    tenant_a: TenantFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    copy_min_rows: int,
+    ctx: ServerContext, tenant_a: TenantFixture
 ) -> None:
-    monkeypatch.setattr(events, "COPY_MIN_ROWS", copy_min_rows)
     records = mixed()
 
     def store(batch_records: list[Record], seq: int = 1) -> int:
@@ -304,10 +299,10 @@ def test_bulk_write_skips_duplicates_and_fills_search_columns(
 
 
 def test_a_value_the_store_refuses_is_a_data_error_on_every_path(
-    ctx: ServerContext, tenant_a: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ctx: ServerContext, tenant_a: TenantFixture
 ) -> None:
-    # The ingest worker dead-letters on DataError; COPY must raise the same kind as INSERT.
-    monkeypatch.setattr(events, "COPY_MIN_ROWS", 1)
+    # The ingest worker dead-letters on DataError; the array insert must raise the same kind
+    # as SQLite's INSERT.
     too_long = Conn(ts=T0, proto="tcp", **tup(0, orig="x" * 100))
     batch = Batch(agent_id=str(tenant_a.agent_id), boot_epoch=1, seq=1, sent_at=0.0,
                   records=[too_long])  # fmt: skip

@@ -3,6 +3,8 @@ records kept as typed columns plus JSON, stored usage, per-tenant retention and 
 
 from __future__ import annotations
 
+import random
+import threading
 import uuid
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from a2z.records import Batch, Conn, Dns, Http
+from a2z.records import Alert, Batch, Conn, Dns, Ftp, Http, Record, Severity, Ssl, Weird
 from a2z.server.app import build_context
 from a2z.server.config import Settings
 from a2z.server.context import ServerContext
@@ -19,6 +21,7 @@ from a2z.server.events import scores, usage
 from a2z.server.events import service as events
 from a2z.server.events.maintenance import stored_rows
 from a2z.server.events.models import Event
+from a2z.server.events.search import ip_key
 from a2z.server.store import partitions
 from a2z.server.store.partitions import DAY, day_of
 from a2z.server.tenants import service as tenants
@@ -217,3 +220,116 @@ def test_out_of_range_rows_land_in_default_and_move_to_their_partition_later(
                 "(%s, %s, 1, 9, 0, %s, 'conn', 'C', '1.1.1.1', 1, '2.2.2.2', 2, '{}')",
                 (a.id, uuid.uuid4(), old),
             )
+
+
+class _Rollback(Exception):
+    """Raised inside the first writer's transaction to roll it back."""
+
+
+@pytest.mark.parametrize("first_commits", [True, False])
+def test_two_writers_racing_one_batch_store_it_once(pg_ctx: object, first_commits: bool) -> None:
+    # The same batch from two ingest workers (a redelivery while the first still holds it):
+    # the second's INSERT waits on the first's uncommitted key, then skips every row if the
+    # first commits, or stores them all if it rolls back. Rows and usage: once either way.
+    name, ctx = pg_ctx  # type: ignore[misc]
+    tenant = make_tenant(ctx, "alpha")
+    batch = Batch(agent_id=str(tenant.agent_id), boot_epoch=1, seq=7, sent_at=NOW,
+                  records=records(NOW, 40))  # fmt: skip
+    first_inserted, second_blocked = threading.Event(), threading.Event()
+    second_pid: list[int] = []
+    stored: dict[str, int] = {}
+
+    def first() -> None:
+        try:
+            with ctx.sessions.tenant(tenant.id) as session:
+                stored["first"] = events.store_batch(
+                    session=session, agent_id=tenant.agent_id, batch=batch
+                )
+                first_inserted.set()
+                assert second_blocked.wait(60)
+                if not first_commits:
+                    raise _Rollback
+        except _Rollback:
+            stored["first"] = 0
+
+    def second() -> None:
+        assert first_inserted.wait(60)
+        with ctx.sessions.tenant(tenant.id) as session:
+            pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            second_pid.append(pid)
+            stored["second"] = events.store_batch(
+                session=session, agent_id=tenant.agent_id, batch=batch
+            )
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    with psycopg.connect(pg_url(name).replace("+psycopg", ""), autocommit=True) as owner:
+        waiting = None
+        while waiting != "Lock":  # the second writer waits on the first's transaction
+            row = owner.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                (second_pid[0] if second_pid else -1,),
+            ).fetchone()
+            waiting = row[0] if row else None
+            assert all(t.is_alive() for t in threads), stored
+        second_blocked.set()
+        for t in threads:
+            t.join(60)
+        assert stored == (
+            {"first": 40, "second": 0} if first_commits else {"first": 0, "second": 40}
+        )
+        count = owner.execute(
+            "SELECT count(*), count(DISTINCT idx) FROM events WHERE seq = 7"
+        ).fetchone()
+        assert count == (40, 40)
+    with ctx.sessions.tenant(tenant.id) as session:
+        assert usage.totals(session=session) == (
+            40,
+            sum(len(msgspec.json.encode(r)) for r in batch.records),
+        )
+
+
+def test_column_builder_gives_the_row_builders_values() -> None:
+    # event_columns (PostgreSQL's array insert) and event_rows (SQLite) must store the same
+    # record the same way: every type, a NUL in a document string and in a search string,
+    # non-ASCII text, IPv6 and non-address hosts.
+    agent = uuid.uuid4()
+    tup = {"uid": "C1", "orig_h": "10.0.0.1", "orig_p": 1, "resp_h": "2001:db8::1", "resp_p": 443}
+    recs: list[Record] = [
+        Conn(ts=NOW, proto="tcp", history="ShAdDaFf", **tup),
+        Conn(ts=NOW, proto="udp", service="d\x00ns", **{**tup, "orig_h": "host-a", "resp_p": -1}),
+        Dns(ts=NOW, proto="udp", trans_id=1, query="ünï.example\x00.com", answers=["1.2.3.4"],
+            TTLs=[30.0], **{**tup, "resp_h": "010.0.0.1"}),
+        Http(ts=NOW, host="h.test", uri="/x\x00y", user_agent="c\"url", status_code=404, **tup),
+        Ssl(ts=NOW, server_name="s" * 300, **{**tup, "orig_h": "::ffff:10.0.0.9"}),
+        Ftp(ts=NOW, command="RETR", arg="\"id.resp_p\":1,", **tup),
+        Weird(ts=NOW, name="bad_TCP_checksum", **tup),
+        Alert(ts=NOW, rule_id="r1", title="T\x00itle", severity=Severity.HIGH, attack=["T1046"],
+              score=0.5, **tup),
+    ]  # fmt: skip
+    batch = Batch(agent_id=str(agent), boot_epoch=1, seq=1, sent_at=NOW, records=recs)
+    rows, row_sizes = events.event_rows(uuid.uuid4(), agent, batch, "eu")
+    columns, sizes = events.event_columns(batch)
+    assert sizes == row_sizes
+    assert all(len(values) == len(recs) for values in columns.values())
+    for i, row in enumerate(rows):
+        got = {name: values[i] for name, values in columns.items()}
+        got["data"] = msgspec.json.decode(got["data"])
+        assert got == {name: row[name] for name in columns}, recs[i]
+
+
+def test_address_key_is_ip_key() -> None:
+    texts = [
+        "0.0.0.0", "10.0.0.1", "255.255.255.255", "256.0.0.1", "01.2.3.4", "1.2.3.04", "1.2.3",
+        "1.2.3.4.5", " 1.2.3.4", "1.2.3.4 ", "+1.2.3.4", "1_0.2.3.4", "0x1.2.3.4", "1..3.4", "",
+        "\uff11.2.3.4", "1.2.3.4\x00", "::1", "::ffff:1.2.3.4", "2001:db8::1", "fe80::1%eth0",
+        "1.2.3.4/32", "not-an-ip", "\u0661.2.3.4",
+    ]  # fmt: skip
+    rng = random.Random(5)
+    for _ in range(20_000):
+        octets = [rng.choice([str(rng.randrange(300)), f"0{rng.randrange(10)}", "", "00"])
+                  for _ in range(rng.choice([3, 4, 4, 5]))]  # fmt: skip
+        texts.append(".".join(octets))
+    for text in texts:
+        assert events.address_key(text) == ip_key(text), text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +23,9 @@ _json = msgspec.json.Encoder()
 _EVENTS = cast(Table, Event.__table__)
 
 COPY_MIN_ROWS = 10
-"""On PostgreSQL, batches of at least this many records are written with COPY (``store.bulk``),
-smaller ones with the multi-row INSERT; COPY measured faster from 10 records up
-(docs/benchmarks.md, Ingest)."""
+"""On PostgreSQL, anomaly scores (``scores``) in batches of at least this many rows are written
+with COPY (``store.bulk``), smaller ones with the multi-row INSERT; COPY measured faster from 10
+rows up (docs/benchmarks.md, Ingest). Events always take the array insert (ADR 0021)."""
 
 
 def store_batch(
@@ -36,18 +38,31 @@ def store_batch(
     """
     if not batch.records:
         return 0
-    rows, sizes = event_rows(session.tenant_id, agent_id, batch, region)
-    if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
-        new = bulk.copy_insert_ignoring_duplicates(session, _EVENTS, rows, returning="idx")
+    if session.get_bind().dialect.name == "postgresql":
+        # One INSERT ... SELECT FROM unnest(column arrays) per batch (ADR 0021).
+        arrays, sizes = event_columns(batch)
+        constants = {
+            "tenant_id": session.tenant_id,
+            "agent_id": agent_id,
+            "boot_epoch": batch.boot_epoch,
+            "seq": batch.seq,
+            "region": region,
+        }
+        new = bulk.insert_columns_ignoring_duplicates(
+            session, _EVENTS, constants=constants, arrays=arrays, ordinal="idx", returning="idx"
+        )
+        times = arrays["ts"]
     else:
         # One statement executed over many parameter sets: SQLAlchemy batches it
         # ("insertmanyvalues") without compiling a new 500-row VALUES clause per batch, which
         # cost ~80% of ingest time. RETURNING names what was really inserted; rowcount is not
         # reliable across drivers.
+        rows, sizes = event_rows(session.tenant_id, agent_id, batch, region)
         stmt = _insert_ignoring_duplicates(session).returning(Event.idx)
         new = list(session.scalars(stmt, rows))
+        times = [row["ts"] for row in rows]
     if new:
-        usage.add(session=session, rows=((rows[i]["ts"], sizes[i]) for i in new))
+        usage.add(session=session, rows=((times[i], sizes[i]) for i in new))
     return len(new)
 
 
@@ -80,6 +95,78 @@ def event_rows(
             }
         )
     return rows, sizes
+
+
+def event_columns(batch: Batch) -> tuple[dict[str, list[Any]], list[int]]:
+    """The per-record ``events`` columns of a batch (name -> one value per record: every
+    column but the batch's constants and ``idx``; ``data`` as JSON text), and each record's
+    JSON size.
+
+    The same values as ``event_rows`` (a test holds them equal), built column by column for
+    the array insert: no dict per row, and ``data`` encoded once, not via ``to_builtins``.
+    """
+    ts: list[float] = []
+    path: list[str] = []
+    uid: list[str] = []
+    orig_h: list[str] = []
+    orig_p: list[int] = []
+    resp_h: list[str] = []
+    resp_p: list[int] = []
+    data: list[str] = []
+    search_cols: list[list[Any]] = [[] for _ in SEARCH_COLUMNS]
+    sizes: list[int] = []
+    encode = _json.encode
+    for rec in batch.records:
+        whole = encode(rec)
+        sizes.append(len(whole))
+        ts.append(rec.ts)
+        path.append(type(rec).__struct_config__.tag)  # type: ignore[arg-type]
+        uid.append(rec.uid)
+        orig_h.append(rec.orig_h)
+        orig_p.append(rec.orig_p)
+        resp_h.append(rec.resp_h)
+        resp_p.append(rec.resp_p)
+        data.append(_document_json(rec, whole))
+        for values, value in zip(search_cols, search_values(rec), strict=True):
+            values.append(value)
+    columns: dict[str, list[Any]] = {
+        "ts": ts, "path": path, "uid": uid, "orig_h": orig_h, "orig_p": orig_p,
+        "resp_h": resp_h, "resp_p": resp_p, "data": data,
+    }  # fmt: skip
+    columns.update(zip(SEARCH_COLUMNS, search_cols, strict=True))
+    return columns, sizes
+
+
+def _document_json(rec: Record, whole: bytes) -> str:
+    """``document(rec)`` as JSON text, cut out of ``whole``, the record's own encoding.
+
+    msgspec writes a record as its tag, then its fields in definition order, envelope fields
+    first (``RecordBase``'s, checked once per type): so the document is everything after the
+    ``id.resp_p`` value. A key cannot match inside a string (its quotes would be escaped).
+    Records with an escaped NUL take ``document``'s replacing walk.
+    """
+    if b"\\u0000" in whole:
+        return _json.encode(document(rec)).decode()
+    _check_envelope_first(type(rec))
+    found = _AFTER_ENVELOPE.search(whole)
+    if found is None:  # resp_p is an int by the record's type: unreachable for a decoded record
+        raise ValueError(f"no id.resp_p in {whole[:200]!r}")
+    if found.group(1) == b"}":
+        return "{}"
+    return "{" + whole[found.end() :].decode()
+
+
+_AFTER_ENVELOPE = re.compile(rb'"id\.resp_p":-?[0-9]+([,}])')
+_ENVELOPE_FIRST: set[type] = set()
+
+
+def _check_envelope_first(kind: type[Record]) -> None:
+    if kind in _ENVELOPE_FIRST:
+        return
+    first = len(ENVELOPE_FIELDS) - 1  # all but the tag, which msgspec writes before any field
+    if kind.__struct_encode_fields__[:first] != ENVELOPE_FIELDS[1:]:
+        raise TypeError(f"{kind.__name__}: fields do not start with {ENVELOPE_FIELDS[1:]}")
+    _ENVELOPE_FIRST.add(kind)
 
 
 def document(rec: Record, *, has_nul: bool = True) -> dict[str, Any]:
@@ -131,19 +218,47 @@ def record_of(event: StoredRecord) -> dict[str, Any]:
     }
 
 
+SEARCH_COLUMNS = (
+    "orig_ip", "resp_ip", "query", "host", "server_name", "uri", "user_agent", "status_code",
+    "title",
+)  # fmt: skip
+"""The typed search columns, in the order of ``search_values``."""
+
+
 def search_columns(rec: Record) -> dict[str, Any]:
     """The record's values for the typed search columns (None where its type has no such field)."""
-    return {
-        "orig_ip": search.ip_key(rec.orig_h),
-        "resp_ip": search.ip_key(rec.resp_h),
-        "query": _short(rec.query) if isinstance(rec, Dns) else None,
-        "host": _short(rec.host) if isinstance(rec, Http) else None,
-        "server_name": _short(rec.server_name) if isinstance(rec, Ssl) else None,
-        "uri": _clean(rec.uri) if isinstance(rec, Http) else None,
-        "user_agent": _clean(rec.user_agent) if isinstance(rec, Http) else None,
-        "status_code": rec.status_code if isinstance(rec, Http) else None,
-        "title": _clean(rec.title) if isinstance(rec, Alert) else None,
-    }
+    return dict(zip(SEARCH_COLUMNS, search_values(rec), strict=True))
+
+
+def search_values(rec: Record) -> tuple[Any, ...]:
+    """``search_columns(rec)``'s values in ``SEARCH_COLUMNS`` order (no dict per record)."""
+    orig_ip, resp_ip = address_key(rec.orig_h), address_key(rec.resp_h)
+    if isinstance(rec, Dns):
+        return (orig_ip, resp_ip, _short(rec.query), None, None, None, None, None, None)
+    if isinstance(rec, Http):
+        uri, agent = _clean(rec.uri), _clean(rec.user_agent)
+        return (orig_ip, resp_ip, None, _short(rec.host), None, uri, agent, rec.status_code, None)
+    if isinstance(rec, Ssl):
+        return (orig_ip, resp_ip, None, None, _short(rec.server_name), None, None, None, None)
+    if isinstance(rec, Alert):
+        return (orig_ip, resp_ip, None, None, None, None, None, None, _clean(rec.title))
+    return (orig_ip, resp_ip, None, None, None, None, None, None, None)
+
+
+_V4_MAPPED_PREFIX = "0" * 20 + "ffff"  # ip_key of an IPv4 address: ::ffff:a.b.c.d, in hex
+
+
+def address_key(address: str) -> str | None:
+    """``search.ip_key(address)``, with a fast path for dotted-quad IPv4 text.
+
+    ``ipaddress.ip_address`` took half of building a batch's rows. ``inet_pton`` (C) accepts
+    only four decimal octets up to 255 without leading zeros, which ``ipaddress`` reads the
+    same way (a test compares them); any other text goes to ``ip_key``.
+    """
+    try:
+        return _V4_MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, address).hex()
+    except (OSError, ValueError, UnicodeError):  # not dotted-quad IPv4 (NUL: ValueError)
+        return search.ip_key(address)
 
 
 def _clean(text: str | None) -> str | None:
