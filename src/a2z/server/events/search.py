@@ -23,7 +23,18 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, cast, func, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    cast,
+    func,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.server.errors import InvalidInput
@@ -154,6 +165,20 @@ def where(stmt: Select[Any], flt: EventFilter, dialect: str) -> Select[Any]:
         pattern = "%" + _escape_like(flt.q) + "%"
         clauses.append(or_(*(col.ilike(pattern, escape="\\") for col in _FREE_TEXT)))
     return stmt.where(*clauses) if clauses else stmt
+
+
+def plan_newest_first(session: ScopedSession, flt: EventFilter) -> None:
+    """Before a page with free text: walk the tenant's time index newest first (PostgreSQL).
+
+    The planner cannot estimate a substring match over six columns; it takes the term for
+    rare, reads every row of the tenant through a bitmap and sorts them (200-500 ms at 100,000
+    rows), even when the newest 50 matches are among the newest few hundred rows. Walking
+    ``(tenant_id, ts)`` backwards stops at the page's last match: as fast as the term is
+    common, and no slower than the bitmap when it is rare (both then read every row). Only
+    for this transaction (``SET LOCAL``).
+    """
+    if flt.q is not None and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL enable_bitmapscan = off"))
 
 
 def _text_clause(
