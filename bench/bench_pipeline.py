@@ -337,7 +337,8 @@ def search(args: argparse.Namespace, db_url: str, dsn: str, tmp: Path) -> None:
     # the server's 10 min lag and 5 min pass, 10 to 75 minutes of rows.
     with psycopg.connect(dsn, autocommit=True) as conn:
         newest = conn.execute("SELECT max(ts) FROM events").fetchone()
-    assert newest is not None and newest[0] is not None
+    assert newest is not None
+    assert newest[0] is not None
     ctx.maintenance.rollup_lag_s = time.time() - float(newest[0]) // 3600 * 3600
     started = time.perf_counter()
     rolled = ctx.maintenance.refresh_rollups()
