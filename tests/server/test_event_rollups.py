@@ -4,6 +4,7 @@ after retention, and for filters the rollup cannot serve; each tenant's rollup i
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -240,3 +241,29 @@ def test_each_tenant_reads_only_its_own_rollup(
     with ctx.sessions.tenant(tenant_b.id) as session:
         rows = session.execute(select(EventRollup.tenant_id).distinct()).scalars().all()
     assert rows == [tenant_b.id]
+
+
+def test_the_upkeep_loop_refreshes_rollups_between_full_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typing import cast
+
+    from a2z.server.events import maintenance
+    from a2z.server.metrics import ServerMetrics
+
+    maint = maintenance.StoreMaintenance(cast(Any, None), ServerMetrics(), rollup_every_s=300)
+    calls: list[str] = []
+    monkeypatch.setattr(maint, "run_once", lambda: calls.append("full"))
+    monkeypatch.setattr(maint, "refresh_rollups", lambda: calls.append("rollups") or {})
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # no waiting: count the ticks, stop after 25
+        slept.append(seconds)
+        if len(slept) > 25:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(maintenance.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(maint.run_every(3600))
+    assert set(slept) == {300}
+    assert calls == (["rollups"] * 11 + ["full"]) * 2 + ["rollups"]
