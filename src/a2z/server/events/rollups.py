@@ -19,7 +19,6 @@ rows; ``search`` adds the two parts in one statement. Nothing here changes the i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -334,7 +333,7 @@ def forget_before(*, session: ScopedSession, day: int) -> None:
     session.execute(delete(RollupDay).where(RollupDay.day < day))
 
 
-def days(*, session: ScopedSession) -> Iterable[tuple[int, int, int]]:
+def days(*, session: ScopedSession) -> list[tuple[int, int, int]]:
     """``(day, through, events)`` of the session tenant's rollup (tests, the CLI)."""
     rows = session.execute(
         select(RollupDay.day, RollupDay.through, RollupDay.events).order_by(RollupDay.day)
