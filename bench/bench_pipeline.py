@@ -343,6 +343,9 @@ def search(args: argparse.Namespace, db_url: str, dsn: str, tmp: Path) -> None:
     started = time.perf_counter()
     rolled = ctx.maintenance.refresh_rollups()
     total_rolled = sum(r.rolled_events for r in rolled.values())
+    with psycopg.connect(dsn, autocommit=True) as conn:  # what autovacuum does after a backfill
+        conn.execute("ANALYZE event_rollups")
+        conn.execute("ANALYZE rollup_days")
     print(
         f"  rollups refreshed for {len(rolled)} tenants in {time.perf_counter() - started:.1f} s"
         f" ({total_rolled:,} events rolled up in this pass; the newest hour is read raw)"
