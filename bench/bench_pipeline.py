@@ -34,6 +34,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -50,7 +52,14 @@ from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
-from bench_ingest import create_owners, make_partitions, raw_copy, records, scratch_database
+from bench_ingest import (
+    PG_ADMIN_DSN,
+    create_owners,
+    make_partitions,
+    raw_copy,
+    records,
+    scratch_database,
+)
 from jetstream_process import nats_server, start_ingest_workers, stop
 from process_cpu import CpuMeter, busy_share
 
@@ -286,7 +295,18 @@ def grow(dsn: str, target: int) -> int:
                 f"INSERT INTO events ({', '.join(cols)}) SELECT {', '.join(shifted)} FROM events"
                 f" WHERE seq < {10**7}"
             )
+        if copies:
+            # What ingest keeps in the same transaction as the rows (events.usage), rebuilt for
+            # the rows written here behind its back: the quota check and the rollups (ADR 0019)
+            # read it. Bytes approximated by the stored document's size.
+            conn.execute("DELETE FROM stored_usage")
+            conn.execute(
+                "INSERT INTO stored_usage (tenant_id, day, events, bytes)"
+                " SELECT tenant_id, floor(ts / 86400)::int, count(*), sum(length(data::text))"
+                " FROM events GROUP BY 1, 2"
+            )
         conn.execute("ANALYZE events")
+        conn.execute("ANALYZE stored_usage")
         row = conn.execute("SELECT count(*) FROM events").fetchone()
         assert row is not None
         return int(row[0])
@@ -299,6 +319,7 @@ QUERIES = {
     "orig_h CIDR": "orig_h=10.1.0.0/16",
     "resp_p=443": "resp_p=443",
     "free text": "q=example.net",
+    "free text rare": "q=host999.example",  # ~0.03 % of rows: fewer than a page per tenant
 }
 
 
@@ -311,6 +332,25 @@ def search(args: argparse.Namespace, db_url: str, dsn: str, tmp: Path) -> None:
         bus_url="nats://127.0.0.1:1",  # never connected: the api role here only reads
     )  # fmt: skip
     ctx = build_context(settings)
+    # What the server's maintenance job keeps up to date every few minutes (ADR 0019): here
+    # once, over the whole grown store, timed. Its lag is set so that the newest hour of rows
+    # (~10,000 per tenant, one copy) stays raw, as the open hours are in a live store: with
+    # the server's 10 min lag and 5 min pass, 10 to 75 minutes of rows.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        newest = conn.execute("SELECT max(ts) FROM events").fetchone()
+    assert newest is not None
+    assert newest[0] is not None
+    ctx.maintenance.rollup_lag_s = time.time() - float(newest[0]) // 3600 * 3600
+    started = time.perf_counter()
+    rolled = ctx.maintenance.refresh_rollups()
+    total_rolled = sum(r.rolled_events for r in rolled.values())
+    with psycopg.connect(dsn, autocommit=True) as conn:  # what autovacuum does after a backfill
+        conn.execute("ANALYZE event_rollups")
+        conn.execute("ANALYZE rollup_days")
+    print(
+        f"  rollups refreshed for {len(rolled)} tenants in {time.perf_counter() - started:.1f} s"
+        f" ({total_rolled:,} events rolled up in this pass; the newest hour is read raw)"
+    )
     app = create_app(context=ctx)
     client = TestClient(app)
     token = client.post(
@@ -330,6 +370,44 @@ def search(args: argparse.Namespace, db_url: str, dsn: str, tmp: Path) -> None:
         p50, p99 = pct(times, 0.5) * 1000, pct(times, 0.99) * 1000
         print(f"  {name:<22} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
     ctx.sessions.engine.dispose()
+
+
+def run_search_only(args: argparse.Namespace, tmp: Path) -> None:
+    """The search part alone: the rows COPY'd straight in as the owner (the raw COPY ceiling's
+    step, printed), grown to ``--search-rows``, then queried; with ``--search-db`` the database
+    is kept and a later run that finds it grown skips straight to the queries."""
+    with _search_database(args.search_db) as db_url:
+        dsn = db_url.replace("+psycopg", "")
+        engine = open_store(db_url, app_role=APP_ROLE, pool_size=2)  # migrates a kept one too
+        sessions = SessionFactory(engine)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM events").fetchone()
+        if row is None or int(row[0]) == 0:
+            work = workload(sessions, args.tenants, args.batches, args.batch_size)
+            make_partitions(db_url, sessions)
+            decoded = [(tenant, agent, decode_batch(frame)) for tenant, agent, frame, _ in work]
+            total = len(work) * args.batch_size
+            rate = total / raw_copy(dsn, decoded)
+            print(f"raw COPY ceiling (owner, one COPY per batch, same rows): {rate:,.0f} rows/s")
+        engine.dispose()
+        search(args, db_url, dsn, tmp)
+
+
+@contextmanager
+def _search_database(name: str | None) -> Iterator[str]:
+    if name is None:
+        with scratch_database() as url:
+            yield url
+        return
+    info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        if (
+            admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            is None
+        ):
+            admin.execute(f'CREATE DATABASE "{name}"')
+    host, port = info.get("host", "127.0.0.1"), info.get("port", 5432)
+    yield f"postgresql+psycopg://{info.get('user', 'postgres')}@{host}:{port}/{name}"
 
 
 def run_embedded(args: argparse.Namespace, tmp: Path) -> None:
@@ -383,8 +461,19 @@ def main() -> None:
         "--search-rows", type=int, default=10_000_000, help="0: skip the search part"
     )
     parser.add_argument("--search-repeat", type=int, default=200)
+    parser.add_argument(
+        "--search-only", action="store_true", help="skip the pipeline and embedded runs"
+    )
+    parser.add_argument(
+        "--search-db",
+        metavar="NAME",
+        help="with --search-only: a database kept between runs (created, migrated, grown once)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.search_only:
+            run_search_only(args, Path(tmp))
+            return
         run_postgres(args, Path(tmp))
         run_embedded(args, Path(tmp))
 

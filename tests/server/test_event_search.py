@@ -312,3 +312,29 @@ def test_a_value_the_store_refuses_is_a_data_error_on_every_path(
         return
     with pytest.raises(DataError), ctx.sessions.tenant(tenant_a.id) as session:
         events.store_batch(session=session, agent_id=tenant_a.agent_id, batch=batch)
+
+
+def test_free_text_page_walks_the_time_index_and_jit_is_off(
+    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """PostgreSQL planned a free-text page as a bitmap over all the tenant's rows plus a sort,
+    and JIT-compiled it for ~500 ms (docs/adr/0019): pages with ``q`` run without bitmap
+    scans, and connections without JIT. The answers are those of any plan."""
+    from sqlalchemy import text
+
+    from a2z.server.events import search
+
+    seed(ctx, tenant_a, mixed())
+    flt = search.EventFilter(q="example")
+    with ctx.sessions.tenant(tenant_a.id) as session:
+        search.plan_newest_first(session, flt)
+        items, _ = events.list_page_records(session=session, limit=3, flt=flt)
+        if ctx.sessions.engine.dialect.name == "postgresql":
+            assert session.scalar(text("SHOW jit")) == "off"
+            assert session.scalar(text("SHOW enable_bitmapscan")) == "off"
+    assert [e["uid"] for e in items] == ["C6", "C5", "C4"]
+    if ctx.sessions.engine.dialect.name == "postgresql":
+        with ctx.sessions.tenant(tenant_a.id) as session:  # SET LOCAL: this transaction only
+            assert session.scalar(text("SHOW enable_bitmapscan")) == "on"
+    headers = login(client, tenant_a)
+    assert uids(client, headers, "q=example&limit=3") == ["C4", "C5", "C6"]

@@ -5,7 +5,7 @@ from a2z.server.agents.config.models import AgentGroup, ConfigVersion
 from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession, LoginFailure
-from a2z.server.events.models import Event, StoredUsage
+from a2z.server.events.models import Event, EventRollup, RollupDay, StoredUsage
 from a2z.server.intel.models import (
     GlobalIndicator,
     GlobalIntelState,
@@ -32,6 +32,7 @@ __all__ = [
     "ConfigVersion",
     "EnrollmentToken",
     "Event",
+    "EventRollup",
     "GlobalIndicator",
     "GlobalIntelState",
     "GlobalWarning",
@@ -39,6 +40,7 @@ __all__ = [
     "Membership",
     "RateBucket",
     "Role",
+    "RollupDay",
     "RuleVersion",
     "StoredUsage",
     "Tenant",

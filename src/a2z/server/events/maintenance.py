@@ -1,5 +1,6 @@
 """Event-store upkeep the server runs at start and then periodically: day partitions created
-ahead (PostgreSQL), and retention (whole partitions dropped, then per-tenant deletes).
+ahead (PostgreSQL), retention (whole partitions dropped, then per-tenant deletes), and the
+rollups of closed hours the histogram and top-N read (``events.rollups``, more often).
 
 It needs the account that owns the tables for DDL (``owner``); row deletes run through the
 session factory in each tenant's scope, so row-level security applies to them as to any query.
@@ -11,14 +12,16 @@ import asyncio
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, Integer, cast, delete, func, literal, select
 
 from a2z.server.config import Settings
-from a2z.server.events import scores, usage
+from a2z.server.events import rollups, scores, usage
 from a2z.server.events.models import Event
 from a2z.server.metrics import ServerMetrics
 from a2z.server.store import partitions
@@ -49,6 +52,11 @@ class StoreMaintenance:
     days_back: int = 1  # partitions kept ready for records this many days old...
     days_ahead: int = 3  # ...and this many days ahead (agent clocks run ahead, too)
     clock: Callable[[], float] = time.time
+    # Rollups (ADR 0019): hours are rolled up once they ended this long ago (records a little
+    # late still land in raw rows, not in a rolled-up hour that would then be redone), and
+    # the rollup pass runs this often between the full passes.
+    rollup_lag_s: float = 600.0
+    rollup_every_s: float = 300.0
 
     def ensure_partitions(self) -> partitions.PartitionChange:
         """Create the day partitions from ``days_back`` ago to ``days_ahead`` on (PostgreSQL)."""
@@ -86,6 +94,7 @@ class StoreMaintenance:
             with self.sessions.tenant(tenant_id) as session:
                 gone = session.execute(delete(Event).where(Event.ts < first_day * DAY))
                 usage.forget_before(session=session, day=first_day)
+                rollups.forget_before(session=session, day=first_day)
                 scores.forget_before(session=session, ts=first_day * DAY)
             rows = int(getattr(gone, "rowcount", 0) or 0)
             if rows:
@@ -94,9 +103,35 @@ class StoreMaintenance:
         self.metrics.maintenance_seconds.labels("retention").observe(time.perf_counter() - started)
         return RetentionReport(dropped, deleted)
 
+    def refresh_rollups(self) -> dict[uuid.UUID, rollups.RefreshReport]:
+        """Roll up each tenant's newly closed hours, and redo days a late record changed.
+
+        One transaction per tenant. On PostgreSQL a tenant another process is rolling up right
+        now (api and ingest processes all run this) is skipped, not waited for.
+        """
+        started = time.perf_counter()
+        now = self.clock()
+        with self.sessions.system() as session:
+            tenant_ids = list(session.scalars(select(Tenant.id)))
+        done = {}
+        for tenant_id in tenant_ids:
+            with self.sessions.tenant(tenant_id) as session:
+                if self.owner_url is not None and not session.scalar(_try_lock(tenant_id)):
+                    continue
+                done[tenant_id] = rollups.refresh(session=session, now=now, lag=self.rollup_lag_s)
+        self.metrics.maintenance_seconds.labels("rollups").observe(time.perf_counter() - started)
+        return done
+
     def run_once(self) -> None:
         """One pass of everything; a failing step is logged and counted, the others still run."""
-        for name, step in (("partitions", self.ensure_partitions), ("retention", self.retention)):
+        self._steps(
+            ("partitions", self.ensure_partitions),
+            ("retention", self.retention),
+            ("rollups", self.refresh_rollups),
+        )
+
+    def _steps(self, *steps: tuple[str, Callable[[], object]]) -> None:
+        for name, step in steps:
             try:
                 step()
             except Exception:
@@ -119,11 +154,34 @@ class StoreMaintenance:
         """Run ``run_once`` every ``interval_s`` seconds until cancelled (off the event loop).
 
         The first pass comes after one interval: at start the server only creates partitions
-        (``ensure_partitions``), so restarts never run retention's deletes.
+        (``ensure_partitions``), so restarts never run retention's deletes. Between full passes
+        the rollups are refreshed every ``rollup_every_s``, so the hours read from raw rows stay
+        few.
         """
+        tick = min(interval_s, self.rollup_every_s)
+        since_full = 0.0
         while True:
-            await asyncio.sleep(interval_s)
-            await asyncio.to_thread(self.run_once)
+            await asyncio.sleep(tick)
+            since_full += tick
+            if since_full >= interval_s:
+                since_full = 0.0
+                await asyncio.to_thread(self.run_once)
+            else:
+                await asyncio.to_thread(self._steps, ("rollups", self.refresh_rollups))
+
+
+_ROLLUP_LOCK = 0x0A20_0019  # advisory lock class of the rollup pass (ADR 0019)
+
+
+def _lock_key(tenant_id: uuid.UUID) -> int:
+    """A tenant's advisory lock key (int4); a collision only makes two tenants take turns."""
+    return zlib.crc32(tenant_id.bytes) - (1 << 31)
+
+
+def _try_lock(tenant_id: uuid.UUID) -> Any:
+    """The rollup pass's transaction lock on one tenant; false if another process holds it."""
+    key = (cast(literal(k), Integer) for k in (_ROLLUP_LOCK, _lock_key(tenant_id)))  # int4 form
+    return select(func.pg_try_advisory_xact_lock(*key))
 
 
 def open_maintenance(

@@ -114,3 +114,41 @@ class AnomalyScore(TenantOwned, Base):
     uid: Mapped[str] = mapped_column(String(64), primary_key=True)  # the conn record's uid
     ts: Mapped[float]  # the connection's ts, for retention
     score: Mapped[float]  # 0..1; higher is more unusual for this tenant
+
+
+class EventRollup(TenantOwned, Base):
+    """How many of a tenant's events carry ``value`` in ``field``, per record type and closed
+    time slot: what the histogram and top-N read instead of the raw rows (ADR 0019).
+
+    ``grain`` is the slot's width in seconds (3600: an hour; 86400: a whole UTC day, summed from
+    its hours once the day is closed) and ``slot`` is ``floor(ts / grain)``. The ``type`` field
+    counts every event (its value is the record type), so it also serves the histogram.
+    Written only by the maintenance job (``events.rollups.refresh``); ``RollupDay`` says which
+    hours of a day it covers. ``field`` leads after the tenant: a query reads one field.
+    """
+
+    __tablename__ = "event_rollups"
+
+    field: Mapped[str] = mapped_column(String(16), primary_key=True)
+    grain: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, primary_key=True)  # a number as its decimal text
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupDay(TenantOwned, Base):
+    """How far ``EventRollup`` covers one UTC day of a tenant's events.
+
+    The hours of ``day`` before ``through`` (epoch seconds, on an hour) are rolled up, and they
+    held ``events`` events when they were. A query trusts them only while the day's stored
+    usage (kept by ingest in the rows' own transaction) minus the rows after ``through`` still
+    equals ``events``: a record that arrived late into a rolled-up hour breaks the equality, and
+    that day is read from the raw rows until the job rolls it up again.
+    """
+
+    __tablename__ = "rollup_days"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # floor(ts / 86400)
+    through: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)

@@ -197,6 +197,7 @@ def events_page(
     except ValueError as exc:
         raise BadCursor("cursor is malformed") from exc
     with ctx.sessions.tenant(principal.tenant_id) as session:
+        search.plan_newest_first(session, flt)
         items, nxt = events.list_page_records(session=session, limit=limit, flt=flt, cursor=after)
     return {"items": items, "next_cursor": nxt.encode() if nxt else None}
 

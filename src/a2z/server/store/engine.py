@@ -43,9 +43,13 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False}, **_JSON_CODEC)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # JIT off: PostgreSQL compiles a query it *estimates* expensive, and the search filters it
+    # misestimates (a substring match it thinks rare) paid ~500 ms of compiling for a query
+    # that then ran in tens of ms (docs/adr/0019). Nothing here runs long enough to win it back.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0, **_JSON_CODEC
-    )
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0,
+        connect_args={"options": "-c jit=off"}, **_JSON_CODEC,
+    )  # fmt: skip
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
