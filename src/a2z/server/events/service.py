@@ -119,7 +119,9 @@ def event_columns(batch: Batch) -> tuple[dict[str, list[Any]], list[int]]:
     for rec in batch.records:
         whole = encode(rec)
         sizes.append(len(whole))
-        ts.append(rec.ts)
+        # float(): a record built in Python may carry an int ts, and psycopg refuses to dump a
+        # list that mixes int and float (decoded records always hold floats).
+        ts.append(float(rec.ts))
         path.append(type(rec).__struct_config__.tag)  # type: ignore[arg-type]
         uid.append(rec.uid)
         orig_h.append(rec.orig_h)
