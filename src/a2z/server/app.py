@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
         await ctx.bus.close()
         if ctx.detect is not None:
             ctx.detect.close()
-        ctx.sessions.engine.dispose()
+        await asyncio.to_thread(ctx.sessions.close)
 
     app = FastAPI(
         title="A2Z SOC",

@@ -54,6 +54,7 @@ from a2z.server.releases.models import AgentRelease
 from a2z.server.store.base import utcnow
 
 log = logging.getLogger(__name__)
+CLOSE_WAIT_S = 5.0  # longest close() waits for the cancelled connection tasks to unwind
 
 
 class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -133,8 +134,11 @@ class Gateway:
     async def close(self) -> None:
         """Stop listening and close every connection."""
         self.ctx.signals.unsubscribe(self._signalled)
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:  # let their handlers unwind (close sockets, note the disconnection) first
+            await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -77,7 +77,7 @@ async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
-        ctx.sessions.engine.dispose()
+        await asyncio.to_thread(ctx.sessions.close)
 
 
 def run_gateway(settings: Settings) -> int:

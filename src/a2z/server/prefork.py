@@ -68,7 +68,7 @@ def prepare(settings: Settings) -> None:
     finally:
         if ctx.detect is not None:
             ctx.detect.close()
-        ctx.sessions.engine.dispose()
+        ctx.sessions.close()
 
 
 def run(settings: Settings) -> int:

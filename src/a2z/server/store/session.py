@@ -9,6 +9,7 @@ row-level security policies, so the database enforces the same scope underneath.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from a2z.server.store.tenancy import TENANT_SETTING, USER_SETTING
 _TENANT = "tenant_id"
 _SYSTEM = "system"
 _TOUCHED = "watched_change"  # set when this transaction changed a watched model
+CLOSE_WAIT_S = 5.0  # longest a closing factory waits for its connections to be given back
 
 
 class ScopedSession(Session):
@@ -151,6 +153,21 @@ class SessionFactory:
 
     def _forget(self, session: Session) -> None:
         session.info.pop(_TOUCHED, None)
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Close the pool's connections, once the threads using them have given them back.
+
+        A server shutting down cancels its tasks, but a task cancelled while awaiting
+        ``asyncio.to_thread`` leaves its thread running, still holding a connection. Disposed
+        under it, that connection would be returned to a pool nobody closes, and left to the
+        garbage collector (an unclosed connection until then). So wait, bounded, for the
+        checked-out count to reach zero first.
+        """
+        checked_out = getattr(self.engine.pool, "checkedout", None)
+        deadline = time.monotonic() + wait_s
+        while checked_out is not None and checked_out() > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.engine.dispose()
 
     @contextmanager
     def tenant(self, tenant_id: uuid.UUID) -> Iterator[ScopedSession]:
