@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, case, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.server.agents.models import Agent, EnrollmentToken
@@ -102,15 +102,24 @@ def delete_agent(*, session: ScopedSession, agent: Agent) -> None:
 
 
 def record_batch(*, session: ScopedSession, agent_id: uuid.UUID, boot_epoch: int, seq: int) -> None:
-    """Note that a batch from this agent was stored: last seen, epoch, highest seq."""
-    agent = get(session=session, agent_id=agent_id)
-    if agent is None:
-        return
-    agent.last_seen_at = utcnow()
-    if agent.boot_epoch != boot_epoch:
-        agent.boot_epoch, agent.last_seq = boot_epoch, seq
-    else:
-        agent.last_seq = max(agent.last_seq or 0, seq)
+    """Note that a batch from this agent was stored: last seen, epoch, highest seq.
+
+    One UPDATE, not a load and a flush: ingest runs it for every batch. A new epoch restarts
+    the seq; within the same epoch the highest seq stays. The SET expressions read the row's
+    old values (an agent that is gone is no row: nothing to note).
+    """
+    same_epoch = Agent.boot_epoch == boot_epoch
+    last = func.coalesce(Agent.last_seq, 0)
+    session.execute(
+        update(Agent)
+        .where(Agent.id == agent_id)
+        .values(
+            last_seen_at=utcnow(),
+            boot_epoch=boot_epoch,
+            last_seq=case((same_epoch & (last >= seq), last), else_=seq),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def create_enrollment_token(
