@@ -1,4 +1,4 @@
-"""``make bench-ingest``, the store half alone: CPU per 1,000 events of the ingest process and of
+"""The store half of ingest alone: CPU per 1,000 events of the ingest process and of
 its PostgreSQL backend, without the bus.
 
 One process decodes agent-format frames (``decode_batch``) and writes each through
@@ -12,8 +12,9 @@ prepares the statement after five executions).
 ``--indexes`` then measures the backend's share of each secondary index of ``events``: the same
 pass again with that one index dropped (as the owner), on an emptied table, and with all of
 them dropped; ``--narrow-data`` adds a pass storing ``{}`` as every record's ``data`` (what the
-JSONB document costs). These are scratch-database experiments, not proposals to ship as they
-are. Figures: docs/benchmarks.md.
+JSONB document costs) and ``--plain-insert`` one without ``ON CONFLICT DO NOTHING`` (what the
+duplicate check costs: the table is empty, nothing conflicts). These are scratch-database
+experiments, not proposals to ship as they are. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from a2z.records import decode_batch
 from a2z.server.events import service as events
 from a2z.server.ingest.worker import IngestWorker
 from a2z.server.metrics import ServerMetrics
+from a2z.server.store import bulk
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 from bench_ingest import create_owners, make_partitions, scratch_database
@@ -90,6 +92,21 @@ def row_widths(dsn: str) -> str:
 
 
 @contextmanager
+def plain_insert() -> Iterator[None]:
+    """The array insert without ``ON CONFLICT DO NOTHING`` (what the duplicate check costs)."""
+    original: Callable[..., str] = bulk._unnest_insert
+
+    def plain(*args: Any) -> str:
+        return original(*args).replace(" ON CONFLICT DO NOTHING", "")
+
+    bulk._unnest_insert = plain  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        bulk._unnest_insert = original  # type: ignore[assignment]
+
+
+@contextmanager
 def narrow_data() -> Iterator[None]:
     """``store_batch`` with every record's ``data`` stored as ``{}`` (what the document costs)."""
     original: Callable[..., Any] = events.event_columns
@@ -114,6 +131,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="uncounted batches per pass")
     parser.add_argument("--indexes", action="store_true", help="a pass per dropped index")
     parser.add_argument("--narrow-data", action="store_true", help="a pass with data = {}")
+    parser.add_argument(
+        "--plain-insert", action="store_true", help="a pass without ON CONFLICT DO NOTHING"
+    )
     args = parser.parse_args()
     with scratch_database() as url:
         engine = open_store(url, app_role=APP_ROLE, pool_size=1)
@@ -143,6 +163,9 @@ def main() -> None:
         if args.narrow_data:
             with narrow_data():
                 measure("data stored as {}")
+        if args.plain_insert:
+            with plain_insert():
+                measure("without ON CONFLICT DO NOTHING")
         if args.indexes:
             indexes = secondary_indexes(dsn)
             with psycopg.connect(dsn, autocommit=True) as owner:
