@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from typing import Any
+from unittest import mock
 
 import psutil
 import psycopg
@@ -93,23 +94,17 @@ def row_widths(dsn: str) -> str:
     return f"row {row[0]:.0f} B, data {row[1]:.0f} B as JSONB ({row[2]:.0f} characters as text)"
 
 
-@contextmanager
-def plain_insert() -> Iterator[None]:
+def plain_insert() -> AbstractContextManager[Any]:
     """The array insert without ``ON CONFLICT DO NOTHING`` (what the duplicate check costs)."""
     original: Callable[..., str] = bulk._unnest_insert
 
     def plain(*args: Any) -> str:
         return original(*args).replace(" ON CONFLICT DO NOTHING", "")
 
-    bulk._unnest_insert = plain  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        bulk._unnest_insert = original  # type: ignore[assignment]
+    return mock.patch.object(bulk, "_unnest_insert", plain)
 
 
-@contextmanager
-def narrow_data() -> Iterator[None]:
+def narrow_data() -> AbstractContextManager[Any]:
     """``store_batch`` with every record's ``data`` stored as ``{}`` (what the document costs)."""
     original: Callable[..., Any] = events.event_columns
 
@@ -118,11 +113,7 @@ def narrow_data() -> Iterator[None]:
         columns["data"] = ["{}"] * len(columns["data"])
         return columns, sizes
 
-    events.event_columns = narrowed  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        events.event_columns = original  # type: ignore[assignment]
+    return mock.patch.object(events, "event_columns", narrowed)
 
 
 @contextmanager
@@ -181,7 +172,7 @@ def main() -> None:
             f"(+{args.warmup} warm-up), {args.tenants} tenants, pid {os.getpid()}"
         )
         indexes = secondary_indexes(dsn)
-        passes: list[tuple[str, Callable[[], AbstractContextManager[None]]]] = [
+        passes: list[tuple[str, Callable[[], AbstractContextManager[Any]]]] = [
             ("all indexes", nullcontext)
         ]
         if args.narrow_data:
