@@ -82,12 +82,14 @@ bench-channel: install
 	$(BIN)/python bench/bench_channel.py $(BENCH_CHANNEL_ARGS)
 
 # Event-store writes: rows/s of store_batch on PostgreSQL with INSERT and with COPY, the raw
-# COPY ceiling, and SQLite; then end to end (JetStream -> ingest processes -> PostgreSQL, the
+# COPY ceiling, and SQLite; the store half's CPU per 1,000 events (ingest process and its
+# PostgreSQL backend; BENCH_INGEST_STORE_ARGS, e.g. --indexes); then end to end (JetStream -> ingest processes -> PostgreSQL, the
 # embedded default) with latencies, and search over 10M events. Needs PostgreSQL
 # (A2Z_BENCH_PG); about 20 minutes; see docs/benchmarks.md. BENCH_INGEST_ARGS and
 # BENCH_PIPELINE_ARGS pass options (e.g. --batches 100, --search-rows 1000000).
 bench-ingest: install
 	$(BIN)/python bench/bench_ingest.py $(BENCH_INGEST_ARGS)
+	$(BIN)/python bench/bench_ingest_store.py $(BENCH_INGEST_STORE_ARGS)
 	$(BIN)/python bench/bench_contention.py $(BENCH_CONTENTION_ARGS)
 	$(BIN)/python bench/bench_pipeline.py $(BENCH_PIPELINE_ARGS)
 

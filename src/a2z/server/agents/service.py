@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, Table, bindparam, case, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.server.agents.models import Agent, EnrollmentToken
@@ -101,16 +101,36 @@ def delete_agent(*, session: ScopedSession, agent: Agent) -> None:
     session.execute(delete(Agent).where(Agent.id == agent.id))
 
 
+_AGENTS = cast(Table, Agent.__table__)
+_LAST_SEQ = func.coalesce(_AGENTS.c.last_seq, 0)
+_SAME_EPOCH = _AGENTS.c.boot_epoch == bindparam("epoch")
+_RECORD_BATCH = (
+    update(_AGENTS)
+    .where(_AGENTS.c.tenant_id == bindparam("tenant"), _AGENTS.c.id == bindparam("agent"))
+    .values(
+        last_seen_at=bindparam("now"),
+        boot_epoch=bindparam("epoch"),
+        last_seq=case((_SAME_EPOCH & (bindparam("seq") <= _LAST_SEQ), _LAST_SEQ),
+                      else_=bindparam("seq")),
+    )
+)  # fmt: skip
+
+
 def record_batch(*, session: ScopedSession, agent_id: uuid.UUID, boot_epoch: int, seq: int) -> None:
-    """Note that a batch from this agent was stored: last seen, epoch, highest seq."""
-    agent = get(session=session, agent_id=agent_id)
-    if agent is None:
-        return
-    agent.last_seen_at = utcnow()
-    if agent.boot_epoch != boot_epoch:
-        agent.boot_epoch, agent.last_seq = boot_epoch, seq
-    else:
-        agent.last_seq = max(agent.last_seq or 0, seq)
+    """Note that a batch from this agent was stored: last seen, epoch, highest seq.
+
+    Ingest runs this for every batch, so it is one UPDATE built once (the SET expressions read
+    the row's old values): a new epoch restarts the seq, within the same epoch the highest
+    stays, and an agent that is gone is no row to note. It is executed on the session's
+    connection, not through the ORM, whose per-statement tenant scoping (``with_loader_criteria``)
+    cost ~1 ms of CPU per batch (docs/benchmarks.md, 2026-11-28): the tenant is in the WHERE
+    clause explicitly, and row-level security still applies underneath on PostgreSQL.
+    """
+    session.connection().execute(
+        _RECORD_BATCH,
+        {"tenant": session.tenant_id, "agent": agent_id, "now": utcnow(), "epoch": boot_epoch,
+         "seq": seq},
+    )  # fmt: skip
 
 
 def create_enrollment_token(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import cache
+from typing import cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Insert, Table, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -16,7 +18,13 @@ from a2z.server.store.session import ScopedSession
 
 
 def add(*, session: ScopedSession, rows: Iterable[tuple[float, int]]) -> None:
-    """Add records given as ``(ts, bytes)`` to the session tenant's usage."""
+    """Add records given as ``(ts, bytes)`` to the session tenant's usage.
+
+    Ingest runs this in every batch's transaction: the upsert is built once per dialect and
+    executed on the session's connection, not through the ORM, whose per-statement tenant
+    scoping cost ~1 ms of CPU per batch. Every row it writes or updates carries the session's
+    tenant in its key (and row-level security applies underneath on PostgreSQL).
+    """
     per_day: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for ts, size in rows:
         totals = per_day[day_of(ts)]
@@ -26,18 +34,24 @@ def add(*, session: ScopedSession, rows: Iterable[tuple[float, int]]) -> None:
         {"tenant_id": session.tenant_id, "day": day, "events": n, "bytes": size}
         for day, (n, size) in sorted(per_day.items())  # sorted: one lock order, no deadlock
     ]
-    dialect = session.get_bind().dialect.name
+    session.connection().execute(_upsert(session.get_bind().dialect.name), values)
+
+
+_USAGE = cast(Table, StoredUsage.__table__)
+
+
+@cache
+def _upsert(dialect: str) -> Insert:
     if dialect not in ("postgresql", "sqlite"):
         raise NotImplementedError(f"no upsert for {dialect}")
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(StoredUsage)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[StoredUsage.tenant_id, StoredUsage.day],
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_USAGE)
+    return stmt.on_conflict_do_update(
+        index_elements=[_USAGE.c.tenant_id, _USAGE.c.day],
         set_={
-            "events": StoredUsage.events + stmt.excluded.events,
-            "bytes": StoredUsage.bytes + stmt.excluded.bytes,
+            "events": _USAGE.c.events + stmt.excluded.events,
+            "bytes": _USAGE.c.bytes + stmt.excluded.bytes,
         },
     )
-    session.execute(stmt, values)
 
 
 def stored_bytes(*, session: ScopedSession) -> int:
