@@ -181,22 +181,21 @@ class _Prefix:
         return None if chunk is None else chunk[0]
 
     def map_header(self) -> int | None:
-        tag = self._tag()
-        if tag is None:
-            return None
-        if 0x80 <= tag <= 0x8F:
-            return tag & 0x0F
-        return self._uint(2) if tag == 0xDE else None
+        return self._container(0x80, 0xDE)
 
     def array_header(self) -> int | None:
+        return self._container(0x90, 0xDC)
+
+    def _container(self, fix: int, tag16: int) -> int | None:
+        """A map's or array's length: a fix type (``fix`` + up to 15), or 16/32-bit sized."""
         tag = self._tag()
         if tag is None:
             return None
-        if 0x90 <= tag <= 0x9F:
+        if fix <= tag <= fix + 0x0F:
             return tag & 0x0F
-        if tag == 0xDC:
+        if tag == tag16:
             return self._uint(2)
-        return self._uint(4) if tag == 0xDD else None
+        return self._uint(4) if tag == tag16 + 1 else None
 
     def text(self) -> str | None:
         tag = self._tag()
