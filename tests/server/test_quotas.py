@@ -302,6 +302,26 @@ def test_a_lease_hands_its_unused_tokens_back_with_the_next_one(
     assert value("a2z_quota_leases_expired_total") == 1
 
 
+def test_a_tenant_held_at_its_rate_is_told_to_come_back_for_a_whole_block(
+    ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """After a refusal on the shared bucket, the deferral (and the memory of it) waits for a
+    block's worth of tokens, not just the batch's: a tenant pinned at its rate then leases whole
+    blocks, one transaction per block, instead of one batch's worth per transaction."""
+    quotas = Quotas(ctx.sessions, ctx.metrics, lease_s=40.0)  # block: 40 tokens at 1/s
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=100)
+    quotas.admit(tenant_a.id, 100, stage="test")
+    with pytest.raises(OverLimit) as refused:
+        quotas.admit(tenant_a.id, 5, stage="test")
+    if ctx.sessions.engine.dialect.name == "postgresql":
+        assert 30 <= refused.value.retry_after_s <= 40  # a block (40), not the batch (5)
+        with pytest.raises(OverLimit) as again:
+            quotas.refuse_early(tenant_a.id, 5, stage="test")  # from memory, same bound
+        assert 30 <= again.value.retry_after_s <= 40
+    else:  # the embedded server's in-memory bucket: the batch's own wait
+        assert 0 < refused.value.retry_after_s <= 5
+
+
 def test_frames_over_the_rate_are_refused_from_their_header_never_decoded(
     client: TestClient,
     ctx: ServerContext,

@@ -294,7 +294,7 @@ class Quotas:
                 returned = old.tokens
                 if asked >= old.expires:
                     metrics.quota_leases_expired.inc()
-        block = max(1.0, min(rate * self.lease_s, burst / 2))
+        block = self._block(rate, burst)
         try:
             granted, wait = shared.lease(
                 self.sessions, tenant_id, records, block=block, returned=returned,
@@ -311,6 +311,9 @@ class Quotas:
             if wait > 0:  # lease's contract: wait = (need - tokens) / rate
                 held = min(float(records), burst) - wait * rate
                 self._short[tenant_id] = _Shortfall(held, asked, rate, burst)
+                # Come back when a whole block is there, not just this batch: a tenant held at
+                # its rate would otherwise lease one batch's worth per transaction.
+                wait = max(wait, (min(max(float(records), block), burst) - held) / rate)
             else:
                 self._short.pop(tenant_id, None)
                 if granted > records:
@@ -322,14 +325,21 @@ class Quotas:
         return wait
 
     def _known_short(self, tenant_id: uuid.UUID, policy: TenantPolicy, records: int) -> float:
-        """Seconds the tenant's shared bucket surely lacks ``records`` tokens for, by the last
-        refusal this process saw; 0.0 when unknown (the store decides)."""
+        """Seconds before the tenant's shared bucket can hold ``records`` tokens and a block
+        (the refused wait for a block, so that the next lease is a whole one), by the last
+        refusal this process saw; 0.0 when unknown or past (the store decides)."""
         short = self._short.get(tenant_id)
         burst = policy.burst
         if short is None or policy.events_per_second is None or burst is None:
             return 0.0
         rate = float(policy.events_per_second)
-        return short.wait(min(float(records), burst), rate, float(burst), self.clock())
+        need = min(max(float(records), self._block(rate, float(burst))), float(burst))
+        return short.wait(need, rate, float(burst), self.clock())
+
+    def _block(self, rate: float, burst: float) -> float:
+        """Tokens a lease takes beyond its batch: ``lease_s`` of the rate, at most half the
+        burst (so two processes can each hold one), at least one."""
+        return max(1.0, min(rate * self.lease_s, burst / 2))
 
 
 def _over_storage(policy: TenantPolicy) -> bool:
