@@ -147,6 +147,7 @@ class Bench:
             "--listen", f"127.0.0.1:{self.port}", "--agent-listen", f"127.0.0.1:{self.agent_port}",
         ]  # fmt: skip
         self.gateway_proc: Process | None = None
+        gateway_http = ""
         if bus is not None:
             # The scale-out of docs/operating.md: this process is the REST API only. Every
             # process shares one data directory here, so the principal cache stays safe (a
@@ -167,6 +168,7 @@ class Bench:
                 preexec_fn=(lambda: os.nice(args.gateway_nice)) if args.gateway_nice else None,
             )  # fmt: skip
             wait_healthy(f"http://{gateway_http}", self.gateway_proc, tmp / "server.log")
+        self.gateway_metrics = f"http://{gateway_http}/metrics" if self.gateway_proc else None
         gateway = f"wss://127.0.0.1:{self.agent_port}"
         self.agents: dict[str, Tenant] = {}
         for name, (tenant_id, token) in self.tenants.items():
@@ -187,6 +189,16 @@ class Bench:
         if self.gateway_proc is not None:
             parts["gateway"] = [self.gateway_proc.pid]
         self.cpu = CpuMeter(parts, url.rsplit("/", 1)[1])
+
+    def quota_counters(self) -> list[str]:
+        """The gateway's quota counters over the whole run (leases, refusals): what the flood
+        cost it in bucket transactions and decoding."""
+        if self.gateway_metrics is None:
+            return []
+        wanted = ("a2z_ingest_batches_total", "a2z_events_throttled_total",
+                  "a2z_frames_refused_undecoded_total", "a2z_quota_lease")  # fmt: skip
+        text = httpx.get(self.gateway_metrics, timeout=10).text
+        return [line for line in text.splitlines() if line.startswith(wanted)]
 
     def close(self) -> None:
         self.owner.close()
@@ -384,6 +396,7 @@ def main() -> None:
                 show("solo", p)
                 both.append(p := bench.phase(contended=True))
                 show("contended", p)
+            counters = bench.quota_counters()
         finally:
             bench.close()
 
@@ -412,6 +425,8 @@ def main() -> None:
     print(f"B contended/solo: stored rate {rate:.1%} (medians), p99 search {p99:.1%} (pooled) "
           f"(within 10 %: rate >= 90 %, p99 <= 110 %)")  # fmt: skip
     print(f"A stored {med(both, 'a_rate'):,.0f} events/s against its quota of {args.quota}/s")
+    for line in counters:
+        print(f"gateway {line}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from a2z.records import (
     MAX_FRAME_BYTES,
     Alert,
     Batch,
+    BatchHeader,
     Conn,
     Dns,
     Http,
@@ -23,6 +24,7 @@ from a2z.records import (
     WireError,
     decode_batch,
     encode_batch,
+    peek_header,
 )
 from a2z.records.wire import MAX_BATCH_BYTES
 
@@ -95,6 +97,43 @@ def test_decode_of_corrupted_frame_raises_only_wire_error(
     frame[pos % len(frame)] = byte
     with contextlib.suppress(WireError):
         decode_batch(bytes(frame))
+
+
+@given(batches)
+def test_header_peek_reads_what_decoding_would_or_nothing(batch: Batch) -> None:
+    """The gateway refuses over-quota frames from their header (ADR 24): what it reads must be
+    the batch's own seq, epoch, sender and record count, or nothing (then it decodes)."""
+    header = peek_header(encode_batch(batch))
+    expected = BatchHeader(batch.agent_id, batch.boot_epoch, batch.seq, len(batch.records))
+    assert header in (None, expected)
+    if len(batch.agent_id.encode()) <= 64:  # real agent ids are 36-character UUIDs
+        assert header == expected
+
+
+@given(st.binary(max_size=2048))
+def test_header_peek_of_arbitrary_bytes_is_none_or_a_header(frame: bytes) -> None:
+    assert peek_header(frame) is None or isinstance(peek_header(frame), BatchHeader)
+
+
+@given(batches, st.integers(min_value=0), st.integers(min_value=0, max_value=255))
+def test_header_peek_of_corrupted_frame_never_raises(batch: Batch, pos: int, byte: int) -> None:
+    frame = bytearray(encode_batch(batch))
+    frame[pos % len(frame)] = byte
+    header = peek_header(bytes(frame))
+    assert header is None or isinstance(header, BatchHeader)
+
+
+def test_header_peek_refuses_what_is_not_an_envelope() -> None:
+    compress = zstandard.ZstdCompressor().compress
+    assert peek_header(b"") is None
+    assert peek_header(b"\x00" * (MAX_FRAME_BYTES + 1)) is None
+    assert peek_header(compress(msgspec.msgpack.encode([1, 2, 3]))) is None
+    other_version = {"v": 2, "agent_id": "a", "boot_epoch": 1, "seq": 1, "records": []}
+    assert peek_header(compress(msgspec.msgpack.encode(other_version))) is None
+    no_seq = {"v": 1, "agent_id": "a", "boot_epoch": 1, "records": []}
+    assert peek_header(compress(msgspec.msgpack.encode(no_seq))) is None
+    ok = {"v": 1, "agent_id": "a", "boot_epoch": -3, "seq": 2**40, "sent_at": 1.5, "records": []}
+    assert peek_header(compress(msgspec.msgpack.encode(ok))) == BatchHeader("a", -3, 2**40, 0)
 
 
 def test_oversized_frame_is_refused_before_decompression() -> None:

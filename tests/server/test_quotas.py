@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from sqlalchemy import event, select
 
 from a2z.agent.identity import IdentityFiles
 from a2z.agent.ship.channel import ChannelClient
-from a2z.records import Batch
+from a2z.records import Batch, decode_batch
+from a2z.server.agents import channel
 from a2z.server.audit.models import AuditEvent
 from a2z.server.context import ServerContext
 from a2z.server.events.maintenance import stored_rows
@@ -223,6 +225,141 @@ def test_a_refusal_proven_by_the_last_one_costs_no_database_round_trip(
         ctx.quotas.admit(tenant_a.id, 30, stage="test")  # fits the 40: the store admits it
     finally:
         event.remove(ctx.sessions.engine, "before_cursor_execute", count)
+
+
+def test_two_admitters_sharing_one_bucket_stay_within_rate_burst_and_their_blocks(
+    ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """Two processes (two ``Quotas`` in two threads) admitting one tenant's batches as fast as
+    they can: each leases blocks from the shared bucket and admits from them in memory, and
+    together they never admit more than ``rate * t + burst + N * block`` (ADR 24; from the
+    bucket's creation even ``rate * t + burst``), with far fewer bucket transactions than
+    batches. On SQLite (one process) the one in-memory bucket gives the same bound."""
+    rate, burst, size, attempts = 100, 100, 10, 150
+    set_limits(ctx, tenant_a, events_per_second=rate, burst_events=burst)
+    pg = ctx.sessions.engine.dialect.name == "postgresql"
+    admitters = [ctx.quotas, Quotas(ctx.sessions, ctx.metrics)] if pg else [ctx.quotas]
+    admitted = [0] * len(admitters)
+
+    def run(index: int) -> None:
+        for _ in range(attempts):
+            try:
+                admitters[index].admit(tenant_a.id, size, stage="test")
+            except OverLimit:
+                continue
+            admitted[index] += size
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(admitters))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    block = min(rate * ctx.quotas.lease_s, burst / 2)
+    # A slow machine only adds time, i.e. allowance: the bound cannot fail for being slow.
+    assert sum(admitted) <= rate * elapsed + burst + len(admitters) * block
+    assert sum(admitted) >= burst  # the first full bucket was admitted, not lost in leases
+    value = ctx.metrics.registry.get_sample_value
+    taken = value("a2z_quota_leases_total", {"outcome": "taken"}) or 0.0
+    if pg:  # a lease serves several batches: fewer bucket transactions than batches admitted
+        assert 0 < taken < sum(admitted) / size
+    else:
+        assert taken == 0  # the embedded server's bucket is in memory: nothing to lease
+
+
+def test_a_lease_hands_its_unused_tokens_back_with_the_next_one(
+    ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """Tokens one process leased and did not use return to the shared bucket when it next
+    leases (after its lease expired), so another process can admit them."""
+    now = [0.0]
+    first = Quotas(ctx.sessions, ctx.metrics, clock=lambda: now[0], lease_s=40.0)
+    second = Quotas(ctx.sessions, ctx.metrics)
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=100)
+    first.admit(tenant_a.id, 10, stage="test")  # leases a block of 40: 30 left over
+    if ctx.sessions.engine.dialect.name != "postgresql":
+        # One process, one in-memory bucket per ``Quotas``: no lease, nothing to hand back.
+        first.admit(tenant_a.id, 90, stage="test")
+        with pytest.raises(OverLimit):
+            first.admit(tenant_a.id, 5, stage="test")
+        assert (
+            ctx.metrics.registry.get_sample_value("a2z_quota_leases_total", {"outcome": "taken"})
+            is None
+        )
+        return
+    assert not first.blocking(tenant_a.id, 30)  # the lease covers it: no round trip
+    with pytest.raises(OverLimit):
+        second.admit(tenant_a.id, 70, stage="test")  # the bucket holds ~60
+    now[0] = 100.0  # past the first lease's expiry (and its policy cache: reloaded)
+    with pytest.raises(OverLimit):
+        first.admit(tenant_a.id, 100, stage="test")  # hands back 30: ~90 there, not 100
+    # Only the handed-back 30 make this possible. (Asked of a third process: the second's
+    # memory of its refusal does not know of tokens handed back since, and errs on refusing.)
+    Quotas(ctx.sessions, ctx.metrics).admit(tenant_a.id, 85, stage="test")
+    value = ctx.metrics.registry.get_sample_value
+    assert value("a2z_quota_lease_tokens_total", {"event": "returned"}) == 30
+    assert value("a2z_quota_leases_expired_total") == 1
+
+
+def test_a_tenant_held_at_its_rate_is_told_to_come_back_for_a_whole_block(
+    ctx: ServerContext, tenant_a: TenantFixture
+) -> None:
+    """After a refusal on the shared bucket, the deferral (and the memory of it) waits for a
+    block's worth of tokens, not just the batch's: a tenant pinned at its rate then leases whole
+    blocks, one transaction per block, instead of one batch's worth per transaction."""
+    quotas = Quotas(ctx.sessions, ctx.metrics, lease_s=40.0)  # block: 40 tokens at 1/s
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=100)
+    quotas.admit(tenant_a.id, 100, stage="test")
+    with pytest.raises(OverLimit) as refused:
+        quotas.admit(tenant_a.id, 5, stage="test")
+    if ctx.sessions.engine.dialect.name == "postgresql":
+        assert 30 <= refused.value.retry_after_s <= 40  # a block (40), not the batch (5)
+        with pytest.raises(OverLimit) as again:
+            quotas.refuse_early(tenant_a.id, 5, stage="test")  # from memory, same bound
+        assert 30 <= again.value.retry_after_s <= 40
+    else:  # the embedded server's in-memory bucket: the batch's own wait
+        assert 0 < refused.value.retry_after_s <= 5
+
+
+def test_frames_over_the_rate_are_refused_from_their_header_never_decoded(
+    client: TestClient,
+    ctx: ServerContext,
+    tenant_a: TenantFixture,
+    gateway: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a tenant is refused, its next frames are answered from their header (seq, epoch,
+    record count) without decoding their records, with the same deferral as before; a frame
+    that may pass is decoded and admitted as usual, so a re-send after the wait is stored once."""
+    set_limits(ctx, tenant_a, events_per_second=1, burst_events=5)
+    config = enrolled(ctx, tenant_a, gateway, tmp_path)
+    files = IdentityFiles(Path(config.identity_dir))
+    decoded: list[int] = []
+
+    def counting(data: bytes) -> Batch:
+        batch = decode_batch(data)
+        decoded.append(batch.seq)
+        return batch
+
+    monkeypatch.setattr(channel, "decode_batch", counting)
+    frames = [frame(config.agent_id, s, n=5) for s in (1, 2, 3, 4)]
+    replies = exchange(f"{gateway}/channel", files, frames)
+    assert replies[0] == {"ack": 1, "epoch": 1}
+    for seq, reply in zip((2, 3, 4), replies[1:], strict=True):
+        assert reply["nack"] == seq and reply["epoch"] == 1 and reply["retry"] is True
+        assert 0 < float(reply["retry_after"]) <= 5  # type: ignore[arg-type]
+    # Seq 2 was decoded and refused by the bucket; 3 and 4 were refused from their header.
+    assert decoded == [1, 2]
+    value = ctx.metrics.registry.get_sample_value
+    assert value("a2z_frames_refused_undecoded_total", {"limit": "rate"}) == 2
+    assert value("a2z_events_throttled_total", {"stage": "gateway", "limit": "rate"}) == 15
+    # The agent re-sends once allowed: here the operator lifts the limit; stored exactly once.
+    set_limits(ctx, tenant_a, events_per_second=None, burst_events=None)
+    again = exchange(f"{gateway}/channel", files, frames[1:] + frames[:1])
+    assert [r.get("ack") for r in again] == [2, 3, 4, 1]
+    assert stored_rows(ctx.sessions, tenant_a.id) == 20
 
 
 def test_tenant_at_ten_times_its_quota_is_throttled_others_flow_nothing_lost(

@@ -25,7 +25,15 @@ from a2z.records.control import (
 )
 from a2z.records.network import Conn, Dns, Ftp, Http, Record, Ssl, Weird
 from a2z.records.ruleset import PushedRule, RulesPush, RulesResult
-from a2z.records.wire import MAX_FRAME_BYTES, Batch, WireError, decode_batch, encode_batch
+from a2z.records.wire import (
+    MAX_FRAME_BYTES,
+    Batch,
+    BatchHeader,
+    WireError,
+    decode_batch,
+    encode_batch,
+    peek_header,
+)
 
 __all__ = [
     "MAX_CONTROL_BYTES",
@@ -34,6 +42,7 @@ __all__ = [
     "AgentSettings",
     "Alert",
     "Batch",
+    "BatchHeader",
     "BudgetReport",
     "Command",
     "CommandResult",
@@ -62,4 +71,5 @@ __all__ = [
     "effective_settings",
     "encode_batch",
     "parse_layer",
+    "peek_header",
 ]

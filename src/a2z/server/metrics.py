@@ -164,6 +164,32 @@ class ServerMetrics:
             ["stage", "limit"],
             registry=r,
         )
+        # Leased rate tokens (ADR 24): a process takes a block from the tenant's shared bucket
+        # in one transaction and admits from it in memory.
+        self.quota_leases = Counter(
+            "a2z_quota_leases",
+            "Transactions on a tenant's shared rate bucket (outcome: taken, short: none left)",
+            ["outcome"],
+            registry=r,
+        )
+        self.quota_lease_tokens = Counter(
+            "a2z_quota_lease_tokens",
+            "Rate tokens leased from shared buckets (event: leased; returned: put back unused "
+            "with the next lease; dropped: discarded, the tenant's limits changed)",
+            ["event"],
+            registry=r,
+        )
+        self.quota_leases_expired = Counter(
+            "a2z_quota_leases_expired",
+            "Leases that outlived their time with tokens left (returned with the next lease)",
+            registry=r,
+        )
+        self.frames_refused_undecoded = Counter(
+            "a2z_frames_refused_undecoded",
+            "Agent frames refused for a tenant limit from their header, records never decoded",
+            ["limit"],
+            registry=r,
+        )
         self.publish_seconds = Histogram(
             "a2z_publish_seconds",
             "Time from a batch received to durable on the bus (the agent's ack waits for it)",

@@ -38,6 +38,7 @@ from a2z.records import (
     RulesResult,
     WireError,
     decode_batch,
+    peek_header,
 )
 from a2z.records.control import MAX_RESULT_FRAME_BYTES
 from a2z.server.agents import edge_rules
@@ -75,6 +76,10 @@ _encode = msgspec.json.Encoder().encode
 async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes) -> str:
     """Validate, publish and answer one batch frame from an authenticated agent."""
     metrics = ctx.metrics
+    if ctx.quotas.refusing(identity.tenant_id):
+        refusal = _refuse_undecoded(ctx, identity, frame)
+        if refusal is not None:
+            return refusal
     try:
         batch = decode_batch(frame)
     except WireError as exc:
@@ -91,15 +96,7 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
     try:
         await admit(ctx, identity.tenant_id, records, stage=STAGE)
     except OverLimit as exc:
-        return _encode(
-            Ack(
-                nack=batch.seq,
-                epoch=batch.boot_epoch,
-                error=str(exc),
-                retry=True,
-                retry_after=round(exc.retry_after_s, 3),
-            )
-        ).decode()
+        return _deferral(batch.seq, batch.boot_epoch, exc)
     subject = events_subject(str(identity.tenant_id), str(identity.agent_id))
     msg_id = f"{identity.agent_id}:{batch.boot_epoch}:{batch.seq}"
     started = time.perf_counter()
@@ -114,6 +111,38 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
     metrics.publish_seconds.labels(STAGE).observe(time.perf_counter() - started)
     metrics.events_out.labels(STAGE).inc(records)
     return _encode(Ack(ack=batch.seq, epoch=batch.boot_epoch)).decode()
+
+
+def _refuse_undecoded(ctx: ServerContext, identity: AgentIdentity, frame: bytes) -> str | None:
+    """The deferral of a frame its tenant's limits refuse, decided from the frame's header
+    alone (ADR 24): a flood's excess costs neither msgpack decoding of its records nor a
+    bucket transaction. None when the header cannot be read, names another agent, or the
+    batch may pass: the frame is then decoded and admitted as any other."""
+    header = peek_header(frame)
+    if header is None or header.agent_id != str(identity.agent_id):
+        return None
+    try:
+        ctx.quotas.refuse_early(identity.tenant_id, header.records, stage=STAGE)
+    except OverLimit as exc:
+        # Counted as the decoded path counts a refused batch, plus as refused undecoded.
+        ctx.metrics.batches.inc()
+        ctx.metrics.events_in.labels(STAGE).inc(header.records)
+        ctx.metrics.frames_refused_undecoded.labels(exc.limit).inc()
+        return _deferral(header.seq, header.boot_epoch, exc)
+    return None
+
+
+def _deferral(seq: int, epoch: int, exc: OverLimit) -> str:
+    """Flow control: keep the batch, re-send it no sooner than ``retry_after`` seconds."""
+    return _encode(
+        Ack(
+            nack=seq,
+            epoch=epoch,
+            error=str(exc),
+            retry=True,
+            retry_after=round(exc.retry_after_s, 3),
+        )
+    ).decode()
 
 
 async def admit(ctx: ServerContext, tenant_id: uuid.UUID, records: int, *, stage: str) -> None:

@@ -22,6 +22,16 @@ class TokenBucket:
             raise ValueError(f"a token bucket needs rate > 0 and burst >= 1: {rate}, {burst}")
         return cls(rate, burst, burst, now)
 
+    def short(self, n: int, now: float) -> float:
+        """What ``take`` would answer, without taking: 0.0 when ``n`` tokens are there."""
+        self._refill(now)
+        need = min(float(n), self.burst)
+        return 0.0 if self.tokens >= need else (need - self.tokens) / self.rate
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = max(self.stamp, now)
+
     def take(self, n: int, now: float) -> float:
         """Take ``n`` tokens: 0.0 when taken, else the seconds to wait before asking again.
 
@@ -29,10 +39,7 @@ class TokenBucket:
         debt, so a batch bigger than ``burst`` is slowed, never refused forever; over any
         interval of ``t`` seconds at most ``burst + rate * t`` tokens plus one such batch pass.
         """
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
-        self.stamp = max(self.stamp, now)
-        need = min(float(n), self.burst)
-        if self.tokens >= need:
+        wait = self.short(n, now)
+        if wait == 0.0:
             self.tokens -= n
-            return 0.0
-        return (need - self.tokens) / self.rate
+        return wait

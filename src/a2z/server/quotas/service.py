@@ -4,8 +4,10 @@ check before a batch goes on the bus, and what ingest tags events with.
 The cache reloads every ``refresh_s`` seconds (and at once for a tenant an operator changed in
 this process), so a limit set elsewhere takes effect within that time. On PostgreSQL the
 event-rate bucket is one row per tenant shared by every process (``quotas.shared``), so the
-rate holds for the whole deployment however many API processes admit batches; on SQLite (the
-embedded server, one process) it is in memory. Stored bytes are read from the usage ledger at
+rate holds for the whole deployment however many API processes admit batches; each process
+leases tokens from it in blocks of about ``lease_s`` seconds of the tenant's rate and admits
+from its block in memory (ADR 24). On SQLite (the embedded server, one process) the bucket is
+in memory. Stored bytes are read from the usage ledger at
 each reload, so a tenant may overshoot its storage limit by what it ingests within
 ``refresh_s``.
 """
@@ -20,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from a2z.server.errors import NotFound, RateLimited
 from a2z.server.events import usage
@@ -75,8 +78,9 @@ class _Entry:
 class _Shortfall:
     """The shared bucket of a tenant held ``tokens`` at (or after) local time ``at``.
 
-    Other processes only ever take tokens, so ``tokens + (now - at) * rate`` bounds what the
-    bucket holds now: a batch needing more is refused from memory, without a round trip.
+    Other processes only take tokens or put back at most what they took, so
+    ``tokens + (now - at) * rate`` bounds what the bucket can give now, give or take the blocks
+    other processes hold: a batch needing more is refused from memory, without a round trip.
     """
 
     tokens: float
@@ -91,6 +95,22 @@ class _Shortfall:
         return max(0.0, (need - self.tokens) / rate - (now - self.at))
 
 
+@dataclass(slots=True)
+class _Lease:
+    """Tokens this process took from a tenant's shared bucket and has not spent yet."""
+
+    tokens: float
+    expires: float  # local clock; after it the tokens go back with the next lease
+    rate: float  # the limits they were leased under
+    burst: float
+
+
+LEASE_S = 0.5
+"""A lease is about this many seconds of the tenant's rate: one bucket transaction per block of
+batches instead of one per batch, while N processes can hold at most N blocks more than the
+bucket allows (``shared.lease``)."""
+
+
 @dataclass
 class Quotas:
     """The per-process cache of tenant policies and their event-rate buckets."""
@@ -99,8 +119,12 @@ class Quotas:
     metrics: ServerMetrics
     refresh_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
+    lease_s: float = LEASE_S
     _entries: dict[uuid.UUID, _Entry] = field(default_factory=dict)
     _short: dict[uuid.UUID, _Shortfall] = field(default_factory=dict)  # last refusal per tenant
+    _leases: dict[uuid.UUID, _Lease] = field(default_factory=dict)
+    _renewing: dict[uuid.UUID, threading.Lock] = field(default_factory=dict)
+    _refused: set[uuid.UUID] = field(default_factory=set)  # last admission was refused
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -120,7 +144,37 @@ class Quotas:
         policy = self._entries[tenant_id].policy
         if not self.shared or policy.events_per_second is None:
             return False
+        if self._leased(tenant_id, policy, records):
+            return False
         return self._known_short(tenant_id, policy, records) == 0.0
+
+    def refusing(self, tenant_id: uuid.UUID) -> bool:
+        """True when this process refused the tenant's last batch and its limits are cached:
+        the next frame is likely refused too, so it is worth reading just its header and asking
+        ``refuse_early`` before decoding its records."""
+        return tenant_id in self._refused and not self.stale(tenant_id)
+
+    def refuse_early(self, tenant_id: uuid.UUID, records: int, *, stage: str) -> None:
+        """Raise OverLimit (counted as throttled) when what this process knows proves that
+        ``records`` cannot pass now; else return, taking nothing (``admit`` decides). Never
+        touches the database."""
+        if self.stale(tenant_id):
+            return
+        policy = self._entries[tenant_id].policy
+        if _over_storage(policy):
+            self._refuse(tenant_id, records, "storage", STORAGE_RETRY_S, stage)
+        if policy.events_per_second is None:
+            return
+        if self.shared:
+            if self._leased(tenant_id, policy, records):
+                return
+            wait = self._known_short(tenant_id, policy, records)
+        else:
+            with self._lock:
+                bucket = self._entries[tenant_id].bucket
+                wait = 0.0 if bucket is None else bucket.short(records, self.clock())
+        if wait > 0:
+            self._refuse(tenant_id, records, "rate", wait, stage)
 
     def policy(self, tenant_id: uuid.UUID) -> TenantPolicy:
         """The tenant's policy, reloaded when older than ``refresh_s``; NotFound if no tenant."""
@@ -155,17 +209,11 @@ class Quotas:
         """Let ``records`` of ``tenant_id`` in, or raise OverLimit (counted as throttled)."""
         policy = self.policy(tenant_id)
         limit, wait = None, 0.0
-        if policy.max_stored_bytes is not None and policy.stored_bytes >= policy.max_stored_bytes:
+        if _over_storage(policy):
             limit, wait = "storage", STORAGE_RETRY_S
         elif self.shared:
-            burst = policy.burst
-            if policy.events_per_second is not None and burst is not None:
-                # A tenant over its rate keeps sending (an agent re-sends after each deferral,
-                # a flood offers far more): refuse from memory what the last refusal proves
-                # cannot pass yet, so its excess costs no transaction on its bucket row.
-                wait = self._known_short(tenant_id, policy, records)
-                if wait == 0.0:
-                    wait = self._take_shared(tenant_id, records, policy)
+            if policy.events_per_second is not None and policy.burst is not None:
+                wait = self._admit_shared(tenant_id, records, policy)
                 limit = "rate" if wait > 0 else None
         else:
             with self._lock:
@@ -174,7 +222,14 @@ class Quotas:
                     wait = bucket.take(records, self.clock())
                     limit = "rate" if wait > 0 else None
         if limit is None:
+            self._refused.discard(tenant_id)
             return
+        self._refuse(tenant_id, records, limit, wait, stage)
+
+    def _refuse(
+        self, tenant_id: uuid.UUID, records: int, limit: str, wait: float, stage: str
+    ) -> NoReturn:
+        self._refused.add(tenant_id)
         self.metrics.events_throttled.labels(stage, limit).inc(records)
         detail = (
             "tenant is over its event rate"
@@ -183,27 +238,112 @@ class Quotas:
         )
         raise OverLimit(detail, limit=limit, retry_after_s=wait)
 
+    def _admit_shared(self, tenant_id: uuid.UUID, records: int, policy: TenantPolicy) -> float:
+        """0.0 when ``records`` were admitted from this process's lease (renewed if need be),
+        else the seconds to wait."""
+        if self._leased(tenant_id, policy, records, spend=True):
+            return 0.0
+        # A tenant over its rate keeps sending (an agent re-sends after each deferral, a flood
+        # offers far more): refuse from memory what the last refusal proves cannot pass yet,
+        # so its excess costs no transaction on its bucket row.
+        wait = self._known_short(tenant_id, policy, records)
+        if wait > 0:
+            return wait
+        with self._lock:
+            renewing = self._renewing.setdefault(tenant_id, threading.Lock())
+        # One renewal per tenant at a time: admissions waiting on it may find the new lease
+        # covers them, and the process never holds more than one block of a tenant.
+        with renewing:
+            if self._leased(tenant_id, policy, records, spend=True):
+                return 0.0
+            return self._renew(tenant_id, records, policy)
+
+    def _leased(
+        self, tenant_id: uuid.UUID, policy: TenantPolicy, records: int, *, spend: bool = False
+    ) -> bool:
+        """True when this process's live lease for the tenant covers ``records`` (and, with
+        ``spend``, they are taken from it)."""
+        rate, burst = float(policy.events_per_second or 0), float(policy.burst or 0)
+        with self._lock:
+            lease = self._leases.get(tenant_id)
+            if (
+                lease is None
+                or (lease.rate, lease.burst) != (rate, burst)
+                or lease.tokens < records
+                or self.clock() >= lease.expires
+            ):
+                return False
+            if spend:
+                lease.tokens -= records
+            return True
+
+    def _renew(self, tenant_id: uuid.UUID, records: int, policy: TenantPolicy) -> float:
+        """Hand back what is left of the tenant's lease and take ``records`` plus a new block,
+        in one transaction; the seconds to wait when the bucket does not hold ``records``."""
+        rate, burst = float(policy.events_per_second or 0), float(policy.burst or 0)
+        metrics = self.metrics
+        asked = self.clock()
+        with self._lock:
+            old = self._leases.pop(tenant_id, None)
+        returned = 0.0
+        if old is not None and old.tokens > 0:
+            if (old.rate, old.burst) != (rate, burst):
+                # Leased under other limits: the bucket restarts full for the new ones.
+                metrics.quota_lease_tokens.labels("dropped").inc(old.tokens)
+            else:
+                returned = old.tokens
+                if asked >= old.expires:
+                    metrics.quota_leases_expired.inc()
+        block = self._block(rate, burst)
+        try:
+            granted, wait = shared.lease(
+                self.sessions, tenant_id, records, block=block, returned=returned,
+                rate=rate, burst=burst,
+            )  # fmt: skip
+        except BaseException:
+            if returned:  # not handed back: keep them, they are still this process's
+                with self._lock:
+                    self._leases.setdefault(tenant_id, _Lease(returned, asked, rate, burst))
+            raise
+        if returned:
+            metrics.quota_lease_tokens.labels("returned").inc(returned)
+        with self._lock:
+            if wait > 0:  # lease's contract: wait = (need - tokens) / rate
+                held = min(float(records), burst) - wait * rate
+                self._short[tenant_id] = _Shortfall(held, asked, rate, burst)
+                # Come back when a whole block is there, not just this batch: a tenant held at
+                # its rate would otherwise lease one batch's worth per transaction.
+                wait = max(wait, (min(max(float(records), block), burst) - held) / rate)
+            else:
+                self._short.pop(tenant_id, None)
+                if granted > records:
+                    expires = asked + 2 * self.lease_s
+                    self._leases[tenant_id] = _Lease(granted - records, expires, rate, burst)
+        metrics.quota_leases.labels("short" if wait > 0 else "taken").inc()
+        if wait == 0.0:
+            metrics.quota_lease_tokens.labels("leased").inc(granted)
+        return wait
+
     def _known_short(self, tenant_id: uuid.UUID, policy: TenantPolicy, records: int) -> float:
-        """Seconds the tenant's shared bucket surely lacks ``records`` tokens for, by the last
-        refusal this process saw; 0.0 when unknown (the store decides)."""
+        """Seconds before the tenant's shared bucket can hold ``records`` tokens and a block
+        (the refused wait for a block, so that the next lease is a whole one), by the last
+        refusal this process saw; 0.0 when unknown or past (the store decides)."""
         short = self._short.get(tenant_id)
         burst = policy.burst
         if short is None or policy.events_per_second is None or burst is None:
             return 0.0
         rate = float(policy.events_per_second)
-        return short.wait(min(float(records), burst), rate, float(burst), self.clock())
+        need = min(max(float(records), self._block(rate, float(burst))), float(burst))
+        return short.wait(need, rate, float(burst), self.clock())
 
-    def _take_shared(self, tenant_id: uuid.UUID, records: int, policy: TenantPolicy) -> float:
-        rate, burst = float(policy.events_per_second or 0), float(policy.burst or 0)
-        asked = self.clock()
-        wait = shared.take(self.sessions, tenant_id, records, rate=rate, burst=burst)
-        with self._lock:
-            if wait > 0:  # take's contract: wait = (need - tokens) / rate
-                held = min(float(records), burst) - wait * rate
-                self._short[tenant_id] = _Shortfall(held, asked, rate, burst)
-            else:
-                self._short.pop(tenant_id, None)
-        return wait
+    def _block(self, rate: float, burst: float) -> float:
+        """Tokens a lease takes beyond its batch: ``lease_s`` of the rate, at most half the
+        burst (so two processes can each hold one), at least one."""
+        return max(1.0, min(rate * self.lease_s, burst / 2))
+
+
+def _over_storage(policy: TenantPolicy) -> bool:
+    return policy.max_stored_bytes is not None and policy.stored_bytes >= policy.max_stored_bytes
 
 
 def _bucket(policy: TenantPolicy, old: _Entry | None, now: float) -> TokenBucket | None:
