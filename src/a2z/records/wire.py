@@ -160,7 +160,13 @@ def _parse_header(raw: bytes) -> BatchHeader | None:
 class _Prefix:
     """A cursor over the start of a msgpack document: just the few types an envelope's header
     holds (maps, arrays, strings, integers, floats). Every reader returns None when the bytes
-    are something else or run out."""
+    are something else or run out.
+
+    Hand-written because msgspec decodes only whole documents: the next cheapest route,
+    decompressing the whole frame and decoding it with its records as ``msgspec.Raw``, cost
+    86 µs on a 100-record frame against 12 µs for this peek (160 µs for a full decode), and
+    it runs for every frame of a flood. fuzz/fuzz_wire.py checks it against the full decoder.
+    """
 
     def __init__(self, raw: bytes) -> None:
         self.raw, self.at = raw, 0
