@@ -10,11 +10,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, Select, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
-from a2z.server.events import search, usage
+from a2z.server.events import search, textblocks, usage
 from a2z.server.events.models import ENVELOPE_FIELDS, SHORT_TEXT, AnomalyScore, Event
 from a2z.server.store import bulk
 from a2z.server.store.session import ScopedSession
@@ -394,11 +405,19 @@ def list_page_records(
     second query: that one's ``uid IN (...)`` list, rebuilt per request, cost more CPU than the
     page itself (docs/benchmarks.md, API).
     """
-    if cursor is None and (flt is None or flt == _ANY):
-        stmt = _NEWEST  # what dashboards poll: built once, not per request
+    regions = None
+    if flt is not None and flt.q is not None:
+        regions = textblocks.regions(session, flt.q, flt.since, flt.until)
+    if regions is not None:
+        assert flt is not None
+        found = _rows_in_regions(session, flt, cursor, regions, limit + 1)
     else:
-        stmt = _with_scores(_narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor))
-    rows, nxt = _cut(list(session.execute(stmt, {_PAGE_SIZE: limit + 1}).all()), limit)
+        if cursor is None and (flt is None or flt == _ANY):
+            stmt = _NEWEST  # what dashboards poll: built once, not per request
+        else:
+            stmt = _with_scores(_narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor))
+        found = list(session.execute(stmt, {_PAGE_SIZE: limit + 1}).all())
+    rows, nxt = _cut(found, limit)
     records = []
     for row in rows:
         record = record_of(row)
@@ -406,6 +425,43 @@ def list_page_records(
             record["anomaly_score"] = row.score
         records.append(record)
     return records, nxt
+
+
+def _rows_in_regions(
+    session: ScopedSession,
+    flt: search.EventFilter,
+    cursor: Cursor | None,
+    regions: list[textblocks.Region],
+    want: int,
+) -> list[Any]:
+    """Free text: the first ``want`` rows of the page, read only in ``regions`` (the blocks
+    that may hold the term, and the hours no block covers; ``textblocks.regions``).
+
+    The regions are disjoint and newest first, so reading them in order and stopping once the
+    page is full gives the rows of the whole-history scan, in its order. A term common in the
+    newest (raw) hours fills the page from the first region; a rare one reads its candidate
+    blocks, a few statements in all: each reads the next regions, 1, then 4, then 16... at a
+    time, one index range per region (``UNION ALL``), each stopping at the rows still wanted.
+    """
+    if cursor is not None:
+        regions = [r for r in regions if r[0] is None or r[0] <= cursor.ts]
+    base = _narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor)
+    base = base.where(Event.tenant_id == session.tenant_id)  # inside a UNION, spelled out
+    rows: list[Any] = []
+    done, size = 0, 1
+    while done < len(regions) and len(rows) < want:
+        need = want - len(rows)
+        parts = [
+            base.where(textblocks.region_clause(r)).limit(need) for r in regions[done : done + size]
+        ]
+        done, size = done + len(parts), size * 4
+        if len(parts) == 1:
+            page = parts[0]
+        else:
+            hits = union_all(*parts).subquery("hits")
+            page = select(*hits.c).order_by(*(hits.c[col.key].desc() for col in _KEY))
+        rows += session.execute(_with_scores(page), {_PAGE_SIZE: need}).all()
+    return rows
 
 
 def _with_scores(page: Select[Any]) -> Select[Any]:

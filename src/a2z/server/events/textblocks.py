@@ -1,0 +1,257 @@
+"""Gram blocks of closed hours: which stored rows a free-text term may be in (ADR 0023).
+
+The rollup pass (``maintenance``) cuts each tenant's rows of the hours it has closed into
+blocks of ``BLOCK_ROWS`` consecutive rows in ``ts`` order and stores, per block, its time range
+and a Bloom filter of its free-text 3-grams (``grams``). For a term, ``regions`` answers with
+the time ranges a page must read: the blocks whose filter may hold every gram of the term, and
+every hour no verified block covers (open hours, a day a late record changed), read raw. The
+page still applies the ILIKE to each row it reads, so answers are those of the raw rows.
+
+A day's blocks are trusted as the rollups are (``rollups``): only while the day's stored usage
+minus its rows at or after the blocks' ``through`` equals the rows the blocks hold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select, true
+
+from a2z.server.events import grams
+from a2z.server.events.models import Event, EventTextBlock, StoredUsage
+from a2z.server.store.partitions import DAY
+from a2z.server.store.session import ScopedSession
+
+HOUR = 3600
+BLOCK_ROWS = 256
+"""Rows per block: ~400 blocks for a tenant's 100,000 events, so reading every filter of a
+tenant stays cheap, and a block let through costs a range read of a few hundred rows."""
+
+TEXT_COLUMNS = (
+    Event.query, Event.host, Event.uri, Event.server_name, Event.user_agent, Event.title
+)  # fmt: skip
+"""The columns free text searches (``search.where``), in the same order."""
+
+Region = tuple[float | None, float | None]
+"""A closed time range ``[low, high]`` of rows to read; None: unbounded on that side."""
+
+
+@dataclass
+class BuildReport:
+    """What one tenant's pass indexed: rows, blocks written, days rebuilt, seconds spent."""
+
+    rows: int = 0
+    blocks: int = 0
+    rebuilt: int = 0
+    seconds: float = 0.0
+
+
+def refresh(*, session: ScopedSession, now: float, lag: float) -> BuildReport:
+    """Build the session tenant's blocks of the hours that ended ``lag`` seconds before ``now``.
+
+    Per day with stored usage: blocks that still check out are extended over the newly closed
+    hours; a day that does not (a record came late into an indexed hour) is rebuilt. Idempotent:
+    a second call with the same ``now`` finds nothing to do.
+    """
+    started = time.perf_counter()
+    closed = math.floor((now - lag) / HOUR) * HOUR
+    report = BuildReport()
+    state = _day_state().where(StoredUsage.day * DAY < closed).order_by(StoredUsage.day)
+    for day, through, indexed, blocks, in_closed_hours in session.execute(state).all():
+        want = min((day + 1) * DAY, closed)
+        if through is not None and indexed == in_closed_hours:
+            if through >= want:
+                continue
+            start, first = int(through), int(blocks)
+        else:
+            if through is not None:
+                report.rebuilt += 1
+                session.execute(delete(EventTextBlock).where(EventTextBlock.day == day))
+            start, first = day * DAY, 0
+        rows, written = _build(session, day, start, want, first)
+        report.rows += rows
+        report.blocks += written
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _day_state() -> Any:
+    """Per usage day: the blocks' ``through``, rows and count (None, None, 0 without blocks),
+    and the day's usage minus its rows at or after ``through`` (the rows the blocks should
+    hold), in one statement: one snapshot of usage and rows."""
+    per_day = (
+        select(
+            EventTextBlock.tenant_id,
+            EventTextBlock.day,
+            func.max(EventTextBlock.through).label("through"),
+            func.sum(EventTextBlock.rows).label("rows"),
+            func.count().label("blocks"),
+        )
+        .group_by(EventTextBlock.tenant_id, EventTextBlock.day)
+        .subquery("per_day")
+    )
+    start = func.coalesce(per_day.c.through, StoredUsage.day * DAY)
+    later = (
+        select(func.count())
+        .where(Event.tenant_id == StoredUsage.tenant_id)
+        .where(Event.ts >= start, Event.ts < (StoredUsage.day + 1) * DAY)
+        .correlate(StoredUsage, per_day)
+        .scalar_subquery()
+    )
+    return select(
+        StoredUsage.day,
+        per_day.c.through,
+        per_day.c.rows,
+        func.coalesce(per_day.c.blocks, 0),
+        StoredUsage.events - later,
+    ).outerjoin(
+        per_day,
+        and_(per_day.c.tenant_id == StoredUsage.tenant_id, per_day.c.day == StoredUsage.day),
+    )
+
+
+def _build(session: ScopedSession, day: int, start: int, end: int, first: int) -> tuple[int, int]:
+    """Blocks of the rows in ``[start, end)``, numbered from ``first``; (rows, blocks)."""
+    rows_read = (
+        select(Event.ts, *TEXT_COLUMNS)
+        .where(Event.tenant_id == session.tenant_id, Event.ts >= start, Event.ts < end)
+        .order_by(Event.ts)
+    )
+    tenant = session.tenant_id
+    values: list[dict[str, Any]] = []
+    n_rows = 0
+    for number, chunk in enumerate(_chunks(session.execute(rows_read), BLOCK_ROWS), first):
+        held: set[str] = set()
+        for row in chunk:
+            for value in row[1:]:
+                if value:
+                    held |= grams.value_grams(value)
+        values.append(
+            {
+                "tenant_id": tenant, "day": day, "block": number, "ts_lo": chunk[0][0],
+                "ts_hi": chunk[-1][0], "rows": len(chunk), "through": end,
+                "bloom": grams.build_filter(held),
+            }
+        )  # fmt: skip
+        n_rows += len(chunk)
+    if values:
+        session.execute(insert(EventTextBlock), values)
+    return n_rows, len(values)
+
+
+def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def regions(
+    session: ScopedSession, term: str, since: float | None, until: float | None
+) -> list[Region] | None:
+    """The time ranges, newest first and disjoint, outside which no row of the session tenant
+    in ``[since, until)`` contains ``term``; None when the blocks cannot tell (a short or
+    non-ASCII term, or no verified block in the range: read the rows as before).
+
+    Only PostgreSQL: the filter bits are tested in SQL (``get_bit``), over the tenant's few
+    hundred blocks, so only the blocks that may hold the term come back.
+    """
+    wanted = grams.term_grams(term)
+    if wanted is None or session.get_bind().dialect.name != "postgresql":
+        return None
+    spans = _verified_spans(session, since, until)
+    if not spans:
+        return None
+    days = [day for day, _, _ in spans]
+    bits = func.octet_length(EventTextBlock.bloom) * 8
+    tests = [
+        func.get_bit(EventTextBlock.bloom, ((h1 + i * h2) % bits)) == 1
+        for h1, h2 in sorted(grams.gram_hash(g) for g in wanted)
+        for i in range(grams.HASHES)
+    ]
+    blocks = select(EventTextBlock.ts_lo, EventTextBlock.ts_hi).where(
+        EventTextBlock.tenant_id == session.tenant_id, EventTextBlock.day.in_(days), *tests
+    )
+    found: list[Region] = [(lo, hi) for lo, hi in session.execute(blocks).tuples()]
+    found += _gaps([(start, end) for _, start, end in spans])
+    return _merged(found, since, until)
+
+
+def _verified_spans(
+    session: ScopedSession, since: float | None, until: float | None
+) -> list[tuple[int, int, int]]:
+    """``(day, start, through)`` of each day whose blocks still hold every row of its hours
+    before ``through``, in ``[since, until)``."""
+    stmt = _day_state()
+    if since is not None:
+        stmt = stmt.where(StoredUsage.day >= int(since // DAY))
+    if until is not None:
+        stmt = stmt.where(StoredUsage.day <= int(until // DAY))
+    out = []
+    rows = session.execute(stmt.order_by(StoredUsage.day)).all()
+    for day, through, indexed, _, in_closed_hours in rows:
+        if through is not None and indexed == in_closed_hours:
+            out.append((int(day), int(day) * DAY, int(through)))
+    return out
+
+
+def _gaps(spans: list[tuple[int, int]]) -> list[Region]:
+    """What the verified ``spans`` (``[start, end)``, in order) leave to the raw rows: every
+    time outside them, as closed ranges (reading a row twice at an edge costs nothing)."""
+    out: list[Region] = []
+    cursor: float | None = None
+    for start, end in spans:
+        if cursor is None or cursor < start:
+            out.append((cursor, float(start)))
+        cursor = float(end)
+    out.append((cursor, None))
+    return out
+
+
+def _merged(found: list[Region], since: float | None, until: float | None) -> list[Region]:
+    """``found`` clipped to ``[since, until]``, overlapping or touching ranges joined, newest
+    first: the order a page reads them in, each entirely newer than the next."""
+    clipped: list[tuple[float, float]] = []
+    for lo, hi in found:
+        low = -math.inf if lo is None else lo
+        high = math.inf if hi is None else hi
+        if since is not None:
+            low = max(low, since)
+        if until is not None:
+            high = min(high, until)
+        if low <= high:
+            clipped.append((low, high))
+    clipped.sort(reverse=True)
+    out: list[tuple[float, float]] = []
+    for low, high in clipped:  # by ``low``, newest first
+        out.append((low, high))
+        # A range reaching into the one before it (a gap with no lower bound reaches far)
+        # joins it, and then perhaps the one before that.
+        while len(out) > 1 and out[-1][1] >= out[-2][0]:
+            (low1, high1), (low2, high2) = out.pop(), out.pop()
+            out.append((min(low1, low2), max(high1, high2)))
+    return [(None if lo == -math.inf else lo, None if hi == math.inf else hi) for lo, hi in out]
+
+
+def region_clause(region: Region) -> ColumnElement[bool]:
+    """Rows of ``region``."""
+    lo, hi = region
+    bounds = []
+    if lo is not None:
+        bounds.append(Event.ts >= lo)
+    if hi is not None:
+        bounds.append(Event.ts <= hi)
+    return and_(*bounds) if bounds else true()
+
+
+def forget_before(*, session: ScopedSession, day: int) -> None:
+    """Remove the session tenant's blocks of days before ``day`` (retention took their rows)."""
+    session.execute(delete(EventTextBlock).where(EventTextBlock.day < day))
