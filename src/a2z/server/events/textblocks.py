@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select, true
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, select, true
 
 from a2z.server.events import grams
 from a2z.server.events.models import Event, EventTextBlock, StoredUsage
@@ -171,16 +171,17 @@ def regions(
     if not spans:
         return None
     days = [day for day, _, _ in spans]
+    # Every filter's size divides MAX_BITS (powers of two), so a position modulo MAX_BITS,
+    # taken again modulo the block's size in SQL, is the bit ``grams.positions`` names.
     bits = func.octet_length(EventTextBlock.bloom) * 8
     tests = [
-        func.get_bit(EventTextBlock.bloom, ((h1 + i * h2) % bits)) == 1
-        for h1, h2 in sorted(grams.gram_hash(g) for g in wanted)
-        for i in range(grams.HASHES)
+        func.get_bit(EventTextBlock.bloom, literal(p) % bits) == 1
+        for p in sorted({p for g in wanted for p in grams.positions(g, grams.MAX_BITS)})
     ]
     blocks = select(EventTextBlock.ts_lo, EventTextBlock.ts_hi).where(
         EventTextBlock.tenant_id == session.tenant_id, EventTextBlock.day.in_(days), *tests
     )
-    found: list[Region] = [(lo, hi) for lo, hi in session.execute(blocks).tuples()]
+    found: list[Region] = [(float(lo), float(hi)) for lo, hi in session.execute(blocks)]
     found += _gaps([(start, end) for _, start, end in spans])
     return _merged(found, since, until)
 
