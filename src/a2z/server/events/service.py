@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import uuid
@@ -12,16 +13,19 @@ from typing import Any, Protocol, TypeVar, cast
 import msgspec
 from sqlalchemy import (
     ColumnElement,
+    Float,
     Insert,
     Select,
     Table,
     and_,
     bindparam,
+    func,
     insert,
     or_,
     select,
-    union_all,
+    true,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
@@ -440,28 +444,53 @@ def _rows_in_regions(
     The regions are disjoint and newest first, so reading them in order and stopping once the
     page is full gives the rows of the whole-history scan, in its order. A term common in the
     newest (raw) hours fills the page from the first region; a rare one reads its candidate
-    blocks, a few statements in all: each reads the next regions, 1, then 4, then 16... at a
-    time, one index range per region (``UNION ALL``), each stopping at the rows still wanted.
+    blocks, a few statements in all: each reads the next regions, 1, then 8, then 64... at a
+    time, one index range per region (``_page_in_ranges``), each stopping at the rows still
+    wanted.
     """
     if cursor is not None:
         regions = [r for r in regions if r[0] is None or r[0] <= cursor.ts]
-    base = _narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor)
-    base = base.where(Event.tenant_id == session.tenant_id)  # inside a UNION, spelled out
+    page = _page_in_ranges(session, flt, cursor)
     rows: list[Any] = []
     done, size = 0, 1
     while done < len(regions) and len(rows) < want:
-        need = want - len(rows)
-        parts = [
-            base.where(textblocks.region_clause(r)).limit(need) for r in regions[done : done + size]
-        ]
-        done, size = done + len(parts), size * 4
-        if len(parts) == 1:
-            page = parts[0]
-        else:
-            hits = union_all(*parts).subquery("hits")
-            page = select(*hits.c).order_by(*(hits.c[col.key].desc() for col in _KEY))
-        rows += session.execute(_with_scores(page), {_PAGE_SIZE: need}).all()
+        batch = regions[done : done + size]
+        done, size = done + len(batch), size * 8
+        params = {
+            _PAGE_SIZE: want - len(rows),
+            _LOWS: [-math.inf if lo is None else lo for lo, _ in batch],
+            _HIGHS: [math.inf if hi is None else hi for _, hi in batch],
+        }
+        rows += session.execute(page, params).all()
     return rows
+
+
+def _page_in_ranges(
+    session: ScopedSession, flt: search.EventFilter, cursor: Cursor | None
+) -> Select[Any]:
+    """The page's rows in the time ranges ``[_LOWS[i], _HIGHS[i]]`` (array parameters): per
+    range, a LATERAL range scan of ``(tenant_id, ts)`` stopping at ``_PAGE_SIZE`` rows. One
+    statement whatever the number of ranges, so it is built once per request."""
+    ranges = (
+        func.unnest(
+            bindparam(_LOWS, type_=postgresql.ARRAY(Float)),
+            bindparam(_HIGHS, type_=postgresql.ARRAY(Float)),
+        )
+        .table_valued("lo", "hi")
+        .render_derived(name="ranges")
+    )
+    hits = (
+        _narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor)
+        .where(Event.tenant_id == session.tenant_id, Event.ts >= ranges.c.lo)
+        .where(Event.ts <= ranges.c.hi)
+        .limit(bindparam(_PAGE_SIZE))
+        .lateral("hits")
+    )
+    page = select(*hits.c).select_from(ranges).join(hits, true())
+    return _with_scores(page.order_by(*(hits.c[col.key].desc() for col in _KEY)))
+
+
+_LOWS, _HIGHS = "range_lows", "range_highs"
 
 
 def _with_scores(page: Select[Any]) -> Select[Any]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, select, true
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select, text, true, union_all
 
 from a2z.server.events import grams
 from a2z.server.events.models import Event, EventTextBlock, StoredUsage
@@ -60,13 +60,14 @@ def refresh(*, session: ScopedSession, now: float, lag: float) -> BuildReport:
     started = time.perf_counter()
     closed = math.floor((now - lag) / HOUR) * HOUR
     report = BuildReport()
-    state = _day_state().where(StoredUsage.day * DAY < closed).order_by(StoredUsage.day)
-    for day, through, indexed, blocks, in_closed_hours in session.execute(state).all():
+    last = math.ceil(closed / DAY) - 1  # the last day with a closed hour
+    for state in _days(session, first=None, last=last, with_blocks=False):
+        day, through = state.day, state.through
         want = min((day + 1) * DAY, closed)
-        if through is not None and indexed == in_closed_hours:
+        if through is not None and state.verified:
             if through >= want:
                 continue
-            start, first = int(through), int(blocks)
+            start, first = through, state.blocks
         else:
             if through is not None:
                 report.rebuilt += 1
@@ -79,39 +80,74 @@ def refresh(*, session: ScopedSession, now: float, lag: float) -> BuildReport:
     return report
 
 
-def _day_state() -> Any:
-    """Per usage day: the blocks' ``through``, rows and count (None, None, 0 without blocks),
-    and the day's usage minus its rows at or after ``through`` (the rows the blocks should
-    hold), in one statement: one snapshot of usage and rows."""
-    per_day = (
-        select(
-            EventTextBlock.tenant_id,
-            EventTextBlock.day,
-            func.max(EventTextBlock.through).label("through"),
-            func.sum(EventTextBlock.rows).label("rows"),
-            func.count().label("blocks"),
+@dataclass(frozen=True, slots=True)
+class _Day:
+    """One usage day as the blocks see it."""
+
+    day: int
+    through: int | None  # how far its blocks reach (None: no blocks)
+    rows: int  # rows its blocks hold
+    blocks: int
+    in_closed_hours: int  # its stored usage minus its rows at or after ``through``
+
+    @property
+    def verified(self) -> bool:
+        """The blocks hold every row of the day before ``through`` (no late record since)."""
+        return self.through is not None and self.rows == self.in_closed_hours
+
+
+def _days(
+    session: ScopedSession, *, first: int | None, last: int | None, with_blocks: bool
+) -> list[_Day]:
+    """The session tenant's usage days in ``[first, last]`` (only those with blocks if
+    ``with_blocks``), oldest first, each checked against its rows.
+
+    Two statements: the blocks' extent per day, then usage minus the rows after it, in one
+    statement (one snapshot of usage and rows, as ingest writes both in one transaction). The
+    bounds go in as constants, so each count is a range of the ``(tenant_id, ts)`` index in one
+    partition; correlated to the first part, the planner counted through another index.
+    """
+    extent = select(
+        EventTextBlock.day,
+        func.max(EventTextBlock.through),
+        func.sum(EventTextBlock.rows),
+        func.count(),
+    ).group_by(EventTextBlock.day)
+    usage = select(StoredUsage.day)
+    if first is not None:
+        extent, usage = (
+            extent.where(EventTextBlock.day >= first),
+            usage.where(StoredUsage.day >= first),
         )
-        .group_by(EventTextBlock.tenant_id, EventTextBlock.day)
-        .subquery("per_day")
-    )
-    start = func.coalesce(per_day.c.through, StoredUsage.day * DAY)
-    later = (
-        select(func.count())
-        .where(Event.tenant_id == StoredUsage.tenant_id)
-        .where(Event.ts >= start, Event.ts < (StoredUsage.day + 1) * DAY)
-        .correlate(StoredUsage, per_day)
-        .scalar_subquery()
-    )
-    return select(
-        StoredUsage.day,
-        per_day.c.through,
-        per_day.c.rows,
-        func.coalesce(per_day.c.blocks, 0),
-        StoredUsage.events - later,
-    ).outerjoin(
-        per_day,
-        and_(per_day.c.tenant_id == StoredUsage.tenant_id, per_day.c.day == StoredUsage.day),
-    )
+    if last is not None:
+        extent, usage = (
+            extent.where(EventTextBlock.day <= last),
+            usage.where(StoredUsage.day <= last),
+        )
+    built = {int(d): (int(t), int(r), int(n)) for d, t, r, n in session.execute(extent)}
+    days = sorted(built) if with_blocks else sorted(int(d) for d in session.scalars(usage))
+    if not days:
+        return []
+    tenant = session.tenant_id
+    parts = []
+    for day in days:
+        start = built[day][0] if day in built else day * DAY
+        later = (
+            select(func.count())
+            .where(Event.tenant_id == tenant, Event.ts >= start, Event.ts < (day + 1) * DAY)
+            .scalar_subquery()
+        )
+        parts.append(
+            select(StoredUsage.day, StoredUsage.events - later).where(
+                StoredUsage.tenant_id == tenant, StoredUsage.day == day
+            )
+        )
+    stmt = parts[0] if len(parts) == 1 else union_all(*parts)
+    out = []
+    for day, in_closed_hours in session.execute(stmt):
+        through, rows, blocks = built.get(int(day), (None, 0, 0))
+        out.append(_Day(int(day), through, rows, blocks, int(in_closed_hours)))
+    return sorted(out, key=lambda d: d.day)
 
 
 def _build(session: ScopedSession, day: int, start: int, end: int, first: int) -> tuple[int, int]:
@@ -170,20 +206,25 @@ def regions(
     spans = _verified_spans(session, since, until)
     if not spans:
         return None
-    days = [day for day, _, _ in spans]
     # Every filter's size divides MAX_BITS (powers of two), so a position modulo MAX_BITS,
     # taken again modulo the block's size in SQL, is the bit ``grams.positions`` names.
-    bits = func.octet_length(EventTextBlock.bloom) * 8
-    tests = [
-        func.get_bit(EventTextBlock.bloom, literal(p) % bits) == 1
-        for p in sorted({p for g in wanted for p in grams.positions(g, grams.MAX_BITS)})
+    bits = sorted({p for g in wanted for p in grams.positions(g, grams.MAX_BITS)})
+    params = {"tenant": session.tenant_id, "days": [day for day, _, _ in spans], "bits": bits}
+    found: list[Region] = [
+        (float(lo), float(hi)) for lo, hi in session.execute(_CANDIDATES, params)
     ]
-    blocks = select(EventTextBlock.ts_lo, EventTextBlock.ts_hi).where(
-        EventTextBlock.tenant_id == session.tenant_id, EventTextBlock.day.in_(days), *tests
-    )
-    found: list[Region] = [(float(lo), float(hi)) for lo, hi in session.execute(blocks)]
     found += _gaps([(start, end) for _, start, end in spans])
     return _merged(found, since, until)
+
+
+_CANDIDATES = text(
+    "SELECT ts_lo, ts_hi FROM event_text_blocks"
+    " WHERE tenant_id = :tenant AND day = ANY(:days) AND NOT EXISTS ("
+    " SELECT 1 FROM unnest(CAST(:bits AS integer[])) AS p"
+    " WHERE get_bit(bloom, p % (octet_length(bloom) * 8)) = 0)"
+)
+"""The blocks whose filter has every bit of the term's grams (a text statement with the bits as
+one array: the same statement for every term, cheap to build; the tenant also by RLS)."""
 
 
 def _verified_spans(
@@ -191,16 +232,12 @@ def _verified_spans(
 ) -> list[tuple[int, int, int]]:
     """``(day, start, through)`` of each day whose blocks still hold every row of its hours
     before ``through``, in ``[since, until)``."""
-    stmt = _day_state()
-    if since is not None:
-        stmt = stmt.where(StoredUsage.day >= int(since // DAY))
-    if until is not None:
-        stmt = stmt.where(StoredUsage.day <= int(until // DAY))
+    first = None if since is None else int(since // DAY)
+    last = None if until is None else int(until // DAY)
     out = []
-    rows = session.execute(stmt.order_by(StoredUsage.day)).all()
-    for day, through, indexed, _, in_closed_hours in rows:
-        if through is not None and indexed == in_closed_hours:
-            out.append((int(day), int(day) * DAY, int(through)))
+    for state in _days(session, first=first, last=last, with_blocks=True):
+        if state.verified and state.through is not None:
+            out.append((state.day, state.day * DAY, state.through))
     return out
 
 
