@@ -76,7 +76,7 @@ def postgres(ctx: ServerContext) -> bool:
 def raw_scan(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The plan without blocks: every page a scan of the rows, as before ADR 0023."""
     with monkeypatch.context() as patch:
-        patch.setattr(textblocks, "regions", lambda *args: None)
+        patch.setattr(textblocks, "plan", lambda *args: None)
         yield
 
 

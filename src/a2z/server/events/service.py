@@ -409,12 +409,12 @@ def list_page_records(
     second query: that one's ``uid IN (...)`` list, rebuilt per request, cost more CPU than the
     page itself (docs/benchmarks.md, API).
     """
-    regions = None
+    plan = None
     if flt is not None and flt.q is not None:
-        regions = textblocks.regions(session, flt.q, flt.since, flt.until)
-    if regions is not None:
+        plan = textblocks.plan(session, flt.q, flt.since, flt.until)
+    if plan is not None:
         assert flt is not None
-        found = _rows_in_regions(session, flt, cursor, regions, limit + 1)
+        found = _rows_in_regions(session, flt, cursor, plan, limit + 1)
     else:
         if cursor is None and (flt is None or flt == _ANY):
             stmt = _NEWEST  # what dashboards poll: built once, not per request
@@ -435,11 +435,12 @@ def _rows_in_regions(
     session: ScopedSession,
     flt: search.EventFilter,
     cursor: Cursor | None,
-    regions: list[textblocks.Region],
+    plan: textblocks.Plan,
     want: int,
 ) -> list[Any]:
-    """Free text: the first ``want`` rows of the page, read only in ``regions`` (the blocks
-    that may hold the term, and the hours no block covers; ``textblocks.regions``).
+    """Free text: the first ``want`` rows of the page, read only where the term may be: the
+    hours after every block (``plan.head``), then the blocks that may hold the term and the
+    hours no block covers (``plan.rest``, looked up only if the page is not full yet).
 
     The regions are disjoint and newest first, so reading them in order and stopping once the
     page is full gives the rows of the whole-history scan, in its order. A term common in the
@@ -448,9 +449,20 @@ def _rows_in_regions(
     time, one index range per region (``_page_in_ranges``), each stopping at the rows still
     wanted.
     """
-    if cursor is not None:
-        regions = [r for r in regions if r[0] is None or r[0] <= cursor.ts]
     page = _page_in_ranges(session, flt, cursor)
+    rows = _read_ranges(session, page, [plan.head], want)
+    if len(rows) < want:
+        rest = plan.rest(session)
+        if cursor is not None:
+            rest = [r for r in rest if r[0] is None or r[0] <= cursor.ts]
+        rows += _read_ranges(session, page, rest, want - len(rows))
+    return rows
+
+
+def _read_ranges(
+    session: ScopedSession, page: Select[Any], regions: list[textblocks.Region], want: int
+) -> list[Any]:
+    """Up to ``want`` rows of ``page`` in ``regions`` (disjoint, newest first), in order."""
     rows: list[Any] = []
     done, size = 0, 1
     while done < len(regions) and len(rows) < want:

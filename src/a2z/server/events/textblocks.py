@@ -190,6 +190,46 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A free-text page through the blocks: first the rows after every block (``head``: the
+    open hours, read raw, where a common term fills the page at once), then, only if the page
+    is not full, the regions below it (``rest``: the day checks and the filter lookup)."""
+
+    term: str
+    since: float | None
+    until: float | None
+    through: float  # the newest ``through`` of the tenant's blocks
+
+    @property
+    def head(self) -> Region:
+        return (self.through, None)
+
+    def rest(self, session: ScopedSession) -> list[Region]:
+        """The regions older than ``head``, newest first."""
+        below = math.nextafter(self.through, -math.inf)  # the ts just before ``head``
+        found = regions(session, self.term, self.since, self.until)
+        if found is None:
+            return [(None, below)]
+        out: list[Region] = []
+        for lo, hi in found:
+            if lo is not None and lo > below:
+                continue
+            out.append((lo, below if hi is None or hi > below else hi))
+        return out
+
+
+def plan(
+    session: ScopedSession, term: str, since: float | None, until: float | None
+) -> Plan | None:
+    """How to read a free-text page of ``term`` through the blocks; None when they cannot help
+    (a short or non-ASCII term, not PostgreSQL, no blocks yet): read the rows as before."""
+    if grams.term_grams(term) is None or session.get_bind().dialect.name != "postgresql":
+        return None
+    through = session.scalar(select(func.max(EventTextBlock.through)))
+    return None if through is None else Plan(term, since, until, float(through))
+
+
 def regions(
     session: ScopedSession, term: str, since: float | None, until: float | None
 ) -> list[Region] | None:
