@@ -439,7 +439,7 @@ def _rows_in_regions(
     want: int,
 ) -> list[Any]:
     """Free text: the first ``want`` rows of the page, read only where the term may be: the
-    hours after every block (``plan.head``), then the blocks that may hold the term and the
+    hours at or after every block (``plan.through``), then the blocks that may hold the term and the
     hours no block covers (``plan.rest``, looked up only if the page is not full yet).
 
     The regions are disjoint and newest first, so reading them in order and stopping once the
@@ -449,12 +449,17 @@ def _rows_in_regions(
     time, one index range per region (``_page_in_ranges``), each stopping at the rows still
     wanted.
     """
-    page = _page_in_ranges(session, flt, cursor)
-    rows = _read_ranges(session, page, [plan.head], want)
+    # The head as a plain statement, like a page without blocks: its range is a constant, so
+    # the planner prunes to the newest partition and walks its (tenant_id, ts) index backwards,
+    # stopping at the page's last match (a common term reads a few hundred rows).
+    base = _narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor)
+    head = _with_scores(base.where(Event.ts >= plan.through))
+    rows = list(session.execute(head, {_PAGE_SIZE: want}).all())
     if len(rows) < want:
         rest = plan.rest(session)
         if cursor is not None:
             rest = [r for r in rest if r[0] is None or r[0] <= cursor.ts]
+        page = _page_in_ranges(session, flt, cursor)
         rows += _read_ranges(session, page, rest, want - len(rows))
     return rows
 
@@ -481,7 +486,7 @@ def _page_in_ranges(
     session: ScopedSession, flt: search.EventFilter, cursor: Cursor | None
 ) -> Select[Any]:
     """The page's rows in the time ranges ``[_LOWS[i], _HIGHS[i]]`` (array parameters): per
-    range, a LATERAL range scan of ``(tenant_id, ts)`` stopping at ``_PAGE_SIZE`` rows. One
+    range, a LATERAL range scan of ``(tenant_id, ts)`` stopping after ``_PAGE_SIZE`` rows. One
     statement whatever the number of ranges, so it is built once per request."""
     ranges = (
         func.unnest(
@@ -491,11 +496,16 @@ def _page_in_ranges(
         .table_valued("lo", "hi")
         .render_derived(name="ranges")
     )
+    # Per range, newest first by ts alone, with the rows tied with the last one: ordered by
+    # the whole key, PostgreSQL sorted every row of the range (the index gives ts only) instead
+    # of walking it backwards and stopping; the outer ORDER BY puts ties in key order.
     hits = (
         _narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor)
+        .order_by(None)
+        .order_by(Event.ts.desc())
         .where(Event.tenant_id == session.tenant_id, Event.ts >= ranges.c.lo)
         .where(Event.ts <= ranges.c.hi)
-        .limit(bindparam(_PAGE_SIZE))
+        .fetch(bindparam(_PAGE_SIZE), with_ties=True)
         .lateral("hits")
     )
     page = select(*hits.c).select_from(ranges).join(hits, true())

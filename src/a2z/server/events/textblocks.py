@@ -192,22 +192,19 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A free-text page through the blocks: first the rows after every block (``head``: the
-    open hours, read raw, where a common term fills the page at once), then, only if the page
-    is not full, the regions below it (``rest``: the day checks and the filter lookup)."""
+    """A free-text page through the blocks: first the rows at or after ``through`` (after
+    every block: the open hours, read raw, where a common term fills the page at once), then,
+    only if the page is not full, the regions below it (``rest``: the day checks and the
+    filter lookup)."""
 
     term: str
     since: float | None
     until: float | None
     through: float  # the newest ``through`` of the tenant's blocks
 
-    @property
-    def head(self) -> Region:
-        return (self.through, None)
-
     def rest(self, session: ScopedSession) -> list[Region]:
-        """The regions older than ``head``, newest first."""
-        below = math.nextafter(self.through, -math.inf)  # the ts just before ``head``
+        """The regions older than ``through``, newest first."""
+        below = math.nextafter(self.through, -math.inf)  # the ts just before ``through``
         found = regions(session, self.term, self.since, self.until)
         if found is None:
             return [(None, below)]
