@@ -439,8 +439,8 @@ def _rows_in_regions(
     want: int,
 ) -> list[Any]:
     """Free text: the first ``want`` rows of the page, read only where the term may be: the
-    hours at or after every block (``plan.through``), then the blocks that may hold the term and the
-    hours no block covers (``plan.rest``, looked up only if the page is not full yet).
+    hours at or after every block (``plan.through``), then the blocks that may hold the term
+    and the hours no block covers (``plan.rest``, looked up only if the page is not full yet).
 
     The regions are disjoint and newest first, so reading them in order and stopping once the
     page is full gives the rows of the whole-history scan, in its order. A term common in the
