@@ -445,9 +445,10 @@ def _rows_in_regions(
     The regions are disjoint and newest first, so reading them in order and stopping once the
     page is full gives the rows of the whole-history scan, in its order. A term common in the
     newest (raw) hours fills the page from the first region; a rare one reads its candidate
-    blocks, a few statements in all: each reads the next regions, 1, then 8, then 64... at a
-    time, one index range per region (``_page_in_ranges``), each stopping at the rows still
-    wanted.
+    blocks, a few statements in all: each reads the next regions, 4, then 32, then 256... at a
+    time (geometric: a term common in older blocks stops early, a rare one takes two or three
+    statements), one index range per region (``_page_in_ranges``), each stopping at the rows
+    still wanted.
     """
     # The head as a plain statement, like a page without blocks: its range is a constant, so
     # the planner prunes to the newest partition and walks its (tenant_id, ts) index backwards,
@@ -469,7 +470,7 @@ def _read_ranges(
 ) -> list[Any]:
     """Up to ``want`` rows of ``page`` in ``regions`` (disjoint, newest first), in order."""
     rows: list[Any] = []
-    done, size = 0, 1
+    done, size = 0, 4
     while done < len(regions) and len(rows) < want:
         batch = regions[done : done + size]
         done, size = done + len(batch), size * 8
