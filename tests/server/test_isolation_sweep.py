@@ -42,7 +42,8 @@ SELF_ROUTES = {
 
 def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
     """One object of each kind in ``tenant``, by the path parameter that names it."""
-    with ctx.sessions.tenant(tenant.id) as session:
+    # Opened to change global intel too: the seed makes global objects as an operator would.
+    with ctx.sessions.tenant(tenant.id, global_intel=True) as session:
         key, _ = create_api_key(session=session, role=Role.VIEWER, name="sweep")
         user = tenants.create_user(
             session=session, email=f"viewer@{tenant.name}.test", password=PASSWORD, role=Role.VIEWER

@@ -5,6 +5,10 @@ SQLAlchemy's ``do_orm_execute`` hook adds ``tenant_id = :tenant`` to every ORM s
 refuses a row written for another tenant. A query issued without a tenant raises instead of
 returning everyone's rows. On PostgreSQL each transaction also sets ``app.tenant_id`` for the
 row-level security policies, so the database enforces the same scope underneath.
+
+Rows of no tenant that every tenant reads and only operators change (``OperatorManaged``:
+global intel) are written only in a session opened for it (``tenant(..., global_intel=True)``),
+which on PostgreSQL also sets ``app.global_intel`` for their write policy.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 
 from a2z.server.errors import TenantScopeError
-from a2z.server.store.base import TenantOwned
-from a2z.server.store.tenancy import TENANT_SETTING, USER_SETTING
+from a2z.server.store.base import OperatorManaged, TenantOwned
+from a2z.server.store.tenancy import GLOBAL_INTEL_SETTING, TENANT_SETTING, USER_SETTING
 
 _TENANT = "tenant_id"
 _SYSTEM = "system"
+_GLOBAL_INTEL = "global_intel"  # this session may change OperatorManaged rows
 _TOUCHED = "watched_change"  # set when this transaction changed a watched model
 CLOSE_WAIT_S = 5.0  # longest a closing factory waits for its connections to be given back
 
@@ -41,10 +46,23 @@ class ScopedSession(Session):
         return tid
 
 
+class OperatorRowsError(TenantScopeError):
+    """Global intel written in a session not opened to change it."""
+
+    def __init__(self) -> None:
+        super().__init__("global intel is changed only in a session opened for it")
+
+
 @event.listens_for(ScopedSession, "do_orm_execute")
 def _scope_statement(state: ORMExecuteState) -> None:
     if state.is_column_load:
         return
+    if (state.is_insert or state.is_update or state.is_delete) and not state.session.info.get(
+        _GLOBAL_INTEL
+    ):
+        mapper = state.bind_mapper
+        if mapper is not None and issubclass(mapper.class_, OperatorManaged):
+            raise OperatorRowsError()
     tid = state.session.info.get(_TENANT)
     if tid is None:
         if state.session.info.get(_SYSTEM):
@@ -61,6 +79,10 @@ def _scope_statement(state: ORMExecuteState) -> None:
 
 @event.listens_for(ScopedSession, "before_flush")
 def _check_writes(session: Session, _ctx: Any, _instances: Any) -> None:
+    if not session.info.get(_GLOBAL_INTEL) and any(
+        isinstance(obj, OperatorManaged) for obj in (*session.new, *session.dirty, *session.deleted)
+    ):
+        raise OperatorRowsError()
     tid = session.info.get(_TENANT)
     if tid is None:
         return
@@ -170,12 +192,22 @@ class SessionFactory:
         self.engine.dispose()
 
     @contextmanager
-    def tenant(self, tenant_id: uuid.UUID) -> Iterator[ScopedSession]:
-        """A transaction scoped to one tenant; commits on success, rolls back on error."""
+    def tenant(
+        self, tenant_id: uuid.UUID, *, global_intel: bool = False
+    ) -> Iterator[ScopedSession]:
+        """A transaction scoped to one tenant; commits on success, rolls back on error.
+
+        ``global_intel``: it may also change global intel (operators' routes only; the caller
+        has checked the operator's permission).
+        """
         with self._make() as session:
             session.info[_TENANT] = tenant_id
+            if global_intel:
+                session.info[_GLOBAL_INTEL] = True
             with session.begin():
                 self._set(session, TENANT_SETTING, str(tenant_id))
+                if global_intel:
+                    self._set(session, GLOBAL_INTEL_SETTING, "on")
                 yield session
 
     @contextmanager
