@@ -29,6 +29,7 @@ from a2z.server.gateway import Gateway
 from a2z.server.hot_reads import HotReads
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
+from a2z.server.page_cache import PageCache, PageGenerations
 from a2z.server.pki.root import AgentRoot, load_or_create_ca, load_or_create_root
 from a2z.server.quotas.service import Quotas
 from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
@@ -73,6 +74,14 @@ def build_context(settings: Settings) -> ServerContext:
         RevocationCounter(settings.revocations_path), ttl_s=settings.auth_cache_s
     )
     watch_revocations(sessions, principals.invalidate)
+    # Rendered hot pages; every committed write through this factory ends its tenant's pages in
+    # every process on this data directory before the writer answers (page_cache.py).
+    pages = PageCache(
+        PageGenerations(settings.page_generations_path),
+        ttl_s=settings.hot_read_ttl_ms / 1000,
+        metrics=metrics,
+    )
+    sessions.watch_writes(pages.invalidate)
     signals, relay = AgentSignals(), None
     if engine.dialect.name == "postgresql":  # other processes may serve the agents: relay
         relay = relay_for(engine.url.render_as_string(hide_password=False), signals, metrics)
@@ -89,6 +98,7 @@ def build_context(settings: Settings) -> ServerContext:
         maintenance=maintenance,
         throttle=LoginThrottle(sessions),
         principals=principals,
+        pages=pages,
         detect=detect,
         signals=signals,
         signal_relay=relay,
