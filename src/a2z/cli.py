@@ -211,7 +211,7 @@ def server_settings(args: argparse.Namespace) -> Settings:
         gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
         bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
         roles=roles, workers=args.workers, auth_cache_s=_auth_cache_s(args),
-        hot_read_ttl_ms=_hot_read_ttl_ms(args),
+        hot_read_ttl_ms=_hot_read_ttl_ms(args), freeze_gc=True,
     )  # fmt: skip
 
 
@@ -458,8 +458,8 @@ def _admin(args: argparse.Namespace) -> int:
     from a2z.server.auth.principal_cache import watch_revocations
     from a2z.server.auth.revocations import RevocationCounter
     from a2z.server.config import Settings
-    from a2z.server.page_cache import PageGenerations
     from a2z.server.errors import A2ZServerError
+    from a2z.server.page_cache import PageGenerations
     from a2z.server.store.engine import open_store
     from a2z.server.store.session import SessionFactory
     from a2z.server.tenants.models import Role

@@ -73,6 +73,10 @@ class Settings:
     # process on this data directory ends it at once. 0 turns the cache off. Writers on other
     # hosts are seen within this bound (docs/operating.md, "Several API processes").
     hot_read_ttl_ms: int = 1000
+    # Freeze the start-up heap out of the cyclic collector's reach once serving (app.py). Set
+    # by ``a2z server``; off by default because tests build hundreds of apps in one process,
+    # and frozen objects are never freed.
+    freeze_gc: bool = False
     workers: int = 1  # API processes sharing the listening socket (``--workers``)
 
     @property

@@ -60,7 +60,7 @@ class ServerMetrics:
         )
         self.page_cache_misses = Counter(
             "a2z_page_cache_misses",
-            "Hot reads that rendered their page (none cached, a write since, or older than the TTL)",
+            "Hot reads that rendered their page (none kept, a write since, or older than the TTL)",
             ["path"],
             registry=r,
         )

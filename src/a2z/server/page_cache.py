@@ -162,9 +162,7 @@ class PageCache:
             route = self._routes[path] = _RouteMetrics(self._metrics, path)
         return route
 
-    async def page(
-        self, key: PageKey, render: Callable[[], Awaitable[Page | None]]
-    ) -> Page | None:
+    async def page(self, key: PageKey, render: Callable[[], Awaitable[Page | None]]) -> Page | None:
         """The cached page for ``key``, else ``render()``'s (shared by concurrent misses).
 
         Runs on the event loop only: the entries need no lock. A hit does no I/O and awaits

@@ -180,9 +180,13 @@ class SessionFactory:
                 session.info.setdefault(_TOUCHED, set()).add(id(watch))
 
     def _note_bulk_changes(self, state: ORMExecuteState) -> None:
-        if self._write_watches and (state.is_insert or state.is_update or state.is_delete):
-            if state.session.info.get(_TENANT) is not None or _tenant_rows(state):
-                state.session.info[_WROTE] = True
+        dml = state.is_insert or state.is_update or state.is_delete
+        if (
+            self._write_watches
+            and dml
+            and (state.session.info.get(_TENANT) is not None or _tenant_rows(state))
+        ):
+            state.session.info[_WROTE] = True
         # update(Model)/delete(Model) statements skip the unit of work's flush.
         if not (state.is_update or state.is_delete):
             return
