@@ -77,6 +77,9 @@ class Settings:
     # by ``a2z server``; off by default because tests build hundreds of apps in one process,
     # and frozen objects are never freed.
     freeze_gc: bool = False
+    # uvicorn's access log (one line per request on stdout). Measured at half the server's CPU
+    # of a cached hot read (docs/benchmarks.md, API); ``--no-access-log`` turns it off.
+    access_log: bool = True
     workers: int = 1  # API processes sharing the listening socket (``--workers``)
 
     @property
