@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import Counter
 from sqlalchemy import select, update
 
+from a2z.cli import build_parser, server_settings
 from a2z.records import Batch, Conn
 from a2z.server.agents import service as agents
 from a2z.server.agents.models import Agent
@@ -316,6 +317,24 @@ def test_tenants_never_share_a_page(
 # --- the TTL ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("argv", "ttl_ms", "access_log"),
+    [
+        ([], 1000, True),
+        (["--bus", "nats://n:4222"], 0, True),  # other hosts may write: off unless asked
+        (["--bus", "nats://n:4222", "--hot-read-ttl-ms", "300"], 300, True),
+        (["--hot-read-ttl-ms", "0", "--no-access-log"], 0, False),
+    ],
+)
+def test_server_options(argv: list[str], ttl_ms: int, access_log: bool) -> None:
+    settings = server_settings(build_parser().parse_args(["server", *argv]))
+    assert (settings.hot_read_ttl_ms, settings.access_log, settings.freeze_gc) == (
+        ttl_ms,
+        access_log,
+        True,
+    )
+
+
 def test_ttl_zero_turns_the_cache_off(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -390,6 +409,44 @@ def test_concurrent_misses_share_one_render(
     assert len({r.content for r in answers}) == 1
     assert calls == [1]
     assert _total(ctx.metrics.page_cache_coalesced) == 19
+
+
+def test_an_expired_page_is_served_while_its_renewal_runs_but_not_after_a_write() -> None:
+    generations = PageGenerations()
+    cache = PageCache(generations, ttl_s=0.05)
+    tenant = uuid.uuid4()
+    key: PageKey = (tenant, AGENTS, 50, None)
+
+    async def run() -> list[bytes]:
+        release = asyncio.Event()
+        seen: list[bytes] = []
+
+        async def render(body: bytes) -> Page:
+            await release.wait()
+            return Page.of(body)
+
+        release.set()
+        old = await cache.page(key, lambda: render(b"old"))
+        assert old is not None
+        await asyncio.sleep(0.06)  # older than the TTL
+        release.clear()
+        renewal = asyncio.create_task(cache.page(key, lambda: render(b"new")))
+        await asyncio.sleep(0)
+        during = await cache.page(key, lambda: render(b"unused"))  # does not wait
+        assert during is not None
+        seen.append(cast(bytes, during.body["body"]))
+        generations.bump(tenant)  # a write: the old page must not be served any more
+        after_write = asyncio.create_task(cache.page(key, lambda: render(b"written")))
+        await asyncio.sleep(0)
+        assert not after_write.done()
+        release.set()
+        for task in (renewal, after_write):
+            page = await task
+            assert page is not None
+            seen.append(cast(bytes, page.body["body"]))
+        return seen
+
+    assert asyncio.run(run()) == [b"old", b"new", b"written"]
 
 
 def test_a_render_started_before_a_write_is_not_shared_after_it() -> None:

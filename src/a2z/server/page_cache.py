@@ -14,7 +14,9 @@ JSON of such a page, keyed by everything that chooses the answer — tenant, rou
   bump happens before the writer answers: a client told its write succeeded reads it back.
 - **younger than the TTL** (``--hot-read-ttl-ms``, default 1000 ms): the bound on staleness for
   writers that cannot bump this file (a process on another host), and for what changes with
-  time alone (an agent turning "offline").
+  time alone (an agent turning "offline"). The first request after the TTL renders the page
+  again; others arriving meanwhile get the expired page until it lands, so the bound is the TTL
+  plus one render. After a write nothing old is served: requests wait for the new render.
 
 Authentication is not cached here: the hot path looks the principal up (and checks its role)
 for every request before it asks the cache, so revocations and role changes keep taking effect
@@ -171,12 +173,18 @@ class PageCache:
         tenant_id, path = key[0], key[1]
         generation = self.generations.read(tenant_id)
         entry = self._entries.get(key)
+        pending = self._renders.get(key)
         if entry is not None:
-            if entry.generation == generation and time.monotonic() < entry.deadline:
+            if entry.generation != generation:
+                self._drop(key)  # a write since: never served again
+            elif time.monotonic() < entry.deadline or (
+                pending is not None and pending.generation == generation
+            ):
+                # Fresh; or only older than the TTL while its renewal already runs: then it is
+                # served until the render lands (stale by at most the TTL plus one render), so
+                # a TTL expiry does not make every request of a busy page wait for that render.
                 self._route(path).hits.inc()
                 return entry.page
-            self._drop(key)
-        pending = self._renders.get(key)
         if pending is not None and pending.generation == generation:
             # Rendered under the generation we read, and started before we read it: no write
             # that answered before this request began is missing from it (see the ADR).
