@@ -16,6 +16,7 @@ import math
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -169,8 +170,16 @@ def free_port() -> int:
         return port
 
 
-def server_command(data_dir: Path, db_url: str | None, port: int, workers: int) -> list[str]:
-    """``a2z server`` on ``port``; its agent gateway, where it has one, on a free port too."""
+def server_command(
+    data_dir: Path,
+    db_url: str | None,
+    port: int,
+    workers: int,
+    page_ttl_ms: int | None = None,
+    access_log: bool = True,
+) -> list[str]:
+    """``a2z server`` on ``port``; its agent gateway, where it has one, on a free port too.
+    ``page_ttl_ms``: the page cache's ``--hot-read-ttl-ms`` (None: the server's default)."""
     a2z = [sys.executable, "-m", "a2z", "server"]
     cmd = [*a2z, "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
     if db_url:
@@ -180,16 +189,24 @@ def server_command(data_dir: Path, db_url: str | None, port: int, workers: int) 
         cmd += ["--agent-listen", f"127.0.0.1:{free_port()}"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
+    if page_ttl_ms is not None:
+        cmd += ["--hot-read-ttl-ms", str(page_ttl_ms)]
+    if not access_log:
+        cmd += ["--no-access-log"]
     return cmd
 
 
 @contextmanager
 def running_server(
-    data_dir: Path, db_url: str | None, workers: int = 1
+    data_dir: Path,
+    db_url: str | None,
+    workers: int = 1,
+    page_ttl_ms: int | None = None,
+    access_log: bool = True,
 ) -> Iterator[tuple[str, int]]:
     """``a2z server`` as a subprocess; yields its base URL and pid, stops it on exit."""
     port = free_port()
-    cmd = server_command(data_dir, db_url, port, workers)
+    cmd = server_command(data_dir, db_url, port, workers, page_ttl_ms, access_log)
     log = (data_dir / "server.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -243,6 +260,18 @@ def login(base: str) -> str:
     resp.raise_for_status()
     token: str = resp.json()["access_token"]
     return token
+
+
+def prime(base: str, token: str, seeded: Seeded, workers: int) -> None:
+    """Present the credential on each read a few times per worker, each on a new connection (the
+    kernel spreads them over the workers): a dashboard's credential is verified once, then
+    cached, and the first cell should not measure 200 clients all presenting a new one."""
+    headers = {"Authorization": f"Bearer {token}"}
+    for op in operations(seeded):
+        if op.kind == "read":
+            _method, path, _body = op.request(random.Random(0))
+            for _ in range(10 * workers):
+                httpx.get(base + path, headers=headers).raise_for_status()
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -299,11 +328,18 @@ class Row:
     db_cpu: float = math.nan  # PostgreSQL backends serving it, % of one core (nan on SQLite)
     load1: float = math.nan  # host 1-minute load average at the end (2 cores: 2.0 is full)
     workers: int = 1  # API processes (a2z server --workers)
+    page_ttl_ms: int | None = None  # the server's --hot-read-ttl-ms (None: its default)
+    client_cpu: float = math.nan  # the load generator's CPU over the run, % of one core
 
     @property
     def cpu_ms_per_request(self) -> float:
         """Server CPU per request: the cost that does not depend on how busy the host is."""
         return 10 * self.server_cpu / self.rps if self.rps else math.nan
+
+    @property
+    def client_ms_per_request(self) -> float:
+        """The load generator's CPU per request (httpx: this process; wrk: its process)."""
+        return 10 * self.client_cpu / self.rps if self.rps else math.nan
 
     @property
     def db_ms_per_request(self) -> float:
@@ -470,6 +506,7 @@ class ServerUsage:
         """Run ``measure`` and add the server's and the database's CPU share and the host load
         to its row. A process that starts during the run counts all its CPU."""
         server0, db0 = self._times(self._server()), self._times(self._backends())
+        client0 = _client_seconds()
         wall0 = time.monotonic()
         row = measure()
         wall = time.monotonic() - wall0
@@ -481,7 +518,16 @@ class ServerUsage:
             server_cpu=100 * server / wall,
             db_cpu=100 * db / wall if self._database else math.nan,
             load1=os.getloadavg()[0],
+            client_cpu=100 * (_client_seconds() - client0) / wall,
         )
+
+
+def _client_seconds() -> float:
+    """CPU of this process (the httpx clients) and of its finished children (wrk, waited for
+    inside the cell; the server is still running, so it does not count here)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @contextmanager
@@ -562,10 +608,14 @@ def bench_store(store: str, args: argparse.Namespace) -> list[Row]:
             file=sys.stderr,
         )
         rows: list[Row] = []
-        for workers in args.workers:
-            with running_server(Path(tmp), db_url, workers) as (base, pid):
+        for workers, ttl in itertools.product(args.workers, args.page_ttl_ms or [None]):
+            with running_server(Path(tmp), db_url, workers, ttl, not args.no_access_log) as (
+                base,
+                pid,
+            ):
                 database = db_url.rsplit("/", 1)[1] if db_url else None
-                rows += measure(store, base, pid, seeded, args, workers, database)
+                cells = measure(store, base, pid, seeded, args, workers, database, ttl)
+                rows += [dataclasses.replace(r, page_ttl_ms=ttl) for r in cells]
         return rows
 
 
@@ -577,22 +627,26 @@ def measure(
     args: argparse.Namespace,
     workers: int,
     database: str | None = None,
+    page_ttl_ms: int | None = None,
 ) -> list[Row]:
     """Every operation at every concurrency with httpx, then wrk on the events page."""
     token = login(base)
+    prime(base, token, seeded, workers)
     usage = ServerUsage(pid, database)
     rows: list[Row] = []
 
     def report(row: Row) -> None:
-        row = dataclasses.replace(row, workers=workers)
+        row = dataclasses.replace(row, workers=workers, page_ttl_ms=page_ttl_ms)
         rows.append(row)
         print(f"[{store}] {format_row(row)}", file=sys.stderr, flush=True)
 
-    for op, conc in itertools.product(operations(seeded), args.concurrency):
+    ops = [op for op in operations(seeded) if op.kind == "read" or not args.reads_only]
+    for op, conc in itertools.product(ops, args.concurrency):
         prof = None
         if args.profile and op.kind == "read" and conc == max(args.concurrency):
             slug = re.sub(r"[^a-z]+", "-", op.name.lower()).strip("-")
-            prof = args.profile / f"{store}-w{workers}-{slug}-{conc}.txt"
+            ttl = "" if page_ttl_ms is None else f"-ttl{page_ttl_ms}"
+            prof = args.profile / f"{store}-w{workers}{ttl}-{slug}-{conc}.txt"
         load = drive(
             base,
             token,
@@ -617,18 +671,20 @@ def measure(
 
 
 HEADER = (
-    f"{'store':<10} {'proc':>4} {'client':<6} {'op':<24} {'conc':>5} {'requests':>9} {'req/s':>8} "
-    f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv cpu%':>8} {'cpu ms/req':>10} "
-    f"{'db cpu%':>7} {'db ms/req':>9} {'load1':>5}"
+    f"{'store':<10} {'proc':>4} {'ttl':>5} {'client':<6} {'op':<24} {'conc':>5} {'requests':>9} "
+    f"{'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv cpu%':>8} {'cpu ms/req':>10} "
+    f"{'db cpu%':>7} {'db ms/req':>9} {'cli ms/req':>10} {'load1':>5}"
 )
 
 
 def format_row(r: Row) -> str:
+    ttl = "-" if r.page_ttl_ms is None else str(r.page_ttl_ms)
     return (
-        f"{r.store:<10} {r.workers:>4} {r.client:<6} {r.op:<24} {r.concurrency:>5} {r.requests:>9} "
-        f"{r.rps:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7} "
+        f"{r.store:<10} {r.workers:>4} {ttl:>5} {r.client:<6} {r.op:<24} {r.concurrency:>5} "
+        f"{r.requests:>9} {r.rps:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7} "
         f"{r.server_cpu:>8.0f} {r.cpu_ms_per_request:>10.2f} "
-        f"{r.db_cpu:>7.0f} {r.db_ms_per_request:>9.2f} {r.load1:>5.1f}"
+        f"{r.db_cpu:>7.0f} {r.db_ms_per_request:>9.2f} {r.client_ms_per_request:>10.3f} "
+        f"{r.load1:>5.1f}"
     )
 
 
@@ -638,15 +694,20 @@ def summarise(rows: list[Row]) -> None:
     print(HEADER)
     for r in rows:
         print(format_row(r))
-    ours = {(r.store, r.workers, r.op, r.concurrency): r for r in rows if r.client == "httpx"}
+    ours = {
+        (r.store, r.workers, r.page_ttl_ms, r.op, r.concurrency): r
+        for r in rows
+        if r.client == "httpx"
+    }
     refs = [r for r in rows if r.client == "wrk"]
     if refs:
         print()
         print("client overhead: httpx req/s / wrk req/s")
         for ref in refs:
-            mine = ours[(ref.store, ref.workers, ref.op, ref.concurrency)]
+            mine = ours[(ref.store, ref.workers, ref.page_ttl_ms, ref.op, ref.concurrency)]
             print(
-                f"  {ref.store:<10} x{ref.workers} {ref.op:<24} conc {ref.concurrency:>4}: "
+                f"  {ref.store:<10} x{ref.workers} ttl {ref.page_ttl_ms} {ref.op:<24} "
+                f"conc {ref.concurrency:>4}: "
                 f"{mine.rps:6.0f} / "
                 f"{ref.rps:6.0f} = {mine.rps / ref.rps:.2f}"
             )
@@ -656,7 +717,7 @@ def summarise(rows: list[Row]) -> None:
         if r.concurrency == 200 and r.op.startswith("GET"):
             verdict = "met" if r.p99_ms < 50 and r.errors == 0 else "NOT met"
             print(
-                f"  {r.store:<10} x{r.workers} {r.client:<6} {r.op:<24} "
+                f"  {r.store:<10} x{r.workers} ttl {r.page_ttl_ms} {r.client:<6} {r.op:<24} "
                 f"p99 {r.p99_ms:7.1f} ms: {verdict}"
             )
 
@@ -672,6 +733,17 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", nargs="+", type=int, default=[1, 2], help="server processes (a2z --workers)"
     )
     parser.add_argument("--profile", type=Path, help="write py-spy stacks of read runs here")
+    parser.add_argument(
+        "--page-ttl-ms",
+        nargs="+",
+        type=int,
+        help="run the server once per value of --hot-read-ttl-ms (0: page cache off; "
+        "default: the server's own default only)",
+    )
+    parser.add_argument("--reads-only", action="store_true", help="leave out the write cells")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="start the server with --no-access-log"
+    )
     args = parser.parse_args(argv)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Default 30, or 0 with --bus, where API processes on other hosts may share the store: "
         "a revocation reaches only the processes sharing this --data-dir at once",
     )  # fmt: skip
+    server.add_argument(
+        "--no-access-log", action="store_false", dest="access_log",
+        help="do not log a line per request (uvicorn's access log: about half the CPU of a "
+        "cached read; errors are still logged)",
+    )  # fmt: skip
+    server.add_argument(
+        "--hot-read-ttl-ms", type=int, dest="hot_read_ttl_ms",
+        help="serve a rendered events/agents page again for at most this long (0: off). A write "
+        "by any process on this --data-dir ends it at once; writers on other hosts are seen "
+        "within this bound. Default 1000, or 0 with --bus",
+    )  # fmt: skip
 
     agent = sub.add_parser("agent", help="the network agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
@@ -205,6 +216,7 @@ def server_settings(args: argparse.Namespace) -> Settings:
         gateway_names=tuple(args.gateway_names or ("127.0.0.1", "localhost")),
         bus_url=args.bus, jetstream=JetStreamSettings(replicas=args.bus_replicas),
         roles=roles, workers=args.workers, auth_cache_s=_auth_cache_s(args),
+        hot_read_ttl_ms=_hot_read_ttl_ms(args), freeze_gc=True, access_log=args.access_log,
     )  # fmt: skip
 
 
@@ -233,8 +245,9 @@ def _server(args: argparse.Namespace) -> int:
 
         return prefork.run(settings)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, ws_max_size=MAX_FRAME_BYTES
-    )
+        create_app(settings), host=settings.host, port=settings.port, ws_max_size=MAX_FRAME_BYTES,
+        access_log=settings.access_log,
+    )  # fmt: skip
     return 0
 
 
@@ -246,6 +259,16 @@ def _auth_cache_s(args: argparse.Namespace) -> float:
             raise SystemExit("a2z server: --auth-cache-seconds must be 0 or more")
         return float(args.auth_cache_s)
     return 0.0 if args.bus else 30.0
+
+
+def _hot_read_ttl_ms(args: argparse.Namespace) -> int:
+    """The page cache's bound: off by default in scale-out (``--bus``), where a write made on
+    another host would be seen here only when the page expires."""
+    if args.hot_read_ttl_ms is not None:
+        if args.hot_read_ttl_ms < 0:
+            raise SystemExit("a2z server: --hot-read-ttl-ms must be 0 or more")
+        return int(args.hot_read_ttl_ms)
+    return 0 if args.bus else 1000
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -442,6 +465,7 @@ def _admin(args: argparse.Namespace) -> int:
     from a2z.server.auth.revocations import RevocationCounter
     from a2z.server.config import Settings
     from a2z.server.errors import A2ZServerError
+    from a2z.server.page_cache import PageGenerations
     from a2z.server.store.engine import open_store
     from a2z.server.store.session import SessionFactory
     from a2z.server.tenants.models import Role
@@ -451,6 +475,8 @@ def _admin(args: argparse.Namespace) -> int:
     sessions = SessionFactory(engine)
     # A running server on this data directory drops cached principals this command revokes.
     watch_revocations(sessions, RevocationCounter(settings.revocations_path).bump)
+    # ... and the pages it changes (agents, users' tenants): their cached copies end at once.
+    sessions.watch_writes(PageGenerations(settings.page_generations_path).bump)
     admin = Admin(sessions, settings.data_dir)
     try:
         if args.object == "tenant" and args.verb == "set":

@@ -35,7 +35,7 @@ def dns(uid: str, query: str) -> Dns:
 
 
 def add(ctx: ServerContext, tenant: TenantFixture, scope: intel.Scope, *values: str) -> None:  # type: ignore[type-arg]
-    with ctx.sessions.tenant(tenant.id) as session:
+    with ctx.sessions.tenant(tenant.id, global_intel=scope.is_global) as session:
         intel.import_indicators(
             session, scope,
             [make(IndicatorType.IP if v[0].isdigit() else IndicatorType.DOMAIN, v,

@@ -218,6 +218,10 @@ def test_agent_progress_keeps_the_highest_seq_of_its_epoch_in_its_tenant_only(
     assert progress(tenant_a) == (1, 9, True)
     note(tenant_a, tenant_a.agent_id, 2, 1)  # a new epoch restarts the sequence
     assert progress(tenant_a) == (2, 1, True)
+    note(tenant_a, tenant_a.agent_id, 1, 12)  # spooled before the restart, stored late
+    assert progress(tenant_a) == (2, 1, True)
+    note(tenant_a, tenant_a.agent_id, 2, 4)
+    assert progress(tenant_a) == (2, 4, True)
     note(tenant_a, tenant_b.agent_id, 3, 7)  # another tenant's agent: not reachable
     assert progress(tenant_b) == (None, None, False)
     note(tenant_a, uuid.uuid4(), 1, 1)  # no such agent: nothing to note

@@ -59,15 +59,21 @@ def test_the_api_role_alone_leaves_the_agent_port_to_the_gateway_role() -> None:
     assert both.runs_gateway and both.agent_port == 9443
 
 
-def test_the_gateway_role_parses_and_runs_alone_on_jetstream() -> None:
-    gateway = settings_of("--role", "gateway", "--bus", BUS, "--agent-listen", "0.0.0.0:9443")
+def test_the_gateway_role_parses_and_runs_alone_on_jetstream_and_postgresql() -> None:
+    pg = ("--db", "postgresql://a2z@db/a2z")
+    gateway = settings_of(
+        "--role", "gateway", "--bus", BUS, *pg, "--agent-listen", "0.0.0.0:9443"
+    )  # fmt: skip
     assert gateway.roles == {ServerRole.GATEWAY}
     assert (gateway.agent_host, gateway.agent_port) == ("0.0.0.0", 9443)
     check(gateway)
     with pytest.raises(ValueError, match="JetStream"):
-        check(settings_of("--role", "gateway"))
+        check(settings_of("--role", "gateway", *pg))
     with pytest.raises(ValueError, match="alone"):
-        check(settings_of("--role", "gateway", "--role", "ingest", "--bus", BUS))
+        check(settings_of("--role", "gateway", "--role", "ingest", "--bus", BUS, *pg))
+    # On SQLite each process keeps its own rate buckets: a tenant would get its rate twice.
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        check(settings_of("--role", "gateway", "--bus", BUS))
 
 
 def test_the_cli_refuses_a_gateway_process_without_jetstream(tmp_path: Path) -> None:

@@ -40,9 +40,18 @@ SELF_ROUTES = {
 }
 
 
+HOT_PAGES = ("/api/v1/events", "/api/v1/agents")  # answered from the page cache
+
+
+def _page_hits(ctx: ServerContext) -> float:
+    counter = ctx.metrics.page_cache_hits
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+
+
 def objects_of(ctx: ServerContext, tenant: TenantFixture) -> dict[str, str]:
     """One object of each kind in ``tenant``, by the path parameter that names it."""
-    with ctx.sessions.tenant(tenant.id) as session:
+    # Opened to change global intel too: the seed makes global objects as an operator would.
+    with ctx.sessions.tenant(tenant.id, global_intel=True) as session:
         key, _ = create_api_key(session=session, role=Role.VIEWER, name="sweep")
         user = tenants.create_user(
             session=session, email=f"viewer@{tenant.name}.test", password=PASSWORD, role=Role.VIEWER
@@ -128,6 +137,12 @@ def test_tenant_a_cannot_reach_tenant_b(
     spec: dict[str, Any] = client.get("/openapi.json").json()
     a_ids, b_ids = objects_of(ctx, tenant_a), objects_of(ctx, tenant_b)
     b_secrets = set(b_ids.values()) | {str(tenant_b.id), tenant_b.name, tenant_b.email}
+    # B's hot pages sit in the page cache before A probes (ADR 0022): A must get its own.
+    b_headers = login(client, tenant_b)
+    for path in HOT_PAGES:
+        for _ in range(3):  # the route, the hot path's render, a hit
+            assert client.get(path, headers=b_headers).status_code == 200
+    hits = _page_hits(ctx)
     headers = login(client, tenant_a)
     before = snapshot(ctx, tenant_b.id)
     swept = 0
@@ -169,6 +184,14 @@ def test_tenant_a_cannot_reach_tenant_b(
         assert not leaked, (route, leaked)
         swept += 1
     assert swept >= 20
+    # A's own hot pages, now from the cache as well, still show nothing of B's.
+    for path in HOT_PAGES:
+        for _ in range(2):
+            resp = client.get(path, headers=headers)
+            assert resp.status_code == 200
+            leaked = [s for s in b_secrets if s in resp.text]
+            assert not leaked, (path, leaked)
+    assert _page_hits(ctx) > hits  # the sweep did meet the cache
     assert snapshot(ctx, tenant_b.id) == before
     # And A's own objects are reachable with the same routes (the sweep is not vacuous).
     assert client.get(fill("/api/v1/agents/{agent_id}", a_ids), headers=headers).status_code == 200

@@ -29,7 +29,8 @@ def test_settings_reach_the_workers_unchanged(tmp_path: Path) -> None:
         data_dir=tmp_path / "d", db_url="postgresql://x@h/db", port=9, workers=3,
         roles=frozenset({ServerRole.API, ServerRole.INGEST}), bus_url="nats://n:4222",
         jetstream=JetStreamSettings(replicas=3, backoff=(1.0, 2.0)), agent_port=None,
-        gateway_names=("soc.example",), auth_cache_s=0.0,
+        gateway_names=("soc.example",), auth_cache_s=0.0, hot_read_ttl_ms=250, freeze_gc=True,
+        access_log=False,
     )  # fmt: skip
     assert prefork.decode_settings(prefork.encode_settings(settings)) == settings
 

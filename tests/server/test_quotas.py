@@ -21,6 +21,7 @@ from a2z.records import Batch, decode_batch
 from a2z.server.agents import channel
 from a2z.server.audit.models import AuditEvent
 from a2z.server.context import ServerContext
+from a2z.server.events import views as event_views
 from a2z.server.events.maintenance import stored_rows
 from a2z.server.metrics import ServerMetrics
 from a2z.server.quotas.limiter import TokenBucket
@@ -412,9 +413,21 @@ def test_tenant_at_ten_times_its_quota_is_throttled_others_flow_nothing_lost(
 
 
 def test_http_sender_over_its_rate_gets_429_problem_with_retry_after(
-    client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
+    client: TestClient,
+    ctx: ServerContext,
+    tenant_a: TenantFixture,
+    tenant_b: TenantFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     set_limits(ctx, tenant_a, events_per_second=1, burst_events=3)
+    decoded: list[tuple[str, int]] = []
+
+    def counting(data: bytes) -> Batch:
+        batch = decode_batch(data)
+        decoded.append((batch.agent_id, batch.seq))
+        return batch
+
+    monkeypatch.setattr(event_views, "decode_batch", counting)
     url = "/api/v1/events/batches"
 
     def send(tenant: TenantFixture, seq: int) -> Response:
@@ -429,6 +442,13 @@ def test_http_sender_over_its_rate_gets_429_problem_with_retry_after(
     over = send(tenant_a, 2)
     assert over.status_code == 429 and over.headers["content-type"] == "application/problem+json"
     assert int(over.headers["retry-after"]) >= 1 and "event rate" in over.json()["detail"]
+    # While A is refused, its next batches are answered from their header, never decoded.
+    again = send(tenant_a, 3)
+    assert again.status_code == 429 and int(again.headers["retry-after"]) >= 1
+    assert decoded == [(str(tenant_a.agent_id), 1), (str(tenant_a.agent_id), 2)]
+    value = ctx.metrics.registry.get_sample_value
+    assert value("a2z_frames_refused_undecoded_total", {"limit": "rate"}) == 1
+    assert value("a2z_events_throttled_total", {"stage": "http", "limit": "rate"}) == 6
     for seq in range(1, 6):  # the other tenant is not held back by A's limit
         assert send(tenant_b, seq).status_code == 202
     assert stored_rows(ctx.sessions, tenant_a.id) == 3

@@ -116,6 +116,50 @@ def test_no_tenant_set_means_no_rows_and_no_writes(pg: tuple[str, ServerContext]
             )
 
 
+def test_global_intel_is_read_by_every_tenant_and_written_only_by_an_operator_session(
+    pg: tuple[str, ServerContext],
+) -> None:
+    """As the app role, bypassing the ORM: a tenant's transaction (or one with no tenant) reads
+    the global intel tables and cannot write them; one that set app.global_intel can."""
+    name, ctx = pg
+    a = make_tenant(ctx, "alpha")
+    ctx.sessions.engine.dispose()
+    insert = "INSERT INTO intel_global_warnings (id, kind, value, note, created_by, created_at) VALUES (%s, 'domain', %s, '', 't', now())"
+    with as_app(name) as conn:
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(a.id),))
+        conn.execute("SELECT set_config('app.global_intel', 'on', true)")
+        conn.execute(insert, (uuid.uuid4(), "ok.example"))
+        conn.commit()
+    tables = ("intel_global_indicators", "intel_global_warnings", "intel_global_state")
+    for tenant in (str(a.id), None):
+        for statement, args, refused in (
+            (insert, (uuid.uuid4(), "smuggled.example"), True),  # WITH CHECK refuses it
+            ("INSERT INTO intel_global_state (id, version, floor) VALUES (1, 9, 0)", (), True),
+            ("UPDATE intel_global_warnings SET note = 'x'", (), False),  # sees no row to change
+            ("DELETE FROM intel_global_warnings", (), False),
+        ):
+            with as_app(name) as conn:
+                if tenant is not None:
+                    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+                assert conn.execute("SELECT count(*) FROM intel_global_warnings").fetchone() == (1,)
+                for table in tables:
+                    conn.execute(f"SELECT count(*) FROM {table}")
+                if refused:
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        conn.execute(statement, args)
+                else:
+                    assert conn.execute(statement, args).rowcount == 0, statement
+    with psycopg.connect(pg_url(name).replace("+psycopg", "")) as owner:
+        forced = owner.execute(
+            "SELECT relname FROM pg_class WHERE relrowsecurity AND relforcerowsecurity"
+            " AND relname = ANY(%s)", (list(tables),),
+        ).fetchall()  # fmt: skip
+        assert sorted(r[0] for r in forced) == sorted(tables)
+        assert owner.execute("SELECT value FROM intel_global_warnings").fetchall() == [
+            ("ok.example",)
+        ]
+
+
 def test_audit_log_refuses_update_and_delete_even_for_the_owner(
     pg: tuple[str, ServerContext],
 ) -> None:

@@ -140,7 +140,8 @@ def fresh_objects(
     out = {}
     if "tenant_id" in params:
         out["tenant_id"] = str(tenant.id)
-    with ctx.sessions.tenant(tenant.id) as session:
+    # Opened to change global intel too: global objects are made as an operator would.
+    with ctx.sessions.tenant(tenant.id, global_intel=True) as session:
         if "agent_id" in params:
             agent = agents.create(session=session, name="matrix")
             out["agent_id"] = str(agent.id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,7 @@ from a2z.server.gateway import Gateway
 from a2z.server.hot_reads import HotReads
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
+from a2z.server.page_cache import PageCache, PageGenerations
 from a2z.server.pki.root import AgentRoot, load_or_create_ca, load_or_create_root
 from a2z.server.quotas.service import Quotas
 from a2z.server.releases.signing import load_or_create_signing_key, signing_certificate
@@ -73,6 +75,14 @@ def build_context(settings: Settings) -> ServerContext:
         RevocationCounter(settings.revocations_path), ttl_s=settings.auth_cache_s
     )
     watch_revocations(sessions, principals.invalidate)
+    # Rendered hot pages; every committed write through this factory ends its tenant's pages in
+    # every process on this data directory before the writer answers (page_cache.py).
+    pages = PageCache(
+        PageGenerations(settings.page_generations_path),
+        ttl_s=settings.hot_read_ttl_ms / 1000,
+        metrics=metrics,
+    )
+    sessions.watch_writes(pages.invalidate)
     signals, relay = AgentSignals(), None
     if engine.dialect.name == "postgresql":  # other processes may serve the agents: relay
         relay = relay_for(engine.url.render_as_string(hide_password=False), signals, metrics)
@@ -89,6 +99,7 @@ def build_context(settings: Settings) -> ServerContext:
         maintenance=maintenance,
         throttle=LoginThrottle(sessions),
         principals=principals,
+        pages=pages,
         detect=detect,
         signals=signals,
         signal_relay=relay,
@@ -111,6 +122,16 @@ async def start_gateway(ctx: ServerContext) -> Gateway:
     return gateway
 
 
+def freeze_startup_heap() -> None:
+    """Move what start-up built (modules, the app, ORM mappers, the rule catalog: hundreds of
+    thousands of objects living as long as the process) out of the cyclic collector's
+    generations. A full collection otherwise walks all of them — tens of milliseconds with
+    every request on this process waiting — whenever enough requests' objects have survived
+    into the oldest generation; frozen, it walks only what requests left behind."""
+    gc.collect()  # start-up's garbage goes now, not into the frozen generation
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, context: ServerContext | None = None) -> FastAPI:
     """The ASGI app; pass ``context`` to share one store between the app and a caller."""
     ctx = context or build_context(settings or Settings())
@@ -131,6 +152,8 @@ def create_app(settings: Settings | None = None, context: ServerContext | None =
         if ctx.settings.runs_gateway:
             gateway = await start_gateway(ctx)
         app.state.gateway = gateway
+        if ctx.settings.freeze_gc:
+            freeze_startup_heap()
         yield
         if gateway is not None:
             await gateway.close()

@@ -69,6 +69,17 @@ class Settings:
     # revocation by any process on this data directory still ends it at once. Set 0 when API
     # processes on other hosts share the database (docs/operating.md, "Several API processes").
     auth_cache_s: float = 30.0
+    # The hot read path keeps a rendered page this long at most (page_cache.py); a write by any
+    # process on this data directory ends it at once. 0 turns the cache off. Writers on other
+    # hosts are seen within this bound (docs/operating.md, "Several API processes").
+    hot_read_ttl_ms: int = 1000
+    # Freeze the start-up heap out of the cyclic collector's reach once serving (app.py). Set
+    # by ``a2z server``; off by default because tests build hundreds of apps in one process,
+    # and frozen objects are never freed.
+    freeze_gc: bool = False
+    # uvicorn's access log (one line per request on stdout). Measured at half the server's CPU
+    # of a cached hot read (docs/benchmarks.md, API); ``--no-access-log`` turns it off.
+    access_log: bool = True
     workers: int = 1  # API processes sharing the listening socket (``--workers``)
 
     @property
@@ -80,6 +91,11 @@ class Settings:
     def revocations_path(self) -> Path:
         """The revocation counter every process on this data directory shares."""
         return self.data_dir / "revocations"
+
+    @property
+    def page_generations_path(self) -> Path:
+        """The per-tenant write generations every process on this data directory shares."""
+        return self.data_dir / "page-generations"
 
     @property
     def database_url(self) -> str:

@@ -15,6 +15,7 @@ from a2z.server.config import Settings
 from a2z.server.detect.worker import DetectWorker
 from a2z.server.events.maintenance import StoreMaintenance
 from a2z.server.metrics import ServerMetrics
+from a2z.server.page_cache import PageCache, PageGenerations
 from a2z.server.pki.root import AgentRoot
 from a2z.server.quotas.service import Quotas
 from a2z.server.store.session import SessionFactory
@@ -37,6 +38,8 @@ class ServerContext:
     principals: PrincipalCache = field(
         default_factory=lambda: PrincipalCache(RevocationCounter(), ttl_s=0)
     )
+    # Rendered hot pages; a write by any process on this data directory ends a tenant's.
+    pages: PageCache = field(default_factory=lambda: PageCache(PageGenerations(), ttl_s=0))
     detect: DetectWorker | None = None  # the detect role's worker when this process runs it
     # API -> gateway: agents with a new configuration version or command to deliver.
     signals: AgentSignals = field(default_factory=AgentSignals)

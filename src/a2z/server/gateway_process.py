@@ -47,6 +47,13 @@ def check(settings: Settings) -> None:
         raise ValueError("a separate gateway process needs the JetStream bus (--bus)")
     if settings.agent_port is None:
         raise ValueError("a gateway process needs a port to listen for agents on")
+    if settings.database_url.startswith("sqlite"):
+        # On SQLite the tenants' rate buckets live in each process's memory (quotas.service):
+        # a gateway apart from the api process would give every tenant its rate twice over.
+        raise ValueError(
+            "a separate gateway process needs PostgreSQL (--db postgresql://...), through"
+            " which it shares the tenants' rate limits with the api process"
+        )
 
 
 async def serve_gateway(settings: Settings, stop: asyncio.Event) -> None:

@@ -7,6 +7,10 @@ their common shape itself — a cached credential whose role may read, and no qu
 routes call. Everything else (a filter, a credential not yet cached, a value the route would
 refuse or parse differently, any error) passes to the FastAPI route, which stays the documented,
 validating implementation: this layer can only answer what the route would have answered.
+
+The encoded pages are kept per tenant in the page cache (page_cache.py, ADR 0022) until a write
+of the tenant or the TTL ends them; a hit is answered on the event loop without a thread hop,
+after the credential was looked up and its role checked like every other request's.
 """
 
 from __future__ import annotations
@@ -29,22 +33,23 @@ from a2z.server.deps import bearer_token
 from a2z.server.errors import A2ZServerError
 from a2z.server.events.search import EventFilter
 from a2z.server.events.views import events_page
+from a2z.server.page_cache import Page, PageKey
 
 # The spellings FastAPI parses the same way we do: decimal digits without sign, blank or
 # leading zero; a cursor as CursorParam's pattern and length. Anything else goes to the route.
 _LIMIT = re.compile(r"[1-9][0-9]{0,3}")
 _CURSOR = re.compile(r"[A-Za-z0-9_=:.-]{1,300}")
 _NO_FILTER = EventFilter()
-_HEADERS = [(b"content-type", b"application/json")]
+_QUERIES = 256  # query strings whose parse is remembered per route (dashboards send a few)
 
-Page = Callable[[ServerContext, Principal, int, str | None], dict[str, Any]]
+PageFunction = Callable[[ServerContext, Principal, int, str | None], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class HotRead:
     """One route's page function and its ``limit`` bounds (as the route declares them)."""
 
-    page: Page
+    page: PageFunction
     default_limit: int
     max_limit: int
 
@@ -98,29 +103,60 @@ class HotReads:
         # queue for connections while contending for the GIL, which costs latency (p99 158 ms
         # with 4 threads against 946 ms with 40 in the floor, docs/benchmarks.md, API).
         self._limiter = CapacityLimiter(ctx.settings.pool_size)
+        self._answered = {path: ctx.metrics.hot_reads.labels(path) for path in ROUTES}
+        # Parsed query strings per route: the same few arrive again and again, and parse_qsl
+        # costs more than the rest of a cache hit's own work.
+        self._queries: dict[str, dict[bytes, tuple[int, str | None] | None]] = {
+            path: {} for path in ROUTES
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        path = scope["path"] if scope["type"] == "http" else ""
+        route = ROUTES.get(path)
         if route is None or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
         principal = self._reader(scope)
-        arguments = page_arguments(scope["query_string"], route) if principal else None
+        arguments = self._arguments(path, scope["query_string"], route) if principal else None
         if principal is None or arguments is None:
             await self.app(scope, receive, send)
             return
+        pages = self.ctx.pages
+        if pages.enabled:
+            key: PageKey = (principal.tenant_id, path, *arguments)
+            page = await pages.page(key, lambda: self._render(route, principal, arguments))
+        else:
+            page = await self._render(route, principal, arguments)
+        if page is None:  # the page function declined: the route words the problem
+            await self.app(scope, receive, send)
+            return
+        self._answered[path].inc()
+        await send(page.start)
+        await send(page.body)
+
+    async def _render(
+        self, route: HotRead, principal: Principal, arguments: tuple[int, str | None]
+    ) -> Page | None:
+        """The page read in the thread pool and encoded; None where the route must answer."""
         try:
             body = await to_thread.run_sync(
                 route.page, self.ctx, principal, *arguments, limiter=self._limiter
             )
-        except A2ZServerError:  # e.g. a cursor of another route: the route words the problem
-            await self.app(scope, receive, send)
-            return
-        encoded = self._encode(body)
-        self.ctx.metrics.hot_reads.labels(scope["path"]).inc()
-        headers = [*_HEADERS, (b"content-length", str(len(encoded)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": encoded})
+        except A2ZServerError:  # e.g. a cursor of another route
+            return None
+        return Page.of(self._encode(body))
+
+    def _arguments(self, path: str, query: bytes, route: HotRead) -> tuple[int, str | None] | None:
+        known = self._queries[path]
+        try:
+            return known[query]
+        except KeyError:
+            pass
+        arguments = page_arguments(query, route)
+        if len(known) >= _QUERIES:  # cursors make new strings without end: start over
+            known.clear()
+        known[query] = arguments
+        return arguments
 
     def _reader(self, scope: Scope) -> Principal | None:
         """The caller if its credential is in the principal cache and its role may read.

@@ -54,6 +54,27 @@ class ServerMetrics:
             ["path"],
             registry=r,
         )
+        # The hot read path's page cache (page_cache.py, docs/adr/0022-hot-read-page-cache.md).
+        self.page_cache_hits = Counter(
+            "a2z_page_cache_hits", "Hot reads answered from the page cache", ["path"], registry=r
+        )
+        self.page_cache_misses = Counter(
+            "a2z_page_cache_misses",
+            "Hot reads that rendered their page (none kept, a write since, or older than the TTL)",
+            ["path"],
+            registry=r,
+        )
+        self.page_cache_coalesced = Counter(
+            "a2z_page_cache_coalesced",
+            "Hot reads that missed and waited for a render of the same page already running",
+            ["path"],
+            registry=r,
+        )
+        self.page_cache_invalidations = Counter(
+            "a2z_page_cache_invalidations",
+            "Committed writes by this process that ended a tenant's cached pages (all processes)",
+            registry=r,
+        )
         self.ingest_batch_records = Histogram(
             "a2z_ingest_batch_records",
             "Records per batch written to the store",

@@ -82,6 +82,7 @@ def run(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         ws_max_size=MAX_FRAME_BYTES,
+        access_log=settings.access_log,
     )
     return 0
 

@@ -19,6 +19,7 @@ from a2z.server.detect.runner import wire_detect
 from a2z.server.events.maintenance import open_maintenance
 from a2z.server.ingest.runner import wire_ingest
 from a2z.server.metrics import ServerMetrics
+from a2z.server.page_cache import PageGenerations
 from a2z.server.quotas.service import Quotas
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
@@ -40,6 +41,9 @@ async def serve_workers(settings: Settings, stop: asyncio.Event) -> None:
     )
     metrics = ServerMetrics()
     sessions = SessionFactory(engine)
+    # The events this worker stores end the cached pages of API processes on this data
+    # directory at once (page_cache.py); API processes elsewhere see them within their TTL.
+    sessions.watch_writes(PageGenerations(settings.page_generations_path).bump)
     upkeep = None
     bus = open_bus(settings, metrics)
     if ServerRole.INGEST in roles:

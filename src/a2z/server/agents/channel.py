@@ -26,6 +26,7 @@ import msgspec
 
 from a2z.records import (
     AgentSettings,
+    BatchHeader,
     Command,
     CommandResult,
     ConfigPush,
@@ -76,10 +77,11 @@ _encode = msgspec.json.Encoder().encode
 async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes) -> str:
     """Validate, publish and answer one batch frame from an authenticated agent."""
     metrics = ctx.metrics
-    if ctx.quotas.refusing(identity.tenant_id):
-        refusal = _refuse_undecoded(ctx, identity, frame)
-        if refusal is not None:
-            return refusal
+    refused = refused_undecoded(ctx, identity.tenant_id, identity.agent_id, frame, stage=STAGE)
+    if refused is not None:
+        header, exc = refused
+        metrics.batches.inc()  # counted as the decoded path counts a refused batch
+        return _deferral(header.seq, header.boot_epoch, exc)
     try:
         batch = decode_batch(frame)
     except WireError as exc:
@@ -113,22 +115,26 @@ async def handle_frame(ctx: ServerContext, identity: AgentIdentity, frame: bytes
     return _encode(Ack(ack=batch.seq, epoch=batch.boot_epoch)).decode()
 
 
-def _refuse_undecoded(ctx: ServerContext, identity: AgentIdentity, frame: bytes) -> str | None:
-    """The deferral of a frame its tenant's limits refuse, decided from the frame's header
-    alone (ADR 24): a flood's excess costs neither msgpack decoding of its records nor a
-    bucket transaction. None when the header cannot be read, names another agent, or the
-    batch may pass: the frame is then decoded and admitted as any other."""
+def refused_undecoded(
+    ctx: ServerContext, tenant_id: uuid.UUID, agent_id: uuid.UUID, frame: bytes, *, stage: str
+) -> tuple[BatchHeader, OverLimit] | None:
+    """The header and refusal of a frame its tenant's limits refuse, decided from the frame's
+    header alone (ADR 24): a flood's excess costs neither msgpack decoding of its records nor a
+    bucket transaction. None unless this process is refusing the tenant, or when the header
+    cannot be read, names another agent, or the batch may pass: the frame is then decoded and
+    admitted as any other. Counted as a refused batch's records are, plus as refused undecoded.
+    """
+    if not ctx.quotas.refusing(tenant_id):
+        return None
     header = peek_header(frame)
-    if header is None or header.agent_id != str(identity.agent_id):
+    if header is None or header.agent_id != str(agent_id):
         return None
     try:
-        ctx.quotas.refuse_early(identity.tenant_id, header.records, stage=STAGE)
+        ctx.quotas.refuse_early(tenant_id, header.records, stage=stage)
     except OverLimit as exc:
-        # Counted as the decoded path counts a refused batch, plus as refused undecoded.
-        ctx.metrics.batches.inc()
-        ctx.metrics.events_in.labels(STAGE).inc(header.records)
+        ctx.metrics.events_in.labels(stage).inc(header.records)
         ctx.metrics.frames_refused_undecoded.labels(exc.limit).inc()
-        return _deferral(header.seq, header.boot_epoch, exc)
+        return header, exc
     return None
 
 

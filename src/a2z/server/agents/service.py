@@ -103,15 +103,20 @@ def delete_agent(*, session: ScopedSession, agent: Agent) -> None:
 
 _AGENTS = cast(Table, Agent.__table__)
 _LAST_SEQ = func.coalesce(_AGENTS.c.last_seq, 0)
+# Epochs only grow (the agent's spool hands out one above every epoch it has seen), but a
+# spooled batch of an older epoch can be stored after the new epoch's first batches: it must
+# not move the agent's progress back.
+_NEWER_EPOCH = _AGENTS.c.boot_epoch.is_(None) | (bindparam("epoch") > _AGENTS.c.boot_epoch)
 _SAME_EPOCH = _AGENTS.c.boot_epoch == bindparam("epoch")
 _RECORD_BATCH = (
     update(_AGENTS)
     .where(_AGENTS.c.tenant_id == bindparam("tenant"), _AGENTS.c.id == bindparam("agent"))
     .values(
         last_seen_at=bindparam("now"),
-        boot_epoch=bindparam("epoch"),
-        last_seq=case((_SAME_EPOCH & (bindparam("seq") <= _LAST_SEQ), _LAST_SEQ),
-                      else_=bindparam("seq")),
+        boot_epoch=case((_NEWER_EPOCH, bindparam("epoch")), else_=_AGENTS.c.boot_epoch),
+        last_seq=case((_NEWER_EPOCH, bindparam("seq")),
+                      (_SAME_EPOCH & (bindparam("seq") > _LAST_SEQ), bindparam("seq")),
+                      else_=_AGENTS.c.last_seq),
     )
 )  # fmt: skip
 
@@ -121,7 +126,8 @@ def record_batch(*, session: ScopedSession, agent_id: uuid.UUID, boot_epoch: int
 
     Ingest runs this for every batch, so it is one UPDATE built once (the SET expressions read
     the row's old values): a new epoch restarts the seq, within the same epoch the highest
-    stays, and an agent that is gone is no row to note. It is executed on the session's
+    stays, a late batch of an older epoch (spooled before a restart) only counts as seen, and
+    an agent that is gone is no row to note. It is executed on the session's
     connection, not through the ORM, whose per-statement tenant scoping (``with_loader_criteria``)
     cost ~1 ms of CPU per batch (docs/benchmarks.md, 2026-11-28): the tenant is in the WHERE
     clause explicitly, and row-level security still applies underneath on PostgreSQL.

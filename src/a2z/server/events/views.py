@@ -228,6 +228,11 @@ async def send_batch(request: Request, principal: Ingester, ctx: Context) -> Bat
     if length > MAX_FRAME_BYTES:
         raise InvalidInput(f"a batch is at most {MAX_FRAME_BYTES} bytes")
     frame = await request.body()
+    refused = channel.refused_undecoded(
+        ctx, principal.tenant_id, principal.agent_id, frame, stage=HTTP_STAGE
+    )
+    if refused is not None:  # over the limit, known from the header: 429 without decoding
+        raise refused[1]
     try:
         batch = decode_batch(frame[: MAX_FRAME_BYTES + 1])
     except WireError as exc:

@@ -2,7 +2,8 @@
 
 Only operators (``manage_tenants``) reach them; anyone else gets 403 on the collection routes
 and 404 on an object, exactly as for a missing one. Changes are audited in the operator's
-current tenant. Agents pick a global change up at their next heartbeat (ADR 12).
+current tenant, in a session opened to change global intel (the only kind the database lets
+write it). Agents pick a global change up at their next heartbeat (ADR 12).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ ObjectOperator = Annotated[Principal, Depends(_operator_or_404)]
 @router.post("/indicators/import")
 def import_global(body: ImportIn, principal: Operator, ctx: Context, source: Source) -> ImportOut:
     """Import indicators every tenant is matched against (body as the tenant import)."""
-    with ctx.sessions.tenant(principal.tenant_id) as session:
+    with ctx.sessions.tenant(principal.tenant_id, global_intel=True) as session:
         return shared.import_feed(
             session, intel.GLOBAL, shared.request_of(body), principal=principal,
             source_ip=source, metrics=ctx.metrics,
@@ -78,7 +79,7 @@ def delete_global(
     global_indicator_id: uuid.UUID, principal: ObjectOperator, ctx: Context, source: Source
 ) -> Response:
     """Delete one global indicator."""
-    with ctx.sessions.tenant(principal.tenant_id) as session:
+    with ctx.sessions.tenant(principal.tenant_id, global_intel=True) as session:
         try:
             shared.delete_indicator(
                 session, intel.GLOBAL, global_indicator_id, principal=principal,
@@ -94,7 +95,7 @@ def delete_global_source(
     body: SourceIn, principal: Operator, ctx: Context, source: Source
 ) -> SourceDeleted:
     """Delete every global indicator of one source."""
-    with ctx.sessions.tenant(principal.tenant_id) as session:
+    with ctx.sessions.tenant(principal.tenant_id, global_intel=True) as session:
         return shared.delete_source(
             session, intel.GLOBAL, body.source, principal=principal, source_ip=source
         )
@@ -114,7 +115,7 @@ def add_global_warning(
     body: WarningIn, principal: Operator, ctx: Context, source: Source
 ) -> WarningOut:
     """Mark a value benign for every tenant."""
-    with ctx.sessions.tenant(principal.tenant_id) as session:
+    with ctx.sessions.tenant(principal.tenant_id, global_intel=True) as session:
         return shared.add_warning(
             session, intel.GLOBAL, body, principal=principal, source_ip=source
         )
@@ -125,7 +126,7 @@ def delete_global_warning(
     global_warning_id: uuid.UUID, principal: ObjectOperator, ctx: Context, source: Source
 ) -> Response:
     """Take a value off the global warning list."""
-    with ctx.sessions.tenant(principal.tenant_id) as session:
+    with ctx.sessions.tenant(principal.tenant_id, global_intel=True) as session:
         try:
             shared.delete_warning(
                 session, intel.GLOBAL, global_warning_id, principal=principal,

@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from a2z.server.store.base import Base, TenantOwned, utcnow
+from a2z.server.store.base import Base, OperatorManaged, TenantOwned, utcnow
 
 VALUE_MAX = 1024  # longer values (URLs) are refused at import: they key a btree index
 SOURCE_MAX = 100
@@ -93,7 +93,7 @@ class TenantIntelState(TenantOwned, Base):
     floor: Mapped[int] = mapped_column(BigInteger, default=0)  # deltas from below: full set
 
 
-class GlobalIndicator(_IndicatorColumns, Base):
+class GlobalIndicator(_IndicatorColumns, OperatorManaged, Base):
     """An indicator every tenant is matched against (managed by operators)."""
 
     __tablename__ = "intel_global_indicators"
@@ -105,7 +105,7 @@ class GlobalIndicator(_IndicatorColumns, Base):
     )
 
 
-class GlobalWarning(_WarningColumns, Base):
+class GlobalWarning(_WarningColumns, OperatorManaged, Base):
     """An entry of the global warning list (managed by operators)."""
 
     __tablename__ = "intel_global_warnings"
@@ -115,7 +115,7 @@ class GlobalWarning(_WarningColumns, Base):
     )
 
 
-class GlobalIntelState(Base):
+class GlobalIntelState(OperatorManaged, Base):
     """The global intel version: one row, id 1."""
 
     __tablename__ = "intel_global_state"

@@ -1,4 +1,5 @@
-"""Declarative base and the TenantOwned mixin every tenant's table inherits."""
+"""Declarative base, the TenantOwned mixin every tenant's table inherits, and the
+OperatorManaged marker of rows every tenant reads and only operators change."""
 
 from __future__ import annotations
 
@@ -48,3 +49,12 @@ class TenantOwned:
     """
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, sort_order=-10)
+
+
+class OperatorManaged:
+    """Marker for rows of no tenant that every tenant's detections read and only operators
+    change (global threat intel). The session factory refuses to write them outside a session
+    opened for it (``SessionFactory.tenant(..., global_intel=True)``); on PostgreSQL row-level
+    security refuses the same underneath (``tenancy.global_intel_guard``), so a bug in a
+    tenant's query cannot change what every tenant is matched against.
+    """

@@ -5,6 +5,10 @@ SQLAlchemy's ``do_orm_execute`` hook adds ``tenant_id = :tenant`` to every ORM s
 refuses a row written for another tenant. A query issued without a tenant raises instead of
 returning everyone's rows. On PostgreSQL each transaction also sets ``app.tenant_id`` for the
 row-level security policies, so the database enforces the same scope underneath.
+
+Rows of no tenant that every tenant reads and only operators change (``OperatorManaged``:
+global intel) are written only in a session opened for it (``tenant(..., global_intel=True)``),
+which on PostgreSQL also sets ``app.global_intel`` for their write policy.
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 
 from a2z.server.errors import TenantScopeError
-from a2z.server.store.base import TenantOwned
-from a2z.server.store.tenancy import TENANT_SETTING, USER_SETTING
+from a2z.server.store.base import OperatorManaged, TenantOwned
+from a2z.server.store.tenancy import GLOBAL_INTEL_SETTING, TENANT_SETTING, USER_SETTING
 
 _TENANT = "tenant_id"
 _SYSTEM = "system"
+_GLOBAL_INTEL = "global_intel"  # this session may change OperatorManaged rows
 _TOUCHED = "watched_change"  # set when this transaction changed a watched model
+_WROTE = "wrote"  # set when this transaction may have written rows a tenant's pages show
 CLOSE_WAIT_S = 5.0  # longest a closing factory waits for its connections to be given back
 
 
@@ -40,11 +46,39 @@ class ScopedSession(Session):
             raise TenantScopeError("session has no tenant in scope")
         return tid
 
+    def connection(self, *args: Any, **kwargs: Any) -> Connection:
+        """The transaction's connection, for statements run past the ORM (``store/bulk.py``,
+        ingest's single-statement updates). Taking it counts as a write (``note_write``): what
+        goes around the ORM cannot be seen, so it is assumed to change rows. The ORM itself never
+        calls this method (it reaches the connection through its transaction)."""
+        note_write(self)
+        return super().connection(*args, **kwargs)
+
+
+def note_write(session: Session) -> None:
+    """Record that ``session``'s transaction may change rows a tenant's cached pages show: after
+    it commits, the factory's ``watch_writes`` callbacks run (page_cache.py). The session factory
+    notes ORM flushes and DML statements by itself; call this for anything else."""
+    session.info[_WROTE] = True
+
+
+class OperatorRowsError(TenantScopeError):
+    """Global intel written in a session not opened to change it."""
+
+    def __init__(self) -> None:
+        super().__init__("global intel is changed only in a session opened for it")
+
 
 @event.listens_for(ScopedSession, "do_orm_execute")
 def _scope_statement(state: ORMExecuteState) -> None:
     if state.is_column_load:
         return
+    if (state.is_insert or state.is_update or state.is_delete) and not state.session.info.get(
+        _GLOBAL_INTEL
+    ):
+        mapper = state.bind_mapper
+        if mapper is not None and issubclass(mapper.class_, OperatorManaged):
+            raise OperatorRowsError()
     tid = state.session.info.get(_TENANT)
     if tid is None:
         if state.session.info.get(_SYSTEM):
@@ -61,6 +95,10 @@ def _scope_statement(state: ORMExecuteState) -> None:
 
 @event.listens_for(ScopedSession, "before_flush")
 def _check_writes(session: Session, _ctx: Any, _instances: Any) -> None:
+    if not session.info.get(_GLOBAL_INTEL) and any(
+        isinstance(obj, OperatorManaged) for obj in (*session.new, *session.dirty, *session.deleted)
+    ):
+        raise OperatorRowsError()
     tid = session.info.get(_TENANT)
     if tid is None:
         return
@@ -97,6 +135,16 @@ class Watch:
         )
 
 
+def _tenant_rows(state: ORMExecuteState) -> bool:
+    """Whether a DML statement may write tenant-owned rows (True when its table is unknown)."""
+    mapper = state.bind_mapper
+    if mapper is not None:
+        return issubclass(mapper.class_, TenantOwned)
+    table = getattr(state.statement, "table", None)
+    columns = getattr(table, "c", None)
+    return columns is None or _TENANT in columns
+
+
 class SessionFactory:
     """Opens units of work; the only way the server reaches the database."""
 
@@ -105,6 +153,7 @@ class SessionFactory:
         self._make = sessionmaker(bind=engine, class_=ScopedSession, expire_on_commit=False)
         self._postgres = engine.dialect.name == "postgresql"
         self._watches: list[Watch] = []
+        self._write_watches: list[Callable[[uuid.UUID | None], None]] = []
         # Listeners on this factory's sessionmaker only: factories (tests run several) do not
         # notify each other.
         event.listen(self._make, "before_flush", self._note_changes)
@@ -126,7 +175,26 @@ class SessionFactory:
         """
         self._watches.append(Watch(tuple(models), notify, frozenset(ignore)))
 
+    def watch_writes(self, notify: Callable[[uuid.UUID | None], None]) -> None:
+        """Call ``notify(tenant_id)`` after each commit that may have written the tenant's rows.
+
+        Any write counts, whatever the table (a tenant's pages may show it, now or once a page
+        is added): an ORM flush with anything new, changed or deleted, an insert, update or
+        delete statement, or raw work on the connection (``note_write``). A system transaction
+        that writes a tenant-owned table (or works on the connection) notifies ``None``: every
+        tenant. Like ``watch``, it runs after the commit and before the unit of work returns, so
+        whatever the writer answers next is already visible to readers that check.
+        """
+        self._write_watches.append(notify)
+
     def _note_changes(self, session: Session, _ctx: Any, _instances: Any) -> None:
+        if self._write_watches and not session.info.get(_WROTE):
+            changed = [*session.new, *session.dirty, *session.deleted]
+            if session.info.get(_TENANT) is not None:
+                if changed:
+                    session.info[_WROTE] = True
+            elif any(isinstance(o, TenantOwned) for o in changed):
+                session.info[_WROTE] = True
         for watch in self._watches:
             if any(watch.covers(o) for o in session.deleted) or any(
                 watch.covers(o) and watch.changed(o) for o in session.dirty
@@ -134,6 +202,13 @@ class SessionFactory:
                 session.info.setdefault(_TOUCHED, set()).add(id(watch))
 
     def _note_bulk_changes(self, state: ORMExecuteState) -> None:
+        dml = state.is_insert or state.is_update or state.is_delete
+        if (
+            self._write_watches
+            and dml
+            and (state.session.info.get(_TENANT) is not None or _tenant_rows(state))
+        ):
+            state.session.info[_WROTE] = True
         # update(Model)/delete(Model) statements skip the unit of work's flush.
         if not (state.is_update or state.is_delete):
             return
@@ -144,6 +219,10 @@ class SessionFactory:
                 state.session.info.setdefault(_TOUCHED, set()).add(id(watch))
 
     def _notify(self, session: Session) -> None:
+        if session.info.pop(_WROTE, False):
+            tenant = session.info.get(_TENANT)
+            for notify_write in self._write_watches:
+                notify_write(tenant if isinstance(tenant, uuid.UUID) else None)
         touched = session.info.pop(_TOUCHED, None)
         if not touched:
             return
@@ -153,6 +232,7 @@ class SessionFactory:
 
     def _forget(self, session: Session) -> None:
         session.info.pop(_TOUCHED, None)
+        session.info.pop(_WROTE, None)
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         """Close the pool's connections, once the threads using them have given them back.
@@ -170,12 +250,22 @@ class SessionFactory:
         self.engine.dispose()
 
     @contextmanager
-    def tenant(self, tenant_id: uuid.UUID) -> Iterator[ScopedSession]:
-        """A transaction scoped to one tenant; commits on success, rolls back on error."""
+    def tenant(
+        self, tenant_id: uuid.UUID, *, global_intel: bool = False
+    ) -> Iterator[ScopedSession]:
+        """A transaction scoped to one tenant; commits on success, rolls back on error.
+
+        ``global_intel``: it may also change global intel (operators' routes only; the caller
+        has checked the operator's permission).
+        """
         with self._make() as session:
             session.info[_TENANT] = tenant_id
+            if global_intel:
+                session.info[_GLOBAL_INTEL] = True
             with session.begin():
                 self._set(session, TENANT_SETTING, str(tenant_id))
+                if global_intel:
+                    self._set(session, GLOBAL_INTEL_SETTING, "on")
                 yield session
 
     @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 TENANT_SETTING = "app.tenant_id"
 USER_SETTING = "app.user_id"
+GLOBAL_INTEL_SETTING = "app.global_intel"  # 'on' only in a session opened to change global intel
 APPEND_ONLY_TABLES = ("audit_events",)  # tenant tables the database refuses to change
 SYSTEM_APPEND_ONLY_TABLES = ("system_audit_events",)  # the same, for tables of no tenant
 
@@ -35,6 +36,29 @@ def own_memberships_policy() -> str:
     return (
         f"CREATE POLICY own_memberships ON memberships FOR SELECT USING (user_id = {_CURRENT_USER})"
     )
+
+
+def global_intel_guard(table: str) -> list[str]:
+    """Statements that let every transaction read ``table`` and only one that set
+    ``app.global_intel`` to 'on' (the session factory does so for operators' global intel
+    routes) write it. Forced, so the owner account is held to it too."""
+    flag = f"current_setting('{GLOBAL_INTEL_SETTING}', true) = 'on'"
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"CREATE POLICY global_read ON {table} FOR SELECT USING (true)",
+        f"CREATE POLICY global_write ON {table} USING ({flag}) WITH CHECK ({flag})",
+    ]
+
+
+def drop_global_intel_guard(table: str) -> list[str]:
+    """Inverse of ``global_intel_guard``."""
+    return [
+        f"DROP POLICY IF EXISTS global_write ON {table}",
+        f"DROP POLICY IF EXISTS global_read ON {table}",
+        f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+    ]
 
 
 def disable_rls(table: str) -> list[str]:
