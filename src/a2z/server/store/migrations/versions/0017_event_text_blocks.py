@@ -5,8 +5,8 @@ blocks of the hours it has already closed on its next passes (the rollups stay a
 and until a day has its blocks, free text reads that day's raw rows as before. ``tenant_id``
 leads the key; RLS is enabled and forced (PostgreSQL).
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-11-28 10:00:00
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 
 from a2z.server.store.tenancy import disable_rls, enable_rls
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
