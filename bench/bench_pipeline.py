@@ -347,9 +347,13 @@ def search(args: argparse.Namespace, db_url: str, dsn: str, tmp: Path) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:  # what autovacuum does after a backfill
         conn.execute("ANALYZE event_rollups")
         conn.execute("ANALYZE rollup_days")
+        conn.execute("ANALYZE event_text_blocks")
+    text = ctx.maintenance.last_text_blocks.values()
     print(
         f"  rollups refreshed for {len(rolled)} tenants in {time.perf_counter() - started:.1f} s"
-        f" ({total_rolled:,} events rolled up in this pass; the newest hour is read raw)"
+        f" ({total_rolled:,} events rolled up in this pass; the newest hour is read raw);"
+        f" of which free-text gram blocks {sum(t.seconds for t in text):.1f} s"
+        f" ({sum(t.rows for t in text):,} events in {sum(t.blocks for t in text):,} blocks)"
     )
     app = create_app(context=ctx)
     client = TestClient(app)

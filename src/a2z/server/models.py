@@ -5,7 +5,13 @@ from a2z.server.agents.config.models import AgentGroup, ConfigVersion
 from a2z.server.agents.models import Agent, EnrollmentToken
 from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession, LoginFailure
-from a2z.server.events.models import Event, EventRollup, RollupDay, StoredUsage
+from a2z.server.events.models import (
+    Event,
+    EventRollup,
+    EventTextBlock,
+    RollupDay,
+    StoredUsage,
+)
 from a2z.server.intel.models import (
     GlobalIndicator,
     GlobalIntelState,
@@ -33,6 +39,7 @@ __all__ = [
     "EnrollmentToken",
     "Event",
     "EventRollup",
+    "EventTextBlock",
     "GlobalIndicator",
     "GlobalIntelState",
     "GlobalWarning",

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, cast, delete, func, literal, select
 
 from a2z.server.config import Settings
-from a2z.server.events import rollups, scores, usage
+from a2z.server.events import rollups, scores, textblocks, usage
 from a2z.server.events.models import Event
 from a2z.server.metrics import ServerMetrics
 from a2z.server.store import partitions
@@ -57,6 +57,8 @@ class StoreMaintenance:
     # the rollup pass runs this often between the full passes.
     rollup_lag_s: float = 600.0
     rollup_every_s: float = 300.0
+    # What the last rollup pass did to each tenant's free-text gram blocks (ADR 0023).
+    last_text_blocks: dict[uuid.UUID, textblocks.BuildReport] = field(default_factory=dict)
 
     def ensure_partitions(self) -> partitions.PartitionChange:
         """Create the day partitions from ``days_back`` ago to ``days_ahead`` on (PostgreSQL)."""
@@ -95,6 +97,7 @@ class StoreMaintenance:
                 gone = session.execute(delete(Event).where(Event.ts < first_day * DAY))
                 usage.forget_before(session=session, day=first_day)
                 rollups.forget_before(session=session, day=first_day)
+                textblocks.forget_before(session=session, day=first_day)
                 scores.forget_before(session=session, ts=first_day * DAY)
             rows = int(getattr(gone, "rowcount", 0) or 0)
             if rows:
@@ -104,7 +107,8 @@ class StoreMaintenance:
         return RetentionReport(dropped, deleted)
 
     def refresh_rollups(self) -> dict[uuid.UUID, rollups.RefreshReport]:
-        """Roll up each tenant's newly closed hours, and redo days a late record changed.
+        """Roll up each tenant's newly closed hours, and redo days a late record changed; on
+        PostgreSQL also build their free-text gram blocks (``last_text_blocks`` says what).
 
         One transaction per tenant. On PostgreSQL a tenant another process is rolling up right
         now (api and ingest processes all run this) is skipped, not waited for.
@@ -114,11 +118,19 @@ class StoreMaintenance:
         with self.sessions.system() as session:
             tenant_ids = list(session.scalars(select(Tenant.id)))
         done = {}
+        text = {}
         for tenant_id in tenant_ids:
             with self.sessions.tenant(tenant_id) as session:
                 if self.owner_url is not None and not session.scalar(_try_lock(tenant_id)):
                     continue
                 done[tenant_id] = rollups.refresh(session=session, now=now, lag=self.rollup_lag_s)
+                # Free-text gram blocks of the same closed hours, under the same lock: only
+                # PostgreSQL reads them (``textblocks.regions``), so only there are they built.
+                if self.owner_url is not None:
+                    text[tenant_id] = textblocks.refresh(
+                        session=session, now=now, lag=self.rollup_lag_s
+                    )
+        self.last_text_blocks = text
         self.metrics.maintenance_seconds.labels("rollups").observe(time.perf_counter() - started)
         return done
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -152,3 +152,26 @@ class RollupDay(TenantOwned, Base):
     day: Mapped[int] = mapped_column(Integer, primary_key=True)  # floor(ts / 86400)
     through: Mapped[int] = mapped_column(BigInteger)
     events: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventTextBlock(TenantOwned, Base):
+    """A Bloom filter of the free-text 3-grams of one block of a tenant's stored events: what
+    lets a search for a rare term read only the blocks that may hold it (ADR 0023).
+
+    A block is up to ``textblocks.BLOCK_ROWS`` consecutive rows (in ``ts`` order) of closed
+    hours of one UTC ``day``, its rows' times within ``[ts_lo, ts_hi]``. Each block built by
+    one pass over the hours before ``through`` carries that ``through``: per day, the largest
+    ``through`` is how far the blocks reach and the sum of ``rows`` how many events those hours
+    held, checked against stored usage as ``RollupDay`` is (a late record makes the day read
+    raw until the pass rebuilds it). Written only by the maintenance job.
+    """
+
+    __tablename__ = "event_text_blocks"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # floor(ts / 86400)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0, 1, ... within the day
+    ts_lo: Mapped[float]  # the block's oldest row's ts
+    ts_hi: Mapped[float]  # its newest row's ts
+    rows: Mapped[int] = mapped_column(Integer)
+    through: Mapped[int] = mapped_column(BigInteger)  # epoch seconds, on an hour
+    bloom: Mapped[bytes] = mapped_column(LargeBinary)  # grams.build_filter

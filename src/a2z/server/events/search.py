@@ -12,8 +12,10 @@ Matching, the same on SQLite and PostgreSQL:
   32 sortable hex digits (IPv4 mapped into ``::ffff:0:0/96``), so a block is an indexed range
   on both stores with no per-row address parsing;
 - free text ``q``: a case-insensitive substring of any of the main strings (PostgreSQL
-  ``ILIKE``; SQLite ``lower() LIKE``, ASCII case only). It is not indexed: it scans the
-  tenant's rows left by the other filters, so pair it with a time range.
+  ``ILIKE``; SQLite ``lower() LIKE``, ASCII case only). No index serves it under RLS; on
+  PostgreSQL a page reads only the blocks of closed hours whose 3-gram filter may hold the
+  term, and the hours no block covers (``textblocks``, ADR 0023), still testing each row
+  with the ILIKE. Elsewhere it scans the tenant's rows left by the other filters.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import uuid
@@ -10,11 +11,25 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, Select, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Insert,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import InstrumentedAttribute
 
 from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
-from a2z.server.events import search, usage
+from a2z.server.events import search, textblocks, usage
 from a2z.server.events.models import ENVELOPE_FIELDS, SHORT_TEXT, AnomalyScore, Event
 from a2z.server.store import bulk
 from a2z.server.store.session import ScopedSession
@@ -394,11 +409,19 @@ def list_page_records(
     second query: that one's ``uid IN (...)`` list, rebuilt per request, cost more CPU than the
     page itself (docs/benchmarks.md, API).
     """
-    if cursor is None and (flt is None or flt == _ANY):
-        stmt = _NEWEST  # what dashboards poll: built once, not per request
+    plan = None
+    if flt is not None and flt.q is not None:
+        plan = textblocks.plan(session, flt.q, flt.since, flt.until)
+    if plan is not None:
+        assert flt is not None
+        found = _rows_in_regions(session, flt, cursor, plan, limit + 1)
     else:
-        stmt = _with_scores(_narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor))
-    rows, nxt = _cut(list(session.execute(stmt, {_PAGE_SIZE: limit + 1}).all()), limit)
+        if cursor is None and (flt is None or flt == _ANY):
+            stmt = _NEWEST  # what dashboards poll: built once, not per request
+        else:
+            stmt = _with_scores(_narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor))
+        found = list(session.execute(stmt, {_PAGE_SIZE: limit + 1}).all())
+    rows, nxt = _cut(found, limit)
     records = []
     for row in rows:
         record = record_of(row)
@@ -406,6 +429,91 @@ def list_page_records(
             record["anomaly_score"] = row.score
         records.append(record)
     return records, nxt
+
+
+def _rows_in_regions(
+    session: ScopedSession,
+    flt: search.EventFilter,
+    cursor: Cursor | None,
+    plan: textblocks.Plan,
+    want: int,
+) -> list[Any]:
+    """Free text: the first ``want`` rows of the page, read only where the term may be: the
+    hours at or after every block (``plan.through``), then the blocks that may hold the term
+    and the hours no block covers (``plan.rest``, looked up only if the page is not full yet).
+
+    The regions are disjoint and newest first, so reading them in order and stopping once the
+    page is full gives the rows of the whole-history scan, in its order. A term common in the
+    newest (raw) hours fills the page from the first region; a rare one reads its candidate
+    blocks, a few statements in all: each reads the next regions, 4, then 32, then 256... at a
+    time (geometric: a term common in older blocks stops early, a rare one takes two or three
+    statements), one index range per region (``_page_in_ranges``), each stopping at the rows
+    still wanted.
+    """
+    # The head as a plain statement, like a page without blocks: its range is a constant, so
+    # the planner prunes to the newest partition and walks its (tenant_id, ts) index backwards,
+    # stopping at the page's last match (a common term reads a few hundred rows).
+    base = _narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor)
+    head = _with_scores(base.where(Event.ts >= plan.through))
+    rows = list(session.execute(head, {_PAGE_SIZE: want}).all())
+    if len(rows) < want:
+        rest = plan.rest(session)
+        if cursor is not None:
+            rest = [r for r in rest if r[0] is None or r[0] <= cursor.ts]
+        page = _page_in_ranges(session, flt, cursor)
+        rows += _read_ranges(session, page, rest, want - len(rows))
+    return rows
+
+
+def _read_ranges(
+    session: ScopedSession, page: Select[Any], regions: list[textblocks.Region], want: int
+) -> list[Any]:
+    """Up to ``want`` rows of ``page`` in ``regions`` (disjoint, newest first), in order."""
+    rows: list[Any] = []
+    done, size = 0, 4
+    while done < len(regions) and len(rows) < want:
+        batch = regions[done : done + size]
+        done, size = done + len(batch), size * 8
+        params = {
+            _PAGE_SIZE: want - len(rows),
+            _LOWS: [-math.inf if lo is None else lo for lo, _ in batch],
+            _HIGHS: [math.inf if hi is None else hi for _, hi in batch],
+        }
+        rows += session.execute(page, params).all()
+    return rows
+
+
+def _page_in_ranges(
+    session: ScopedSession, flt: search.EventFilter, cursor: Cursor | None
+) -> Select[Any]:
+    """The page's rows in the time ranges ``[_LOWS[i], _HIGHS[i]]`` (array parameters): per
+    range, a LATERAL range scan of ``(tenant_id, ts)`` stopping after ``_PAGE_SIZE`` rows. One
+    statement whatever the number of ranges, so it is built once per request."""
+    ranges = (
+        func.unnest(
+            bindparam(_LOWS, type_=postgresql.ARRAY(Float)),
+            bindparam(_HIGHS, type_=postgresql.ARRAY(Float)),
+        )
+        .table_valued("lo", "hi")
+        .render_derived(name="ranges")
+    )
+    # Per range, newest first by ts alone, with the rows tied with the last one: ordered by
+    # the whole key, PostgreSQL sorted every row of the range (the index gives ts only) instead
+    # of walking it backwards and stopping; the outer ORDER BY puts ties in key order.
+    hits = (
+        _narrowed(select(*_KEY, *_RECORD_COLUMNS), session, flt, cursor)
+        .order_by(None)
+        .order_by(Event.ts.desc())
+        .where(Event.tenant_id == session.tenant_id, Event.ts >= ranges.c.lo)
+        .where(Event.ts <= ranges.c.hi)
+        .fetch(bindparam(_PAGE_SIZE), with_ties=True)
+        .lateral("hits")
+    )
+    page = select(*hits.c).select_from(ranges).join(hits, true())
+    return _with_scores(page.order_by(*(hits.c[col.key].desc() for col in _KEY)))
+
+
+_LOWS, _HIGHS = "range_lows", "range_highs"
 
 
 def _with_scores(page: Select[Any]) -> Select[Any]:
