@@ -19,6 +19,7 @@ rows; ``search`` adds the two parts in one statement. Nothing here changes the i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,12 +141,14 @@ def coverage(session: ScopedSession, since: float | None, until: float | None) -
             spans.append((start, end))
     if not spans:
         return NO_ROLLUP
-    return Coverage(tuple(spans), _gaps(spans, since, until))
+    return Coverage(tuple(spans), gaps(spans, since, until))
 
 
-def _gaps(
-    spans: list[tuple[int, int]], since: float | None, until: float | None
+def gaps(
+    spans: Sequence[tuple[float, float]], since: float | None, until: float | None
 ) -> tuple[tuple[float | None, float | None], ...]:
+    """What ``spans`` (``[start, end)``, in order, disjoint) leave of ``[since, until)``
+    (None: unbounded), as ranges in order: the parts that must be read from the raw rows."""
     gaps: list[tuple[float | None, float | None]] = []
     cursor: float | None = since
     for start, end in spans:

@@ -136,7 +136,10 @@ _TEXT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
     "server_name": Event.server_name,
     "user_agent": Event.user_agent,
 }
-_FREE_TEXT = (Event.query, Event.host, Event.uri, Event.server_name, Event.user_agent, Event.title)
+FREE_TEXT_COLUMNS = (
+    Event.query, Event.host, Event.uri, Event.server_name, Event.user_agent, Event.title
+)  # fmt: skip
+"""The columns free text ``q`` matches (and ``textblocks`` indexes the 3-grams of)."""
 
 
 def where(stmt: Select[Any], flt: EventFilter, dialect: str) -> Select[Any]:
@@ -165,7 +168,7 @@ def where(stmt: Select[Any], flt: EventFilter, dialect: str) -> Select[Any]:
             clauses.append(column == number)
     if flt.q is not None:
         pattern = "%" + _escape_like(flt.q) + "%"
-        clauses.append(or_(*(col.ilike(pattern, escape="\\") for col in _FREE_TEXT)))
+        clauses.append(or_(*(col.ilike(pattern, escape="\\") for col in FREE_TEXT_COLUMNS)))
     return stmt.where(*clauses) if clauses else stmt
 
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select, text, true, union_all
+from sqlalchemy import delete, func, insert, select, text, union_all
 
-from a2z.server.events import grams
+from a2z.server.events import grams, rollups, search
 from a2z.server.events.models import Event, EventTextBlock, StoredUsage
 from a2z.server.store.partitions import DAY
 from a2z.server.store.session import ScopedSession
@@ -30,11 +30,6 @@ HOUR = 3600
 BLOCK_ROWS = 256
 """Rows per block: ~400 blocks for a tenant's 100,000 events, so reading every filter of a
 tenant stays cheap, and a block let through costs a range read of a few hundred rows."""
-
-TEXT_COLUMNS = (
-    Event.query, Event.host, Event.uri, Event.server_name, Event.user_agent, Event.title
-)  # fmt: skip
-"""The columns free text searches (``search.where``), in the same order."""
 
 Region = tuple[float | None, float | None]
 """A closed time range ``[low, high]`` of rows to read; None: unbounded on that side."""
@@ -153,7 +148,7 @@ def _days(
 def _build(session: ScopedSession, day: int, start: int, end: int, first: int) -> tuple[int, int]:
     """Blocks of the rows in ``[start, end)``, numbered from ``first``; (rows, blocks)."""
     rows_read = (
-        select(Event.ts, *TEXT_COLUMNS)
+        select(Event.ts, *search.FREE_TEXT_COLUMNS)
         .where(Event.tenant_id == session.tenant_id, Event.ts >= start, Event.ts < end)
         .order_by(Event.ts)
     )
@@ -250,7 +245,9 @@ def regions(
     found: list[Region] = [
         (float(lo), float(hi)) for lo, hi in session.execute(_CANDIDATES, params)
     ]
-    found += _gaps([(start, end) for _, start, end in spans])
+    # Every time outside the verified spans is read raw (a row read twice at an edge costs
+    # nothing: ``_merged`` joins touching ranges). Floats: psycopg refuses mixed-type arrays.
+    found += rollups.gaps([(float(start), float(end)) for _, start, end in spans], None, None)
     return _merged(found, since, until)
 
 
@@ -278,19 +275,6 @@ def _verified_spans(
     return out
 
 
-def _gaps(spans: list[tuple[int, int]]) -> list[Region]:
-    """What the verified ``spans`` (``[start, end)``, in order) leave to the raw rows: every
-    time outside them, as closed ranges (reading a row twice at an edge costs nothing)."""
-    out: list[Region] = []
-    cursor: float | None = None
-    for start, end in spans:
-        if cursor is None or cursor < start:
-            out.append((cursor, float(start)))
-        cursor = float(end)
-    out.append((cursor, None))
-    return out
-
-
 def _merged(found: list[Region], since: float | None, until: float | None) -> list[Region]:
     """``found`` clipped to ``[since, until]``, overlapping or touching ranges joined, newest
     first: the order a page reads them in, each entirely newer than the next."""
@@ -314,17 +298,6 @@ def _merged(found: list[Region], since: float | None, until: float | None) -> li
             (low1, high1), (low2, high2) = out.pop(), out.pop()
             out.append((min(low1, low2), max(high1, high2)))
     return [(None if lo == -math.inf else lo, None if hi == math.inf else hi) for lo, hi in out]
-
-
-def region_clause(region: Region) -> ColumnElement[bool]:
-    """Rows of ``region``."""
-    lo, hi = region
-    bounds = []
-    if lo is not None:
-        bounds.append(Event.ts >= lo)
-    if hi is not None:
-        bounds.append(Event.ts <= hi)
-    return and_(*bounds) if bounds else true()
 
 
 def forget_before(*, session: ScopedSession, day: int) -> None:
