@@ -3,6 +3,7 @@ process or by another one serving the same data directory (``a2z server --worker
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from a2z.server.auth.principal import Principal
 from a2z.server.auth.principal_cache import PrincipalCache
 from a2z.server.auth.revocations import RevocationCounter
 from a2z.server.context import ServerContext
+from a2z.server.errors import Unauthenticated
 from a2z.server.tenants.models import Role
 from tests.server.conftest import PASSWORD, TenantFixture, login
 
@@ -132,3 +134,79 @@ def test_cache_is_bounded_dropping_the_oldest() -> None:
         cache.put(key, _principal(), cache.generation())
     assert cache.get(keys[0]) is None
     assert cache.get(keys[1]) is not None and cache.get(keys[2]) is not None
+
+
+class _Verifier:
+    """A credential check that counts its runs and finishes when the test says so."""
+
+    def __init__(self, outcome: Principal | Exception) -> None:
+        self.outcome = outcome
+        self.runs = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> tuple[Principal, float | None]:
+        self.runs += 1
+        await self.release.wait()
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome, None
+
+
+async def test_requests_missing_together_share_one_verification() -> None:
+    cache = PrincipalCache(RevocationCounter(), ttl_s=60)
+    key, who = cache.key("t"), _principal()
+    verify = _Verifier(who)
+    waiting = [asyncio.create_task(cache.verify_shared(key, verify)) for _ in range(50)]
+    await asyncio.sleep(0)
+    verify.release.set()
+    assert await asyncio.gather(*waiting) == [who] * 50
+    assert verify.runs == 1
+    assert cache.get(key) is who  # and the result is cached for the next request
+
+
+async def test_a_revocation_during_a_verification_is_not_shared_with_later_requests() -> None:
+    cache = PrincipalCache(RevocationCounter(), ttl_s=60)
+    key = cache.key("t")
+    before = _Verifier(_principal())
+    first = asyncio.create_task(cache.verify_shared(key, before))
+    await asyncio.sleep(0)
+    cache.invalidate()  # e.g. the credential revoked while the first lookup runs
+    after = _Verifier(Unauthenticated("revoked"))
+    second = asyncio.create_task(cache.verify_shared(key, after))
+    await asyncio.sleep(0)
+    before.release.set()
+    after.release.set()
+    await first
+    with pytest.raises(Unauthenticated):
+        await second
+    assert (before.runs, after.runs) == (1, 1)
+    assert cache.get(key) is None  # the pre-revocation result was not kept
+
+
+async def test_a_failed_verification_fails_every_request_sharing_it() -> None:
+    cache = PrincipalCache(RevocationCounter(), ttl_s=60)
+    key = cache.key("t")
+    verify = _Verifier(Unauthenticated("unknown credential"))
+    waiting = [asyncio.create_task(cache.verify_shared(key, verify)) for _ in range(3)]
+    await asyncio.sleep(0)
+    verify.release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, Unauthenticated) for r in results) and verify.runs == 1
+    again = _Verifier(_principal())  # nothing cached: the next request verifies afresh
+    again.release.set()
+    await cache.verify_shared(key, again)
+    assert again.runs == 1
+
+
+async def test_a_client_going_away_does_not_cancel_the_others_verification() -> None:
+    cache = PrincipalCache(RevocationCounter(), ttl_s=60)
+    key, who = cache.key("t"), _principal()
+    verify = _Verifier(who)
+    leaver = asyncio.create_task(cache.verify_shared(key, verify))
+    stayer = asyncio.create_task(cache.verify_shared(key, verify))
+    await asyncio.sleep(0)
+    leaver.cancel()
+    await asyncio.sleep(0)
+    verify.release.set()
+    assert await stayer is who
+    assert leaver.cancelled() and verify.runs == 1

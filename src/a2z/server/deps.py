@@ -7,6 +7,7 @@ miss leaves the event loop (for the database lookup); everything else here is CP
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -106,13 +107,12 @@ async def get_principal(request: Request, ctx: Context) -> Principal:
         cached = cache.get(key)
         if cached is not None:
             return cached
-        generation = cache.generation()  # before the lookup: a revocation during it wins
-        principal, expires_at = await run_in_threadpool(verify_bearer, ctx, token)
+        return await cache.verify_shared(
+            key, functools.partial(run_in_threadpool, verify_bearer, ctx, token)
+        )
     except Unauthenticated:
         ctx.metrics.auth_failures.labels("api").inc()
         raise
-    cache.put(key, principal, generation, expires_at)
-    return principal
 
 
 def require(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:

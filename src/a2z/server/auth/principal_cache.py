@@ -4,14 +4,19 @@ the database lookup that authenticating costs on every request.
 Revocation stays immediate: every commit that changes a credential, a membership, a user or a
 tenant bumps the shared ``RevocationCounter`` before the revoking request answers, and an entry
 verified under an older count is never used again (docs/adr/0016-api-request-path.md).
+
+Requests that miss together with one credential share one verification (``verify_shared``):
+when a busy dashboard's entry ends, its 200 clients all miss at once, and each verifying for
+itself queued them for ~2 s behind the thread pool (docs/benchmarks.md, API, 2026-11-28).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from a2z.server.auth.models import ApiKey, AuthSession
@@ -60,6 +65,8 @@ class PrincipalCache:
         self._max = max_entries
         self._entries: dict[bytes, _Entry] = {}
         self._lock = threading.Lock()
+        # Verifications running, by credential digest and the revocation count they read.
+        self._in_flight: dict[tuple[bytes, int], asyncio.Task[Principal]] = {}
 
     @staticmethod
     def key(token: str) -> bytes:
@@ -96,6 +103,42 @@ class PrincipalCache:
             if len(self._entries) >= self._max and key not in self._entries:
                 self._entries.pop(next(iter(self._entries)))  # the oldest insertion
             self._entries[key] = _Entry(principal, generation, time.monotonic() + life)
+
+    async def verify_shared(
+        self, key: bytes, verify: Callable[[], Awaitable[tuple[Principal, float | None]]]
+    ) -> Principal:
+        """The principal ``verify()`` resolves the credential to, put in the cache; a request
+        arriving while a verification of the same credential under the same revocation count
+        runs on this event loop awaits that one instead of starting its own.
+
+        Sharing gives a waiter what verifying itself would have: the credential and the count
+        are the same, and a revocation committed before it arrived has moved the count, so it
+        starts a new verification. ``verify`` runs as its own task, so a client that goes away
+        (its request cancelled) does not cancel the others' verification.
+        """
+        generation = self.generation()  # before the lookup: a revocation during it wins
+        slot = (key, generation)
+        loop = asyncio.get_running_loop()
+        task = self._in_flight.get(slot)
+        if task is None or task.get_loop() is not loop:
+            task = loop.create_task(self._verify(slot, verify))
+            # Retrieved here too, so a failure no request is left awaiting is not logged.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._in_flight[slot] = task
+        return await asyncio.shield(task)
+
+    async def _verify(
+        self,
+        slot: tuple[bytes, int],
+        verify: Callable[[], Awaitable[tuple[Principal, float | None]]],
+    ) -> Principal:
+        try:
+            principal, expires_at = await verify()
+            self.put(slot[0], principal, slot[1], expires_at)
+            return principal
+        finally:
+            if self._in_flight.get(slot) is asyncio.current_task():
+                del self._in_flight[slot]
 
     def invalidate(self) -> None:
         """A credential may have been revoked: no entry verified before now is used again."""
