@@ -12,6 +12,12 @@ from enum import StrEnum
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("a2z-data")
+# The event loop uvicorn serves the API on: the standard library's, not uvloop. libuv accepts
+# one connection per loop iteration (libuv pull request 3696, 2022), so on a busy loop (~20 ms
+# an iteration at 200 clients) a burst of new connections (a dashboard's clients, agents
+# reconnecting after a restart) was accepted at ~50 a second and first requests waited up to
+# 2 s; asyncio accepts up to the listen backlog per wakeup (docs/adr/0025-api-event-loop.md).
+EVENT_LOOP = "asyncio"
 
 
 class ServerRole(StrEnum):

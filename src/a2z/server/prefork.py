@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from a2z.records import MAX_FRAME_BYTES
 from a2z.server.app import build_context, create_app
-from a2z.server.config import ServerRole, Settings
+from a2z.server.config import EVENT_LOOP, ServerRole, Settings
 from a2z.server.rules import service as rules
 
 SETTINGS_ENV = "A2Z_SERVER_SETTINGS"  # the parent's settings, as JSON, for the workers
@@ -83,6 +83,7 @@ def run(settings: Settings) -> int:
         workers=settings.workers,
         ws_max_size=MAX_FRAME_BYTES,
         access_log=settings.access_log,
+        loop=EVENT_LOOP,
     )
     return 0
 
