@@ -64,8 +64,9 @@ bench-agent: install
 	else echo "bench-agent: the live-capture part needs root (sudo make bench-agent)"; fi
 
 # API latency and throughput: the real server on SQLite and PostgreSQL, reads and writes at 50
-# and 200 clients, wrk as the reference client (apt-get install wrk; skipped if absent). A few
-# minutes; see docs/benchmarks.md. BENCH_API_ARGS passes options (e.g. --duration 5).
+# and 200 clients; h2load (raw per-request latencies) and wrk as the reference clients
+# (apt-get install nghttp2-client wrk; each skipped if absent). A few minutes; see
+# docs/benchmarks.md. BENCH_API_ARGS passes options (e.g. --duration 5).
 bench-api: install
 	$(BIN)/python bench/bench_api.py $(BENCH_API_ARGS)
 

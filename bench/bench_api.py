@@ -1,13 +1,18 @@
 """``make bench-api``: latency and throughput of authenticated API reads and writes.
 
 Seeds a store in-process, starts the real server (``a2z server``) on it as a subprocess, and
-drives it with closed-loop httpx clients; wrk on the same route is the reference client.
+drives it with closed-loop httpx clients. Two C load generators on the same reads are the
+reference: h2load (nghttp2), whose per-request log gives the latencies the 200 clients actually
+saw, and wrk, whose printed percentiles include its coordinated-omission correction (synthetic
+samples added below every slow response, modelling clients that would have kept sending at the
+run's mean rate) — so its p99 reads the stalls, not the typical client's tail.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -316,7 +321,7 @@ class Row:
     """One line of the table: a (store, client, operation, concurrency) measurement."""
 
     store: str
-    client: str  # httpx (ours) or wrk (the reference)
+    client: str  # httpx (ours), h2load or wrk (the C references)
     op: str
     concurrency: int
     requests: int  # completed inside the measured window, errors included
@@ -458,6 +463,43 @@ def run_wrk(
         n / elapsed,
         pct["50"],
         pct["99"],
+        errors,
+    )
+
+
+def run_h2load(
+    base: str, token: str, op: Operation, *, store: str, concurrency: int, duration: float
+) -> Row:
+    """h2load (C, HTTP/1.1, closed loop like the httpx clients): p50/p99 from its log of every
+    request of the measured window, raw — no correction, unlike wrk's printed percentiles."""
+    threads = min(concurrency, os.cpu_count() or 1)
+    _method, path, _body = op.request(random.Random(0))
+    with tempfile.NamedTemporaryFile(prefix="a2z-h2load-", suffix=".tsv") as log:
+        cmd = ["h2load", "--h1", "-t", str(threads), "-c", str(concurrency)]
+        cmd += ["-D", str(round(duration)), "--warm-up-time", "1", "--log-file", log.name]
+        cmd += ["-H", f"Authorization: Bearer {token}", base + path]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        # Columns: start (µs since the epoch), HTTP status, µs until the end of the response.
+        rows = [line.split("\t") for line in Path(log.name).read_text().splitlines()]
+    failed = re.search(r"requests: .* (\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if not failed or not rows:
+        raise RuntimeError(f"cannot parse h2load output:\n{out}")
+    latencies = sorted(int(r[2]) / 1000 for r in rows)
+    # Status 0: a request begun in the warm-up and answered in the measured window (h2load
+    # counts it as succeeded; seen once per run at most, in its first milliseconds).
+    statuses = collections.Counter(r[1] for r in rows if r[1][0] not in "02")
+    errors = sum(statuses.values()) + sum(int(g) for g in failed.groups())
+    if errors:
+        print(f"h2load {op.name}: {failed.group(0)}; non-2xx {dict(statuses)}", file=sys.stderr)
+    return Row(
+        store,
+        "h2load",
+        op.name,
+        concurrency,
+        len(rows),
+        len(rows) / duration,
+        percentile(latencies, 0.50),
+        percentile(latencies, 0.99),
         errors,
     )
 
@@ -658,15 +700,18 @@ def measure(
         )
         with profiling(pid, prof, args.warmup + args.duration):
             report(usage.around(functools.partial(asyncio.run, load)))
-    if not shutil.which("wrk"):
-        print("wrk not found (apt-get install wrk): no reference run", file=sys.stderr)
-        return rows
     reads = [op for op in operations(seeded) if op.kind == "read"]
-    for op, conc in itertools.product(reads, args.concurrency):
-        ref = functools.partial(
-            run_wrk, base, token, op, store=store, concurrency=conc, duration=args.duration
-        )
-        report(usage.around(ref))
+    for tool, run in (("h2load", run_h2load), ("wrk", run_wrk)):
+        if not shutil.which(tool):
+            print(
+                f"{tool} not found (see the README's system tools): no {tool} rows", file=sys.stderr
+            )
+            continue
+        for op, conc in itertools.product(reads, args.concurrency):
+            ref = functools.partial(
+                run, base, token, op, store=store, concurrency=conc, duration=args.duration
+            )
+            report(usage.around(ref))
     return rows
 
 
@@ -699,10 +744,10 @@ def summarise(rows: list[Row]) -> None:
         for r in rows
         if r.client == "httpx"
     }
-    refs = [r for r in rows if r.client == "wrk"]
+    refs = [r for r in rows if r.client == "h2load"]
     if refs:
         print()
-        print("client overhead: httpx req/s / wrk req/s")
+        print("client overhead: httpx req/s / h2load req/s")
         for ref in refs:
             mine = ours[(ref.store, ref.workers, ref.page_ttl_ms, ref.op, ref.concurrency)]
             print(
@@ -713,9 +758,12 @@ def summarise(rows: list[Row]) -> None:
             )
     print()
     print("target (issue 4): reads at 200 concurrent clients with p99 < 50 ms")
+    print("  (judged on h2load's raw latencies; httpx rows are bound by the client's own CPU,")
+    print("   wrk's p99 includes its coordinated-omission correction: shown for reference)")
     for r in rows:
         if r.concurrency == 200 and r.op.startswith("GET"):
-            verdict = "met" if r.p99_ms < 50 and r.errors == 0 else "NOT met"
+            met = r.p99_ms < 50 and r.errors == 0
+            verdict = ("met" if met else "NOT met") if r.client == "h2load" else "(reference)"
             print(
                 f"  {r.store:<10} x{r.workers} ttl {r.page_ttl_ms} {r.client:<6} {r.op:<24} "
                 f"p99 {r.p99_ms:7.1f} ms: {verdict}"
