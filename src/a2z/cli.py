@@ -226,6 +226,7 @@ def _server(args: argparse.Namespace) -> int:
     from a2z.records import MAX_FRAME_BYTES
     from a2z.server.app import create_app
     from a2z.server.config import EVENT_LOOP, ServerRole
+    from a2z.server.http_protocol import HTTP_PROTOCOL
 
     settings = server_settings(args)
     if ServerRole.API not in settings.roles:
@@ -246,7 +247,7 @@ def _server(args: argparse.Namespace) -> int:
         return prefork.run(settings)
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, ws_max_size=MAX_FRAME_BYTES,
-        access_log=settings.access_log, loop=EVENT_LOOP,
+        access_log=settings.access_log, loop=EVENT_LOOP, http=HTTP_PROTOCOL,
     )  # fmt: skip
     return 0
 

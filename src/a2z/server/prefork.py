@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from a2z.records import MAX_FRAME_BYTES
 from a2z.server.app import build_context, create_app
 from a2z.server.config import EVENT_LOOP, ServerRole, Settings
+from a2z.server.http_protocol import HTTP_PROTOCOL
 from a2z.server.rules import service as rules
 
 SETTINGS_ENV = "A2Z_SERVER_SETTINGS"  # the parent's settings, as JSON, for the workers
@@ -84,6 +85,7 @@ def run(settings: Settings) -> int:
         ws_max_size=MAX_FRAME_BYTES,
         access_log=settings.access_log,
         loop=EVENT_LOOP,
+        http=HTTP_PROTOCOL,
     )
     return 0
 
