@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, union_all
+from sqlalchemy import delete, func, insert, select, text
 
 from a2z.server.events import grams, rollups, search
 from a2z.server.events.models import Event, EventTextBlock, StoredUsage
@@ -97,10 +97,8 @@ def _days(
     """The session tenant's usage days in ``[first, last]`` (only those with blocks if
     ``with_blocks``), oldest first, each checked against its rows.
 
-    Two statements: the blocks' extent per day, then usage minus the rows after it, in one
-    statement (one snapshot of usage and rows, as ingest writes both in one transaction). The
-    bounds go in as constants, so each count is a range of the ``(tenant_id, ts)`` index in one
-    partition; correlated to the first part, the planner counted through another index.
+    Two statements: the blocks' extent per day, then usage minus the rows after it
+    (``rollups.rows_before``: one snapshot of usage and rows).
     """
     extent = select(
         EventTextBlock.day,
@@ -121,28 +119,12 @@ def _days(
         )
     built = {int(d): (int(t), int(r), int(n)) for d, t, r, n in session.execute(extent)}
     days = sorted(built) if with_blocks else sorted(int(d) for d in session.scalars(usage))
-    if not days:
-        return []
-    tenant = session.tenant_id
-    parts = []
-    for day in days:
-        start = built[day][0] if day in built else day * DAY
-        later = (
-            select(func.count())
-            .where(Event.tenant_id == tenant, Event.ts >= start, Event.ts < (day + 1) * DAY)
-            .scalar_subquery()
-        )
-        parts.append(
-            select(StoredUsage.day, StoredUsage.events - later).where(
-                StoredUsage.tenant_id == tenant, StoredUsage.day == day
-            )
-        )
-    stmt = parts[0] if len(parts) == 1 else union_all(*parts)
+    starts = {day: built[day][0] if day in built else day * DAY for day in days}
     out = []
-    for day, in_closed_hours in session.execute(stmt):
-        through, rows, blocks = built.get(int(day), (None, 0, 0))
-        out.append(_Day(int(day), through, rows, blocks, int(in_closed_hours)))
-    return sorted(out, key=lambda d: d.day)
+    for day, in_closed_hours in sorted(rollups.rows_before(session, starts).items()):
+        through, rows, blocks = built.get(day, (None, 0, 0))
+        out.append(_Day(day, through, rows, blocks, in_closed_hours))
+    return out
 
 
 def _build(session: ScopedSession, day: int, start: int, end: int, first: int) -> tuple[int, int]:
