@@ -171,9 +171,9 @@ def rows_before(session: ScopedSession, starts: Mapping[int, int]) -> dict[int, 
 
     One statement, so usage and rows are read in the same snapshot (ingest writes both in one
     transaction). The bounds go in as constants, so each count is a range of the
-    ``(tenant_id, ts)`` index in one partition: correlated to ``RollupDay``, the planner read
-    the rows through a bitmap scan of every partition, ~100 ms per tenant with 10,000 open
-    rows against ~8 (2026-11-28, docs/benchmarks.md, Ingest).
+    ``(tenant_id, ts)`` index in one partition. Correlated to ``RollupDay`` instead (bounds
+    from its columns, every partition in the plan), the same check took ~100 ms per tenant
+    with 10,000 open rows against ~10 (2026-11-28, docs/benchmarks.md, Ingest).
     """
     if not starts:
         return {}
