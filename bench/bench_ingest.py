@@ -4,13 +4,14 @@ For each write path, a fresh PostgreSQL database (migrated, reached as the unpri
 application role, so row-level security is on) receives the same agent-format batches from
 ``--tenants`` tenants, one tenant-scoped transaction per batch as the ingest worker does:
 
-- ``array insert``: ``store_batch`` itself, one ``INSERT ... SELECT FROM unnest(column
-  arrays) ... ON CONFLICT DO NOTHING RETURNING`` per batch (ADR 0021);
-- ``staged COPY``: the path before it, COPY into a staging table, then ``INSERT ... SELECT ...
-  ON CONFLICT DO NOTHING`` (``store.bulk.copy_insert_ignoring_duplicates``), with the same
-  usage ledger update;
-- ``raw COPY``: the same rows COPY'd straight into ``events`` as the table owner (no staging,
-  no duplicate check, no RLS), the ceiling of what the store can take from Python;
+- ``array insert``: ``store_batch`` itself, the batch's key (``event_batches``, ``ON CONFLICT
+  DO NOTHING``) and ``INSERT ... SELECT FROM unnest(column arrays)`` in one statement per batch
+  (ADR 0021, 0026);
+- ``raw COPY``: the same rows COPY'd straight into ``events`` as the table owner (no batch
+  key, no RLS), the ceiling of what the store can take from Python;
+
+(The staged COPY path before ADR 0021 was measured here until ADR 0026 took the per-event key
+it deduplicated against: docs/benchmarks.md keeps its figures.)
 
 and, for reference, the embedded SQLite store with its INSERT path. Single writer, no bus:
 this measures the store half of ingest, not end to end.
@@ -28,22 +29,20 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import psycopg
-from sqlalchemy import JSON, Table
+from sqlalchemy import JSON
 
 from a2z.records import Batch, Conn, Dns, Http, Record, Ssl
 from a2z.server.agents import service as agents
 from a2z.server.events import service as events
-from a2z.server.events import usage
 from a2z.server.events.maintenance import StoreMaintenance
 from a2z.server.events.models import Event
 from a2z.server.metrics import ServerMetrics
-from a2z.server.store import bulk
 from a2z.server.store.engine import open_store
-from a2z.server.store.session import ScopedSession, SessionFactory
+from a2z.server.store.session import SessionFactory
 from a2z.server.tenants import service as tenants
 
 T0 = time.time() - 3600  # records of the last hour: they land in today's day partition
@@ -129,18 +128,8 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def staged_copy(session: ScopedSession, agent_id: uuid.UUID, batch: Batch) -> int:
-    """The write path before ADR 0021: rows as dicts, COPY into a staging table, then
-    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING``, and the usage ledger."""
-    rows, sizes = events.event_rows(session.tenant_id, agent_id, batch)
-    table = cast(Table, Event.__table__)
-    new = bulk.copy_insert_ignoring_duplicates(session, table, rows, returning="idx")
-    usage.add(session=session, rows=((rows[i]["ts"], sizes[i]) for i in new))
-    return len(new)
-
-
-def run_store_batch(url: str, args: argparse.Namespace, copy: bool) -> float:
-    """Rows/s through ``store_batch`` (or ``staged_copy``) into a fresh store at ``url``."""
+def run_store_batch(url: str, args: argparse.Namespace) -> float:
+    """Rows/s through ``store_batch`` into a fresh store at ``url``."""
     engine = open_store(url, app_role=APP_ROLE, pool_size=1)
     sessions = SessionFactory(engine)
     make_partitions(url, sessions)
@@ -149,10 +138,7 @@ def run_store_batch(url: str, args: argparse.Namespace, copy: bool) -> float:
     stored = 0
     for tenant_id, agent_id, batch in work:
         with sessions.tenant(tenant_id) as session:
-            if copy:
-                stored += staged_copy(session, agent_id, batch)
-            else:
-                stored += events.store_batch(session=session, agent_id=agent_id, batch=batch)
+            stored += events.store_batch(session=session, agent_id=agent_id, batch=batch)
     elapsed = time.perf_counter() - started
     engine.dispose()
     assert stored == args.batches * args.batch_size, stored
@@ -195,15 +181,11 @@ def main() -> None:
     print(f"{rows:,} rows per path, {args.tenants} tenants, batches of {args.batch_size}")
     results: dict[str, float] = {}
     with scratch_database() as url:
-        results["PostgreSQL array insert (RLS)"] = run_store_batch(url, args, copy=False)
-    with scratch_database() as url:
-        results["PostgreSQL staged COPY (before, RLS)"] = run_store_batch(url, args, copy=True)
+        results["PostgreSQL array insert (RLS)"] = run_store_batch(url, args)
     with scratch_database() as url:
         results["PostgreSQL raw COPY (owner, ceiling)"] = run_raw_copy(url, args)
     with tempfile.TemporaryDirectory() as tmp:
-        results["SQLite insert (embedded)"] = run_store_batch(
-            f"sqlite:///{tmp}/bench.db", args, copy=False
-        )
+        results["SQLite insert (embedded)"] = run_store_batch(f"sqlite:///{tmp}/bench.db", args)
     ceiling = results["PostgreSQL raw COPY (owner, ceiling)"]
     for name, rate in results.items():
         print(f"{name:<38} {rate:>10,.0f} rows/s  {rate / ceiling:6.1%} of raw COPY")

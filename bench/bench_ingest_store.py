@@ -12,9 +12,8 @@ prepares the statement after five executions).
 ``--indexes`` then measures the backend's share of each secondary index of ``events``: the same
 pass again with that one index dropped (as the owner), on an emptied table, and with all of
 them dropped; ``--narrow-data`` adds a pass storing ``{}`` as every record's ``data`` (what the
-JSONB document costs) and ``--plain-insert`` one without ``ON CONFLICT DO NOTHING`` (what the
-duplicate check costs: the table is empty, nothing conflicts). These are scratch-database
-experiments, not proposals to ship as they are. Figures: docs/benchmarks.md.
+JSONB document costs). These are scratch-database experiments, not proposals to ship as they
+are. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from a2z.records import decode_batch
 from a2z.server.events import service as events
 from a2z.server.ingest.worker import IngestWorker
 from a2z.server.metrics import ServerMetrics
-from a2z.server.store import bulk
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
 from bench_ingest import create_owners, make_partitions, scratch_database
@@ -74,11 +72,11 @@ def one_pass(
 
 
 def secondary_indexes(dsn: str) -> list[tuple[str, str]]:
-    """(name, CREATE statement) of each index on the partitioned ``events`` but its key."""
+    """(name, CREATE statement) of each index on the partitioned ``events`` (it has no key)."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events'"
-            " AND indexname <> 'events_pkey' ORDER BY indexname"
+            " ORDER BY indexname"
         ).fetchall()
     return [(str(name), str(sql)) for name, sql in rows]
 
@@ -92,16 +90,6 @@ def row_widths(dsn: str) -> str:
         ).fetchone()
     assert row is not None
     return f"row {row[0]:.0f} B, data {row[1]:.0f} B as JSONB ({row[2]:.0f} characters as text)"
-
-
-def plain_insert() -> AbstractContextManager[Any]:
-    """The array insert without ``ON CONFLICT DO NOTHING`` (what the duplicate check costs)."""
-    original: Callable[..., str] = bulk._unnest_insert
-
-    def plain(*args: Any) -> str:
-        return original(*args).replace(" ON CONFLICT DO NOTHING", "")
-
-    return mock.patch.object(bulk, "_unnest_insert", plain)
 
 
 def narrow_data() -> AbstractContextManager[Any]:
@@ -126,14 +114,14 @@ def without_indexes(dsn: str, indexes: list[tuple[str, str]]) -> Iterator[None]:
         try:
             yield
         finally:
-            owner.execute("TRUNCATE events, stored_usage")
+            owner.execute("TRUNCATE events, event_batches, stored_usage")
             for _, create in indexes:
                 owner.execute(create)
 
 
 def sizes_per_thousand(dsn: str, indexes: list[tuple[str, str]], rows: int) -> str:
-    """Bytes on disk per 1,000 stored rows of the heap, the key and each index."""
-    names = ["events", "events_pkey", *(name for name, _ in indexes)]
+    """Bytes on disk per 1,000 stored rows of the heap, each index and the batch keys."""
+    names = ["events", *(name for name, _ in indexes), "event_batches", "event_batches_pkey"]
     with psycopg.connect(dsn) as conn:
         parts = []
         for name in names:
@@ -153,9 +141,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="uncounted batches per pass")
     parser.add_argument("--indexes", action="store_true", help="a pass per dropped index")
     parser.add_argument("--narrow-data", action="store_true", help="a pass with data = {}")
-    parser.add_argument(
-        "--plain-insert", action="store_true", help="a pass without ON CONFLICT DO NOTHING"
-    )
     parser.add_argument("--rounds", type=int, default=1, help="every pass this many times")
     args = parser.parse_args()
     with scratch_database() as url:
@@ -177,8 +162,6 @@ def main() -> None:
         ]
         if args.narrow_data:
             passes.append(("data stored as {}", narrow_data))
-        if args.plain_insert:
-            passes.append(("without ON CONFLICT DO NOTHING", plain_insert))
         if args.indexes:
             for index in indexes:
                 passes.append((f"without {index[0]}", partial(without_indexes, dsn, [index])))
@@ -187,7 +170,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for label, setting in passes:
                 with psycopg.connect(dsn, autocommit=True) as owner:
-                    owner.execute("TRUNCATE events, stored_usage")
+                    owner.execute("TRUNCATE events, event_batches, stored_usage")
                 with setting():
                     client, server, rate = one_pass(worker, backend, work, args.warmup)
                     if round_ == 0 and label == "all indexes":

@@ -305,6 +305,11 @@ def grow(dsn: str, target: int) -> int:
                 " SELECT tenant_id, floor(ts / 86400)::int, count(*), sum(length(data::text))"
                 " FROM events GROUP BY 1, 2"
             )
+            conn.execute(  # and the copies' batch keys (ADR 0026), as ingest would have made
+                "INSERT INTO event_batches (tenant_id, agent_id, boot_epoch, seq, day, events)"
+                " SELECT tenant_id, agent_id, boot_epoch, seq, floor(max(ts) / 86400)::int,"
+                f" count(*) FROM events WHERE seq >= {10**7} GROUP BY 1, 2, 3, 4"
+            )
         conn.execute("ANALYZE events")
         conn.execute("ANALYZE stored_usage")
         row = conn.execute("SELECT count(*) FROM events").fetchone()

@@ -19,7 +19,7 @@ from a2z.records import Alert, Batch, Dns, Http, Record, Severity, Ssl
 from a2z.server.context import ServerContext
 from a2z.server.events import grams, search, textblocks
 from a2z.server.events import service as events
-from a2z.server.events.models import Event, EventTextBlock, StoredUsage
+from a2z.server.events.models import Event, EventBatch, EventTextBlock, StoredUsage
 from a2z.server.store.partitions import DAY, day_of
 from a2z.server.tenants import service as tenants
 from tests.server.conftest import APP_ROLE, TenantFixture
@@ -103,7 +103,7 @@ def used_blocks(ctx: ServerContext, tenant: TenantFixture, flt: search.EventFilt
 
 def forget_rows(ctx: ServerContext, tenant: TenantFixture) -> None:
     with ctx.sessions.tenant(tenant.id) as session:
-        for model in (Event, StoredUsage, EventTextBlock):
+        for model in (Event, EventBatch, StoredUsage, EventTextBlock):
             session.execute(delete(model))
 
 

@@ -20,7 +20,7 @@ from a2z.server.context import ServerContext
 from a2z.server.events import scores, usage
 from a2z.server.events import service as events
 from a2z.server.events.maintenance import stored_rows
-from a2z.server.events.models import Event
+from a2z.server.events.models import Event, EventBatch
 from a2z.server.events.search import ip_key
 from a2z.server.store import partitions
 from a2z.server.store.partitions import DAY, day_of
@@ -136,6 +136,12 @@ def test_retention_drops_old_partitions_and_each_tenants_old_rows(
             oldest = min(session.scalars(select(Event.ts)))
             assert day_of(oldest) == TODAY - days
             assert usage.totals(session=session)[0] == 3 * (days + 1)
+            # Batch keys go with their rows: seq back + 1 was stored ``back`` days ago.
+            kept = session.scalars(select(EventBatch.seq).order_by(EventBatch.seq))
+            assert list(kept) == list(range(1, days + 2))
+    # A batch whose rows retention removed stores again if re-sent; a kept one does not.
+    assert store(ctx, tenant_a, 4, (TODAY - 3) * DAY + 3600) == 3
+    assert store(ctx, tenant_a, 3, (TODAY - 2) * DAY + 3600) == 0
     if ctx.sessions.engine.dialect.name == "postgresql":
         # Whole days older than the longest retention (5) went as partitions, not row deletes.
         assert report.dropped_partitions == tuple(
@@ -179,7 +185,8 @@ def test_partitions_exist_ahead_and_each_has_forced_rls_and_app_grants(pg_ctx: o
                 "WHERE i.indrelid = %s::regclass",
                 (table,),
             ).fetchall()
-            assert len(first_columns) == 8 and {c[0] for c in first_columns} == {"tenant_id"}
+            # The seven search indexes (no key index: ``event_batches`` keeps batches unique).
+            assert len(first_columns) == 7 and {c[0] for c in first_columns} == {"tenant_id"}
 
 
 def test_out_of_range_rows_land_in_default_and_move_to_their_partition_later(

@@ -168,3 +168,39 @@ def test_0014_indexes_only_the_events_that_carry_each_string_and_back(
             assert "varchar_pattern_ops" in sql  # LIKE 'prefix%' under any collation
     migrate.downgrade(empty_engine, "0013")
     assert "IS NOT NULL" not in _index_sql(empty_engine, "ix_events_tenant_host")
+
+
+def test_0018_keys_every_stored_batch_and_drops_the_event_key_both_ways(
+    empty_engine: Engine,
+) -> None:
+    """Batches stored before the upgrade get their key (so a re-send still stores nothing),
+    dated by their newest record; ``events`` loses its key index, and gets it back."""
+    tenant, agent = uuid.uuid4(), uuid.uuid4()
+    day = 19_675  # 2023-11-14
+    rows = [(1, 0, day * 86_400 + 5.0), (1, 1, day * 86_400 + 86_399.5),  # across midnight
+            (1, 2, (day + 1) * 86_400 + 1.0), (2, 0, day * 86_400 + 7.0)]  # fmt: skip
+    migrate.upgrade(empty_engine, "0017")
+    insert = text(
+        "INSERT INTO events (tenant_id, agent_id, boot_epoch, seq, idx, ts, path, uid, orig_h, "
+        "orig_p, resp_h, resp_p, data) VALUES (:t, :a, 3, :seq, :idx, :ts, 'conn', 'C', "
+        "'10.0.0.1', 1, '10.0.0.2', 2, '{}')"
+    ).bindparams(bindparam("t", type_=Uuid()), bindparam("a", type_=Uuid()))
+    with empty_engine.begin() as conn:
+        for seq, idx, ts in rows:
+            conn.execute(insert, {"t": tenant, "a": agent, "seq": seq, "idx": idx, "ts": ts})
+    migrate.upgrade(empty_engine)
+    assert inspect(empty_engine).get_pk_constraint("events")["constrained_columns"] == []
+    keys = text(
+        "SELECT tenant_id, agent_id, boot_epoch, seq, day, events FROM event_batches ORDER BY seq"
+    ).columns(tenant_id=Uuid(), agent_id=Uuid())
+    with empty_engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(keys)] == [
+            (tenant, agent, 3, 1, day + 1, 3),
+            (tenant, agent, 3, 2, day, 1),
+        ]
+    migrate.downgrade(empty_engine, "0017")
+    key = inspect(empty_engine).get_pk_constraint("events")["constrained_columns"]
+    assert key == ["tenant_id", "agent_id", "boot_epoch", "seq", "idx", "ts"]
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM events")).scalar_one() == len(rows)
+    assert "event_batches" not in inspect(empty_engine).get_table_names()

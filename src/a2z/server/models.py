@@ -7,6 +7,7 @@ from a2z.server.audit.models import AuditEvent
 from a2z.server.auth.models import ApiKey, AuthSession, LoginFailure
 from a2z.server.events.models import (
     Event,
+    EventBatch,
     EventRollup,
     EventTextBlock,
     RollupDay,
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigVersion",
     "EnrollmentToken",
     "Event",
+    "EventBatch",
     "EventRollup",
     "EventTextBlock",
     "GlobalIndicator",

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Integer, cast, delete, func, literal, select
 
 from a2z.server.config import Settings
 from a2z.server.events import rollups, scores, textblocks, usage
-from a2z.server.events.models import Event
+from a2z.server.events.models import Event, EventBatch
 from a2z.server.metrics import ServerMetrics
 from a2z.server.store import partitions
 from a2z.server.store.engine import make_engine, normalise_url
@@ -95,6 +95,8 @@ class StoreMaintenance:
             first_day = today - days
             with self.sessions.tenant(tenant_id) as session:
                 gone = session.execute(delete(Event).where(Event.ts < first_day * DAY))
+                # A batch's key goes with the last of its rows (``day``: its newest record's).
+                session.execute(delete(EventBatch).where(EventBatch.day < first_day))
                 usage.forget_before(session=session, day=first_day)
                 rollups.forget_before(session=session, day=first_day)
                 textblocks.forget_before(session=session, day=first_day)

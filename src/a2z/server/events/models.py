@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import JSON, BigInteger, Index, Integer, LargeBinary, String, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,10 +41,10 @@ def _string_index(column: str) -> Index:
 class Event(TenantOwned, Base):
     """A stored record.
 
-    The primary key ``(tenant_id, agent_id, boot_epoch, seq, idx, ts)`` names the record's place
-    in its agent's stream, so a re-sent batch (the same bytes, so the same ``ts``) collapses onto
-    the rows it already wrote: delivery is at-least-once, the stored effect exactly-once.
-    ``ts`` is in the key because PostgreSQL requires the partition column in every unique key.
+    ``(tenant_id, agent_id, boot_epoch, seq, idx)`` names the record's place in its agent's
+    stream: unique because each batch is stored whole or not at all, once (``EventBatch``), so
+    the table carries no key index of its own (migration 0018, ADR 0026). The mapper's identity
+    is that place plus ``ts``.
     """
 
     __tablename__ = "events"
@@ -56,12 +56,16 @@ class Event(TenantOwned, Base):
         *(_string_index(column) for column in ("query", "host", "server_name")),
         {"postgresql_partition_by": "RANGE (ts)"},
     )
+    # No primary key in the database (the ORM needs one to map the class: ``EventBatch`` is
+    # what keeps these unique).
+    __mapper_args__ = {"primary_key": ("tenant_id", "agent_id", "boot_epoch", "seq", "idx", "ts")}
 
-    agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    boot_epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    idx: Mapped[int] = mapped_column(Integer, primary_key=True)  # position within the batch
-    ts: Mapped[float] = mapped_column(primary_key=True)  # record time; partition key
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, sort_order=-10)
+    agent_id: Mapped[uuid.UUID]
+    boot_epoch: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    idx: Mapped[int] = mapped_column(Integer)  # position within the batch
+    ts: Mapped[float]  # record time; partition key
     path: Mapped[str] = mapped_column(String(32))  # record type: conn, dns, http, ...
     uid: Mapped[str] = mapped_column(String(64))
     orig_h: Mapped[str] = mapped_column(String(64))
@@ -83,6 +87,27 @@ class Event(TenantOwned, Base):
     user_agent: Mapped[str | None] = mapped_column(Text)  # http: User-Agent header
     status_code: Mapped[int | None]  # http: response status
     title: Mapped[str | None] = mapped_column(Text)  # alert: one-line summary
+
+
+class EventBatch(TenantOwned, Base):
+    """An agent batch the store holds: the key ``(tenant_id, agent_id, boot_epoch, seq)`` that
+    makes a re-sent batch (a redelivery, an agent's spool replayed, a racing worker) store
+    nothing, however long after the first copy, within the bus's dedup window or not.
+
+    Ingest inserts it in the same statement as the batch's events, which go in only if it was
+    new (``ON CONFLICT DO NOTHING``): one unique check per batch instead of one per event
+    (ADR 0026). ``day`` is the UTC day of the batch's newest record: retention forgets the key
+    with the last of its rows.
+    """
+
+    __tablename__ = "event_batches"
+    __table_args__ = (Index("ix_event_batches_tenant_day", "tenant_id", "day"),)
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    boot_epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    day: Mapped[int] = mapped_column(Integer)  # floor(newest record's ts / 86400)
+    events: Mapped[int] = mapped_column(Integer)  # records in the batch
 
 
 class StoredUsage(TenantOwned, Base):

@@ -8,13 +8,13 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 from sqlalchemy import (
     ColumnElement,
     Float,
-    Insert,
     Select,
     Table,
     and_,
@@ -27,15 +27,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.dml import ReturningInsert
 
 from a2z.records import Alert, Batch, Dns, Http, Record, Ssl
 from a2z.server.events import search, textblocks, usage
-from a2z.server.events.models import ENVELOPE_FIELDS, SHORT_TEXT, AnomalyScore, Event
+from a2z.server.events.models import (
+    ENVELOPE_FIELDS,
+    SHORT_TEXT,
+    AnomalyScore,
+    Event,
+    EventBatch,
+)
 from a2z.server.store import bulk
+from a2z.server.store.partitions import day_of
 from a2z.server.store.session import ScopedSession
 
 _json = msgspec.json.Encoder()
 _EVENTS = cast(Table, Event.__table__)
+_BATCHES = cast(Table, EventBatch.__table__)
 
 COPY_MIN_ROWS = 10
 """On PostgreSQL, anomaly scores (``scores``) in batches of at least this many rows are written
@@ -46,39 +55,44 @@ rows up (docs/benchmarks.md, Ingest). Events always take the array insert (ADR 0
 def store_batch(
     *, session: ScopedSession, agent_id: uuid.UUID, batch: Batch, region: str | None = None
 ) -> int:
-    """Insert a batch's records, tagged with the tenant's ``region``; rows already stored (a
-    re-sent batch) are skipped, and the new ones are added to the tenant's stored usage.
+    """Insert a batch's records, tagged with the tenant's ``region``, and add them to the
+    tenant's stored usage; a batch already stored (re-sent: the same agent, epoch and seq)
+    stores nothing (``EventBatch``).
 
-    Returns the number of new rows.
+    Returns the number of new rows: all the batch's records, or 0.
     """
     if not batch.records:
         return 0
+    claim = {
+        "tenant_id": session.tenant_id,
+        "agent_id": agent_id,
+        "boot_epoch": batch.boot_epoch,
+        "seq": batch.seq,
+        "day": day_of(max(rec.ts for rec in batch.records)),
+        "events": len(batch.records),
+    }
     if session.get_bind().dialect.name == "postgresql":
-        # One INSERT ... SELECT FROM unnest(column arrays) per batch (ADR 0021).
+        # The claim and the rows in one statement (ADR 0021, 0026).
         arrays, sizes = event_columns(batch)
-        constants = {
-            "tenant_id": session.tenant_id,
-            "agent_id": agent_id,
-            "boot_epoch": batch.boot_epoch,
-            "seq": batch.seq,
-            "region": region,
-        }
-        new = bulk.insert_columns_ignoring_duplicates(
-            session, _EVENTS, constants=constants, arrays=arrays, ordinal="idx", returning="idx"
-        )
+        constants = {k: claim[k] for k in ("tenant_id", "agent_id", "boot_epoch", "seq")}
+        constants["region"] = region
+        stored = bulk.insert_columns_once(
+            session, _EVENTS, claim=_BATCHES, claim_values=claim, constants=constants,
+            arrays=arrays, ordinal="idx",
+        )  # fmt: skip
         times = arrays["ts"]
     else:
-        # One statement executed over many parameter sets: SQLAlchemy batches it
-        # ("insertmanyvalues") without compiling a new 500-row VALUES clause per batch, which
-        # cost ~80% of ingest time. RETURNING names what was really inserted; rowcount is not
-        # reliable across drivers.
+        if session.connection().execute(_claim_sqlite(), claim).first() is None:
+            return 0
+        # One statement executed over many parameter sets (the driver's executemany), not a
+        # 500-row VALUES clause compiled per batch, which cost ~80% of ingest time.
         rows, sizes = event_rows(session.tenant_id, agent_id, batch, region)
-        stmt = _insert_ignoring_duplicates(session).returning(Event.idx)
-        new = list(session.scalars(stmt, rows))
+        session.connection().execute(insert(_EVENTS), rows)
+        stored = len(rows)
         times = [row["ts"] for row in rows]
-    if new:
-        usage.add(session=session, rows=((times[i], sizes[i]) for i in new))
-    return len(new)
+    if stored:
+        usage.add(session=session, rows=zip(times, sizes, strict=True))
+    return stored
 
 
 def event_rows(
@@ -288,17 +302,12 @@ def _short(text: str | None) -> str | None:
     return cleaned[:SHORT_TEXT] if cleaned is not None else None
 
 
-def _insert_ignoring_duplicates(session: ScopedSession) -> Insert:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+@cache
+def _claim_sqlite() -> ReturningInsert[tuple[int]]:
+    """The batch's key, or no row returned when it is already stored (SQLite)."""
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return pg_insert(Event).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(Event).on_conflict_do_nothing()
-    return insert(Event)
+    return sqlite_insert(_BATCHES).on_conflict_do_nothing().returning(_BATCHES.c.seq)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Bulk writes on PostgreSQL: whole columns as array parameters, or COPY through a staging table.
 
-``insert_columns_ignoring_duplicates`` (the event store's path, ADR 0021) sends each column as
-one parameter (text columns joined into one string that the server splits, numbers as packed
-binary arrays) and inserts ``SELECT ... FROM unnest(...)`` in a single statement.
+``insert_columns_once`` (the event store's path, ADR 0021 and 0026) sends each column as one
+parameter (text columns joined into one string that the server splits, numbers as packed
+binary arrays) and inserts ``SELECT ... FROM unnest(...)`` in a single statement, guarded by
+one claimed key for the whole batch.
 PostgreSQL refuses ``COPY FROM`` into a table with row-level security, so the rows could not go
 straight into the table by COPY; the arrays spare the staging table's write, scan and TRUNCATE
 and the text parsing of every value, and the statement is prepared once per connection.
@@ -104,43 +105,50 @@ def register_packed_dumpers(adapters: AdaptersMap) -> None:
     adapters.register_dumper(_Int8Array, _Int8ArrayDumper)
 
 
-def insert_columns_ignoring_duplicates(
+def insert_columns_once(
     session: ScopedSession,
     table: Table,
     *,
+    claim: Table,
+    claim_values: Mapping[str, Any],
     constants: Mapping[str, Any],
     arrays: Mapping[str, Sequence[Any]],
     ordinal: str,
-    returning: str,
-) -> list[Any]:
-    """Insert one row per element of the ``arrays`` (column -> values, all the same length):
+) -> int:
+    """Insert the ``claim`` row (column -> value) and, only if its key was not already stored,
+    one row of ``table`` per element of the ``arrays`` (column -> values, all the same length):
     each row also takes the ``constants`` (column -> value) and its position from 0 in the
-    ``ordinal`` column. Rows whose key is already stored are skipped (``ON CONFLICT DO
-    NOTHING``); returns the ``returning`` column of each new one.
+    ``ordinal`` column. Returns the number of rows inserted: all of them, or none when the
+    claim was there before (a re-sent batch).
 
-    The statement is the application role's plain INSERT, in the caller's tenant-scoped
-    transaction, so row-level security's WITH CHECK applies to every row. JSON columns take
-    encoded JSON text. A value the database refuses (NUL in text, an over-long string) raises
-    SQLAlchemy's ``DataError``, as the ORM path does.
+    One statement: the claim's ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` in a CTE, the rows
+    only ``WHERE EXISTS`` what it returned, so a writer racing the same claim waits on the
+    first's uncommitted key and then inserts nothing (or everything, if the first rolled back).
+    Both are the application role's plain INSERTs, in the caller's tenant-scoped transaction,
+    so row-level security's WITH CHECK applies to every row. JSON columns take encoded JSON
+    text. A value the database refuses (NUL in text, an over-long string) raises SQLAlchemy's
+    ``DataError``, as the ORM path does.
     """
     lengths = {len(values) for values in arrays.values()}
     if len(lengths) != 1:
         raise ValueError(f"columns of unequal length: {sorted(lengths)}")
     if not lengths.pop():
-        return []
-    params: list[Any] = list(constants.values())
+        return 0
+    params: list[Any] = [*claim_values.values(), *constants.values()]
     joined: list[bool] = []
     for name, values in arrays.items():
         param = column_parameter(_array_type(table, name), values)
         joined.append(isinstance(param, str))
         params.append(param)
-    sql = _unnest_insert(table, tuple(constants), tuple(arrays), tuple(joined), ordinal, returning)
+    sql = _claimed_unnest_insert(
+        table, claim, tuple(claim_values), tuple(constants), tuple(arrays), tuple(joined), ordinal
+    )
     raw: psycopg.Connection[Any] = session.connection().connection.driver_connection  # type: ignore[assignment]
     try:
         with raw.cursor() as cur:
             register_packed_dumpers(cur.adapters)
             cur.execute(sql, params)
-            return [row[0] for row in cur.fetchall()]
+            return max(cur.rowcount, 0)
     except psycopg.DataError as exc:
         raise DataError(sql, None, exc) from exc
 
@@ -194,20 +202,23 @@ def packed_array(kind: str, values: Sequence[Any]) -> bytes | None:
 
 
 @lru_cache(maxsize=64)
-def _unnest_insert(
+def _claimed_unnest_insert(
     table: Table,
+    claim: Table,
+    claimed: tuple[str, ...],
     constants: tuple[str, ...],
     arrays: tuple[str, ...],
     joined: tuple[bool, ...],
     ordinal: str,
-    returning: str,
 ) -> str:
-    """``INSERT ... SELECT consts, ordinality - 1, u.* FROM unnest(arrays)``, built once per
-    shape (which text columns travel joined): the same text each batch, which psycopg prepares
-    on the server after a few executions."""
-    unknown = {ordinal, returning} - set(table.c.keys())  # the others are looked up below
-    if unknown:  # only the table's own column names go into the statement's text
-        raise KeyError(f"not columns of {table.name}: {sorted(unknown)}")
+    """``WITH claim AS (INSERT claim ... ON CONFLICT DO NOTHING RETURNING 1) INSERT ... SELECT
+    consts, ordinality - 1, u.* FROM unnest(arrays) WHERE EXISTS (SELECT FROM claim)``, built
+    once per shape (which text columns travel joined): the same text each batch, which psycopg
+    prepares on the server after a few executions."""
+    unknown = {ordinal} - set(table.c.keys()) | set(claimed) - set(claim.c.keys())
+    if unknown:  # only the tables' own column names go into the statement's text (the
+        raise KeyError(f"not columns: {sorted(unknown)}")  # others are looked up below)
+    claim_values = ", ".join(f"%b::{_array_type(claim, c)}" for c in claimed)
     selected = [f"%b::{_array_type(table, c)}" for c in constants]
     selected.append("u.ordinality - 1")
     # JSON columns are JSONB on PostgreSQL (events.models.DOCUMENT); text has no assignment
@@ -220,9 +231,11 @@ def _unnest_insert(
     )
     names = ", ".join([*constants, ordinal, *arrays])
     return (
-        f"INSERT INTO {table.name} ({names}) SELECT {', '.join(selected)}"  # noqa: S608 (column names)
+        f"WITH claim AS (INSERT INTO {claim.name} ({', '.join(claimed)})"  # noqa: S608 (column names)
+        f" VALUES ({claim_values}) ON CONFLICT DO NOTHING RETURNING 1)"
+        f" INSERT INTO {table.name} ({names}) SELECT {', '.join(selected)}"
         f" FROM unnest({params}) WITH ORDINALITY AS u({', '.join(arrays)}, ordinality)"
-        f" ON CONFLICT DO NOTHING RETURNING {returning}"
+        " WHERE EXISTS (SELECT FROM claim)"
     )
 
 
