@@ -119,17 +119,23 @@ def without_indexes(dsn: str, indexes: list[tuple[str, str]]) -> Iterator[None]:
                 owner.execute(create)
 
 
+BATCH_KEYS = ("event_batches", "event_batches_pkey", "ix_event_batches_tenant_day")
+
+
 def sizes_per_thousand(dsn: str, indexes: list[tuple[str, str]], rows: int) -> str:
     """Bytes on disk per 1,000 stored rows of the heap, each index and the batch keys."""
-    names = ["events", *(name for name, _ in indexes), "event_batches", "event_batches_pkey"]
+    names = ["events", *(n for n, _ in indexes), *BATCH_KEYS]
     with psycopg.connect(dsn) as conn:
         parts = []
         for name in names:
             row = conn.execute(
-                "SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(%s::regclass)", [name]
+                "SELECT coalesce(sum(pg_relation_size(relid)), pg_relation_size(%s::regclass))"
+                " FROM pg_partition_tree(%s::regclass)",  # (no rows for an unpartitioned one)
+                [name, name],
             ).fetchone()
             assert row is not None
-            parts.append(f"{name} {int(row[0]) * 1000 / rows / 1024:.0f}")
+            size = int(row[0]) * 1000 / rows / 1024
+            parts.append(f"{name} {size:.0f}" if size >= 10 else f"{name} {size:.1f}")
     return "KiB per 1,000 rows: " + ", ".join(parts)
 
 
