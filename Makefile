@@ -82,8 +82,8 @@ bench-api-floor: install
 bench-channel: install
 	$(BIN)/python bench/bench_channel.py $(BENCH_CHANNEL_ARGS)
 
-# Event-store writes: rows/s of store_batch on PostgreSQL with INSERT and with COPY, the raw
-# COPY ceiling, and SQLite; the store half's CPU per 1,000 events (ingest process and its
+# Event-store writes: rows/s of store_batch on PostgreSQL (the array insert), the raw COPY
+# ceiling, and SQLite; the store half's CPU per 1,000 events (ingest process and its
 # PostgreSQL backend; BENCH_INGEST_STORE_ARGS, e.g. --indexes); then end to end (JetStream -> ingest processes -> PostgreSQL, the
 # embedded default) with latencies, and search over 10M events. Needs PostgreSQL
 # (A2Z_BENCH_PG); about 20 minutes; see docs/benchmarks.md. BENCH_INGEST_ARGS and
