@@ -136,6 +136,18 @@ def test_header_peek_refuses_what_is_not_an_envelope() -> None:
     assert peek_header(compress(msgspec.msgpack.encode(ok))) == BatchHeader("a", -3, 2**40, 0)
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_a_record_time_that_is_not_a_number_refuses_the_frame(bad: float) -> None:
+    # The store files each record under its UTC day: inf has none (the ingest worker used to
+    # fail on it with OverflowError, a retry rather than a refusal).
+    good = Conn(ts=1.7e9, uid="C1", orig_h="10.0.0.1", orig_p=1, resp_h="10.0.0.2", resp_p=2,
+                proto="tcp")  # fmt: skip
+    frame = encode_batch(Batch(agent_id="a", boot_epoch=1, seq=1, sent_at=0.0,
+                               records=[good, msgspec.structs.replace(good, ts=bad)]))  # fmt: skip
+    with pytest.raises(WireError, match="not a finite number"):
+        decode_batch(frame)
+
+
 def test_oversized_frame_is_refused_before_decompression() -> None:
     with pytest.raises(WireError, match="exceeds"):
         decode_batch(b"\0" * (MAX_FRAME_BYTES + 1))

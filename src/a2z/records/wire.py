@@ -7,6 +7,7 @@ at each start and numbers batches from 1 within it.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import NamedTuple
 
@@ -80,6 +81,10 @@ def decode_batch(frame: bytes) -> Batch:
         raise WireError(f"frame is not a valid batch: {exc}") from exc
     if batch.v != WIRE_VERSION:
         raise WireError(f"unsupported wire version {batch.v}")
+    # msgpack carries inf and nan; a record time that is not a number has no day (partition,
+    # usage, retention) and no place in time order, so the frame is refused like any invalid field.
+    if not all(map(math.isfinite, [rec.ts for rec in batch.records])):
+        raise WireError("a record's ts is not a finite number")
     return batch
 
 
