@@ -236,11 +236,11 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
             publish_s = asyncio.run(publish(bus_url, work, args.inflight, None, None))
             wait_stored(dsn, len(work), timeout=1800)
             elapsed = time.perf_counter() - started
-            with psycopg.connect(dsn) as conn:  # every row, once (outside the timing)
-                stored = conn.execute("SELECT count(*) FROM events").fetchone()
-            assert stored == (total,), f"{stored} rows stored, {total} sent"
             cpu = CpuMeter.spent(cpu_before, meter.sample())
             busy = busy_share(machine_before, psutil.cpu_times())
+            with psycopg.connect(dsn) as conn:  # every row, once (outside what is measured)
+                stored = conn.execute("SELECT count(*) FROM events").fetchone()
+            assert stored == (total,), f"{stored} rows stored, {total} sent"
             rate = total / elapsed
             print(
                 f"PostgreSQL + JetStream, {args.workers} ingest processes: {total:,} events in "
