@@ -2,9 +2,10 @@
 its PostgreSQL backend, without the bus.
 
 One process decodes agent-format frames (``decode_batch``) and writes each through
-``IngestWorker._store`` as an ingest process does (one tenant-scoped transaction per batch:
-events, usage ledger, agent progress), into a scratch PostgreSQL database reached as the
-application role (row-level security on), one pooled connection. It prints, per 1,000 events,
+``IngestWorker.write`` as an ingest process does (one transaction per ``--group`` batches, the
+group commit of ADR 0027 under load: events, usage ledger, agent progress, each tenant in
+turn), into a scratch PostgreSQL database reached as the application role (row-level security
+on), one pooled connection. It prints, per 1,000 events,
 the CPU of this process (``client``), of its backend (``backend``, psutil on the connection's
 server process) and the rate. The first ``--warmup`` batches of each pass are not counted (psycopg
 prepares the statement after five executions).
@@ -35,7 +36,7 @@ from sqlalchemy import text
 
 from a2z.records import decode_batch
 from a2z.server.events import service as events
-from a2z.server.ingest.worker import IngestWorker
+from a2z.server.ingest.worker import Delivery, IngestWorker
 from a2z.server.metrics import ServerMetrics
 from a2z.server.store.engine import open_store
 from a2z.server.store.session import SessionFactory
@@ -56,16 +57,25 @@ def backend_of(sessions: SessionFactory) -> psutil.Process:
 
 
 def one_pass(
-    worker: IngestWorker, backend: psutil.Process, work: Work, warmup: int
+    worker: IngestWorker, backend: psutil.Process, work: Work, warmup: int, group: int
 ) -> tuple[float, float, float]:
-    """(client CPU ms, backend CPU ms per 1,000 events, events/s) of writing ``work``."""
-    for tenant, agent, frame, _ in work[:warmup]:
-        worker._store("warmup", tenant, agent, decode_batch(frame))
+    """(client CPU ms, backend CPU ms per 1,000 events, events/s) of writing ``work``,
+    ``group`` batches per transaction."""
+
+    def write(items: Work) -> None:
+        for at in range(0, len(items), group):
+            worker.write(
+                [
+                    Delivery(f"{agent}:{seq}", tenant, agent, decode_batch(frame))
+                    for tenant, agent, frame, seq in items[at : at + group]
+                ]
+            )
+
+    write(work[:warmup])
     counted = work[warmup:]
     n = sum(len(decode_batch(frame).records) for _, _, frame, _ in counted)
     client0, backend0, started = time.process_time(), _cpu(backend), time.perf_counter()
-    for tenant, agent, frame, seq in counted:
-        worker._store(f"{agent}:{seq}", tenant, agent, decode_batch(frame))
+    write(counted)
     elapsed = time.perf_counter() - started
     client, server = time.process_time() - client0, _cpu(backend) - backend0
     return client * 1e6 / n, server * 1e6 / n, n / elapsed
@@ -148,6 +158,9 @@ def main() -> None:
     parser.add_argument("--indexes", action="store_true", help="a pass per dropped index")
     parser.add_argument("--narrow-data", action="store_true", help="a pass with data = {}")
     parser.add_argument("--rounds", type=int, default=1, help="every pass this many times")
+    parser.add_argument(
+        "--group", type=int, nargs="+", default=[1], help="batches per transaction (each a pass)"
+    )
     args = parser.parse_args()
     with scratch_database() as url:
         engine = open_store(url, app_role=APP_ROLE, pool_size=1)
@@ -163,23 +176,32 @@ def main() -> None:
             f"(+{args.warmup} warm-up), {args.tenants} tenants, pid {os.getpid()}"
         )
         indexes = secondary_indexes(dsn)
-        passes: list[tuple[str, Callable[[], AbstractContextManager[Any]]]] = [
-            ("all indexes", nullcontext)
+        passes: list[tuple[str, int, Callable[[], AbstractContextManager[Any]]]] = [
+            (
+                "all indexes" + (f", {g} per transaction" if len(args.group) > 1 else ""),
+                g,
+                nullcontext,
+            )
+            for g in args.group
         ]
+        base_label = passes[0][0]
+        group = args.group[0]
         if args.narrow_data:
-            passes.append(("data stored as {}", narrow_data))
+            passes.append(("data stored as {}", group, narrow_data))
         if args.indexes:
             for index in indexes:
-                passes.append((f"without {index[0]}", partial(without_indexes, dsn, [index])))
-            passes.append(("without any secondary index", partial(without_indexes, dsn, indexes)))
-        seen: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in passes}
+                drop = partial(without_indexes, dsn, [index])
+                passes.append((f"without {index[0]}", group, drop))
+            drop_all = partial(without_indexes, dsn, indexes)
+            passes.append(("without any secondary index", group, drop_all))
+        seen: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in passes}
         for round_ in range(args.rounds):
-            for label, setting in passes:
+            for label, per_txn, setting in passes:
                 with psycopg.connect(dsn, autocommit=True) as owner:
                     owner.execute("TRUNCATE events, event_batches, stored_usage")
                 with setting():
-                    client, server, rate = one_pass(worker, backend, work, args.warmup)
-                    if round_ == 0 and label == "all indexes":
+                    client, server, rate = one_pass(worker, backend, work, args.warmup, per_txn)
+                    if round_ == 0 and label == base_label:
                         print(f"  {row_widths(dsn)}")
                         rows = (len(work) - args.warmup) * args.batch_size
                         print(f"  {sizes_per_thousand(dsn, indexes, rows)}")
@@ -189,8 +211,8 @@ def main() -> None:
                     f"{client + server:6.1f} CPU-ms per 1,000 events; {rate:,.0f} events/s"
                 )
         if args.rounds > 1:  # the machine is shared: the median of interleaved rounds
-            print(f"median of {args.rounds} rounds (backend: less than all indexes by):")
-            base = statistics.median(s for _, s, _ in seen["all indexes"])
+            print(f"median of {args.rounds} rounds (backend: less than {base_label} by):")
+            base = statistics.median(s for _, s, _ in seen[base_label])
             for label, results in seen.items():
                 client = statistics.median(c for c, _, _ in results)
                 server = statistics.median(s for _, s, _ in results)

@@ -60,7 +60,13 @@ from bench_ingest import (
     records,
     scratch_database,
 )
-from jetstream_process import nats_server, start_ingest_workers, stop
+from jetstream_process import (
+    group_commit_counts,
+    group_commit_summary,
+    nats_server,
+    start_ingest_workers,
+    stop,
+)
 from process_cpu import CpuMeter, busy_share
 
 APP_ROLE = "a2z_app"
@@ -231,6 +237,7 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
                 },
                 db_url.rsplit("/", 1)[1],
             )
+            groups = group_commit_counts(workers)
             cpu_before, machine_before = meter.sample(), psutil.cpu_times()
             started = time.perf_counter()
             publish_s = asyncio.run(publish(bus_url, work, args.inflight, None, None))
@@ -250,6 +257,8 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
             )
             per = ", ".join(f"{k} {v * 1000 / total * 1000:.0f}" for k, v in sorted(cpu.items()))
             print(f"  CPU ms per 1,000 events: {per}; machine {busy:.0%} busy")
+            print(f"  group commit: {group_commit_summary(workers, groups)}")
+            groups = group_commit_counts(workers)
             # Latency at a steady offered load below capacity.
             paced_rate = args.paced_share * rate / args.batch_size  # batches/s
             n_paced = max(len(owners), int(paced_rate * args.paced_seconds))
@@ -267,6 +276,7 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
                 f"p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms "
                 f"(poll round {poll * 1000:.0f} ms)"
             )
+            print(f"  group commit: {group_commit_summary(workers, groups)}")
         finally:
             stop(workers)
         engine.dispose()

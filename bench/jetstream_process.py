@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import nats
 import nats.js.errors
 
@@ -95,20 +96,57 @@ def start_ingest_workers(
     """``n`` headless ingest processes at ``niceness`` (added to this process's), fetching."""
     command = [
         sys.executable, "-m", "a2z", "server", "--role", "ingest", "--db", db_url,
-        "--bus", bus_url, "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
+        "--bus", bus_url, "--data-dir", str(data_dir),
     ]  # fmt: skip
     out = log.open("ab") if log is not None else subprocess.DEVNULL
-    workers = [
-        subprocess.Popen(
-            command,
+    workers = []
+    for _ in range(n):
+        port = free_port()
+        worker = subprocess.Popen(
+            [*command, "--listen", f"127.0.0.1:{port}"],
             stdout=out,
             stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
             preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
         )
-        for _ in range(n)
-    ]
+        METRICS_PORTS[worker.pid] = port
+        workers.append(worker)
     wait_for_workers(bus_url, n)
     return workers
+
+
+METRICS_PORTS: dict[int, int] = {}  # ingest process pid -> its /metrics port
+
+
+def ingest_metric(workers: list[Process], name: str) -> float:
+    """The sum over ``workers`` of the Prometheus sample ``name`` (no labels) they export."""
+    total = 0.0
+    for worker in workers:
+        text = httpx.get(f"http://127.0.0.1:{METRICS_PORTS[worker.pid]}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                total += float(line.split()[1])
+    return total
+
+
+def group_commit_summary(workers: list[Process], before: dict[str, float] | None = None) -> str:
+    """What group commit did in ``workers`` (since ``before``, a ``group_commit_counts``)."""
+    now = group_commit_counts(workers)
+    seen = {k: v - (before or {}).get(k, 0.0) for k, v in now.items()}
+    txns = seen["a2z_ingest_group_batches_count"]
+    mean = seen["a2z_ingest_group_batches_sum"] / txns if txns else 0.0
+    return (
+        f"{txns:,.0f} ingest transactions, {mean:.1f} batches each on average, "
+        f"{seen['a2z_ingest_group_retried_total']:,.0f} groups written again one by one"
+    )
+
+
+def group_commit_counts(workers: list[Process]) -> dict[str, float]:
+    names = (
+        "a2z_ingest_group_batches_count",
+        "a2z_ingest_group_batches_sum",
+        "a2z_ingest_group_retried_total",
+    )
+    return {name: ingest_metric(workers, name) for name in names}
 
 
 def stop(processes: list[Process]) -> None:

@@ -18,9 +18,11 @@ from fastapi.testclient import TestClient
 
 from a2z.agent.config import AgentConfig
 from a2z.agent.enroll import enroll
+from a2z.records import Batch, encode_batch
 from a2z.server.agents import service as agents
 from a2z.server.app import build_context, create_app
 from a2z.server.auth.keys import create_api_key
+from a2z.server.bus.base import Message, events_subject
 from a2z.server.config import Settings
 from a2z.server.context import ServerContext
 from a2z.server.store.engine import open_store
@@ -75,6 +77,15 @@ def ctx(store_url: str, tmp_path: Path) -> Iterator[ServerContext]:
 def client(ctx: ServerContext) -> Iterator[TestClient]:
     with TestClient(create_app(context=ctx)) as c:
         yield c
+
+
+def message(tenant: TenantFixture, batch: Batch) -> Message:
+    """What the agent channel publishes on the bus for ``tenant``'s agent's ``batch``."""
+    return Message(
+        subject=events_subject(str(tenant.id), str(tenant.agent_id)),
+        payload=encode_batch(batch),
+        msg_id=f"{tenant.agent_id}:{batch.boot_epoch}:{batch.seq}",
+    )
 
 
 def make_tenant(ctx: ServerContext, name: str) -> TenantFixture:

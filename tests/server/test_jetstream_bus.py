@@ -40,7 +40,7 @@ from tests.nats_servers import (
     require_nats,
     scratch_jetstream,
 )
-from tests.server.conftest import TenantFixture, make_tenant
+from tests.server.conftest import TenantFixture, make_tenant, message
 
 Streams = Callable[..., JetStreamSettings]
 
@@ -56,15 +56,6 @@ def make_batch(tenant: TenantFixture, seq: int, n: int = 20, epoch: int = 1) -> 
     records: list[Record] = [conn(seq, i) for i in range(n)]
     return Batch(
         agent_id=str(tenant.agent_id), boot_epoch=epoch, seq=seq, sent_at=0.0, records=records
-    )
-
-
-def message(tenant: TenantFixture, batch: Batch) -> Message:
-    """What the agent channel publishes for ``batch``."""
-    return Message(
-        subject=events_subject(str(tenant.id), str(tenant.agent_id)),
-        payload=encode_batch(batch),
-        msg_id=f"{tenant.agent_id}:{batch.boot_epoch}:{batch.seq}",
     )
 
 

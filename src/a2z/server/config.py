@@ -39,7 +39,7 @@ class JetStreamSettings:
     max_age: float = 7 * 86400.0  # seconds a batch is kept; ingest lag must stay below this
     max_deliver: int = 10  # deliveries before a failing batch is dead-lettered
     backoff: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0)  # redelivery delays, seconds
-    concurrency: int = 4  # batches one ingest process handles at once (<= pool_size)
+    concurrency: int = 4  # messages a consumer handles at once (ingest: IngestWorker.in_flight)
     publish_timeout: float = 10.0  # seconds publish keeps retrying before it reports failure
     namespace: str = ""  # prefix on every NATS subject, to share one NATS between deployments
     monitor_urls: tuple[str, ...] = ()  # NATS /varz endpoints: refuse a node without fsync

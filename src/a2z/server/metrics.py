@@ -82,7 +82,20 @@ class ServerMetrics:
             registry=r,
         )
         self.ingest_write_seconds = Histogram(
-            "a2z_ingest_write_seconds", "Time to write one batch (one transaction)", registry=r
+            "a2z_ingest_write_seconds",
+            "Time to write one transaction's batches (group commit)",
+            registry=r,
+        )
+        self.ingest_group_batches = Histogram(
+            "a2z_ingest_group_batches",
+            "Batches stored per ingest transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=r,
+        )
+        self.ingest_group_retried = Counter(
+            "a2z_ingest_group_retried",
+            "Groups whose transaction failed and were written again one batch at a time",
+            registry=r,
         )
         # The bus stage (JetStream): what was made durable, delivered, acked, retried, parked.
         self.bus_published = Counter(

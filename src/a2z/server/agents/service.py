@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -132,10 +133,27 @@ def record_batch(*, session: ScopedSession, agent_id: uuid.UUID, boot_epoch: int
     cost ~1 ms of CPU per batch (docs/benchmarks.md, 2026-11-28): the tenant is in the WHERE
     clause explicitly, and row-level security still applies underneath on PostgreSQL.
     """
+    record_batches(session=session, keys=[(agent_id, boot_epoch, seq)])
+
+
+def record_batches(*, session: ScopedSession, keys: Iterable[tuple[uuid.UUID, int, int]]) -> None:
+    """``record_batch`` for several ``(agent_id, boot_epoch, seq)`` of the session's tenant.
+
+    Noting an agent's batches one by one in any order ends where noting only its highest
+    ``(epoch, seq)`` does (epochs restart the seq, the highest seq of an epoch stays), so each
+    agent's row is updated once, agents in id order (one lock order for concurrent writers).
+    """
+    highest: dict[uuid.UUID, tuple[int, int]] = {}
+    for agent_id, boot_epoch, seq in keys:
+        highest[agent_id] = max(highest.get(agent_id, (boot_epoch, seq)), (boot_epoch, seq))
+    now = utcnow()
     session.connection().execute(
         _RECORD_BATCH,
-        {"tenant": session.tenant_id, "agent": agent_id, "now": utcnow(), "epoch": boot_epoch,
-         "seq": seq},
+        [
+            {"tenant": session.tenant_id, "agent": agent_id, "now": now, "epoch": epoch,
+             "seq": seq}
+            for agent_id, (epoch, seq) in sorted(highest.items())
+        ],
     )  # fmt: skip
 
 

@@ -46,11 +46,15 @@ class Bus(Protocol):
         """Return when the message is durable; raise if it could not be made so."""
         ...
 
-    def subscribe(self, subject_prefix: str, handler: Handler, *, group: str) -> None:
+    def subscribe(
+        self, subject_prefix: str, handler: Handler, *, group: str, in_flight: int | None = None
+    ) -> None:
         """Deliver every message under ``subject_prefix`` (ending in ".") to ``handler``.
 
         Each ``group`` (a role, e.g. "ingest") gets every message once; the processes that
         subscribe under the same group share the messages between them. Call before ``start``.
+        ``in_flight``: how many messages this process hands the handler at once, where the bus
+        delivers concurrently (default: the bus's setting).
         """
         ...
 

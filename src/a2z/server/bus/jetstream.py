@@ -73,6 +73,7 @@ class _Subscription:
     prefix: str
     handler: Handler
     group: str
+    in_flight: int  # handlers running at once in this process
 
 
 class JetStreamBus:
@@ -113,15 +114,19 @@ class JetStreamBus:
         """Inverse of ``nats_subject``."""
         return nats_subject.removeprefix(self._settings.namespace)
 
-    def subscribe(self, subject_prefix: str, handler: Handler, *, group: str) -> None:
-        """Register a durable consumer ``group`` over ``subject_prefix``; started by ``start``."""
+    def subscribe(
+        self, subject_prefix: str, handler: Handler, *, group: str, in_flight: int | None = None
+    ) -> None:
+        """Register a durable consumer ``group`` over ``subject_prefix``; started by ``start``.
+        ``in_flight``: its handlers running at once (default ``settings.concurrency``)."""
         if not subject_prefix.startswith(EVENTS_PREFIX):
             raise ValueError(f"{subject_prefix!r} is not under the events stream")
         if not subject_prefix.endswith("."):
             raise ValueError("a subject prefix ends with '.'")
         if any(sub.group == group for sub in self._subscriptions):
             raise ValueError(f"group {group!r} already has a subscriber")
-        self._subscriptions.append(_Subscription(subject_prefix, handler, group))
+        limit = self._settings.concurrency if in_flight is None else in_flight
+        self._subscriptions.append(_Subscription(subject_prefix, handler, group, limit))
 
     async def start(self) -> None:
         """Connect, check the server, create or update the streams, start the consumers."""
@@ -316,7 +321,7 @@ class _PullConsumer:
         self._group = subscription.group
         self._settings = settings
         self._metrics = metrics
-        self._limit = max(1, settings.concurrency)
+        self._limit = max(1, subscription.in_flight)
         self._inflight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()

@@ -28,8 +28,11 @@ class MemoryBus:
             if message.subject.startswith(prefix):
                 await handler(message)
 
-    def subscribe(self, subject_prefix: str, handler: Handler, *, group: str) -> None:
-        """Add a subscriber; in one process a group has exactly one."""
+    def subscribe(
+        self, subject_prefix: str, handler: Handler, *, group: str, in_flight: int | None = None
+    ) -> None:
+        """Add a subscriber; in one process a group has exactly one. Each publish runs the
+        handler itself, so ``in_flight`` is as many as the publishers."""
         if group in self._subscribers:
             raise ValueError(f"group {group!r} already has a subscriber")
         self._subscribers[group] = (subject_prefix, handler)

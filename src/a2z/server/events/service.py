@@ -61,8 +61,40 @@ def store_batch(
 
     Returns the number of new rows: all the batch's records, or 0.
     """
+    return store_batches(session=session, batches=[(agent_id, batch)], region=region)[0]
+
+
+def store_batches(
+    *,
+    session: ScopedSession,
+    batches: Sequence[tuple[uuid.UUID, Batch]],
+    region: str | None = None,
+) -> list[int]:
+    """``store_batch`` for several ``(agent_id, batch)`` of the session's tenant, with one
+    usage update for all of them (ingest's group commit): the number of new rows of each.
+
+    Callers writing in several transactions at once pass the batches in key order (agent,
+    epoch, seq), so that two transactions meeting on the same keys wait rather than deadlock.
+    """
+    counts: list[int] = []
+    added: list[tuple[float, int]] = []
+    for agent_id, batch in batches:
+        stored, times, sizes = _insert_batch(session, agent_id, batch, region)
+        counts.append(stored)
+        if stored:
+            added.extend(zip(times, sizes, strict=True))
+    if added:
+        usage.add(session=session, rows=added)
+    return counts
+
+
+def _insert_batch(
+    session: ScopedSession, agent_id: uuid.UUID, batch: Batch, region: str | None
+) -> tuple[int, list[float], list[int]]:
+    """Claim the batch's key and insert its rows if the claim is new: ``(rows stored, each
+    record's ts, each record's JSON size)``."""
     if not batch.records:
-        return 0
+        return 0, [], []
     claim = {
         "tenant_id": session.tenant_id,
         "agent_id": agent_id,
@@ -80,19 +112,14 @@ def store_batch(
             session, _EVENTS, claim=_BATCHES, claim_values=claim, constants=constants,
             arrays=arrays, ordinal="idx",
         )  # fmt: skip
-        times = arrays["ts"]
-    else:
-        if session.connection().execute(_claim_sqlite(), claim).first() is None:
-            return 0
-        # One statement executed over many parameter sets (the driver's executemany), not a
-        # 500-row VALUES clause compiled per batch, which cost ~80% of ingest time.
-        rows, sizes = event_rows(session.tenant_id, agent_id, batch, region)
-        session.connection().execute(insert(_EVENTS), rows)
-        stored = len(rows)
-        times = [row["ts"] for row in rows]
-    if stored:
-        usage.add(session=session, rows=zip(times, sizes, strict=True))
-    return stored
+        return stored, arrays["ts"], sizes
+    if session.connection().execute(_claim_sqlite(), claim).first() is None:
+        return 0, [], []
+    # One statement executed over many parameter sets (the driver's executemany), not a
+    # 500-row VALUES clause compiled per batch, which cost ~80% of ingest time.
+    rows, sizes = event_rows(session.tenant_id, agent_id, batch, region)
+    session.connection().execute(insert(_EVENTS), rows)
+    return len(rows), [row["ts"] for row in rows], sizes
 
 
 def event_rows(

@@ -20,4 +20,5 @@ def wire_ingest(
     bus: Bus, sessions: SessionFactory, metrics: ServerMetrics, quotas: Quotas | None = None
 ) -> None:
     """Subscribe the ingest worker to every tenant's event batches."""
-    bus.subscribe(EVENTS_PREFIX, IngestWorker(sessions, metrics, quotas).handle, group=INGEST_GROUP)
+    worker = IngestWorker(sessions, metrics, quotas)
+    bus.subscribe(EVENTS_PREFIX, worker.handle, group=INGEST_GROUP, in_flight=worker.in_flight)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from sqlalchemy import bindparam, select
+
 from a2z.server.errors import NotFound, RateLimited
 from a2z.server.events import usage
 from a2z.server.metrics import ServerMetrics
@@ -31,6 +33,14 @@ from a2z.server.quotas import shared
 from a2z.server.quotas.limiter import TokenBucket
 from a2z.server.store.session import SessionFactory
 from a2z.server.tenants.models import Tenant
+
+_POLICY = select(
+    Tenant.region,
+    Tenant.retention_days,
+    Tenant.events_per_second,
+    Tenant.burst_events,
+    Tenant.max_stored_bytes,
+).where(Tenant.id == bindparam("tenant"))
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +195,9 @@ class Quotas:
     def reload(self, tenant_id: uuid.UUID) -> TenantPolicy:
         """Read the tenant's limits and stored usage now (after an operator changed them)."""
         with self.sessions.system() as session:
-            tenant = session.get(Tenant, tenant_id)
+            # A Core select: every process reloads each active tenant every ``refresh_s``, and
+            # the ORM's ``get`` cost an ingest process ~4 % of its CPU with 100 tenants.
+            tenant = session.read_connection().execute(_POLICY, {"tenant": tenant_id}).first()
             if tenant is None:
                 raise NotFound("no such tenant")
             policy = TenantPolicy(
