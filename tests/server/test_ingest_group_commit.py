@@ -120,6 +120,7 @@ def test_each_turn_runs_in_its_own_tenants_scope(pg_ctx: ServerContext) -> None:
         session.connection().execute(
             insert(StoredUsage), [{"tenant_id": tenant_a.id, "day": 1, "events": 1, "bytes": 7}]
         )
+        session.add(StoredUsage(day=3, events=2, bytes=5))  # pending, filled in as A's at flush
         session = turns.scope(tenant_b.id)
         setting = session.scalar(text("SELECT current_setting('app.tenant_id')"))
         assert setting == str(tenant_b.id)
@@ -137,4 +138,4 @@ def test_each_turn_runs_in_its_own_tenants_scope(pg_ctx: ServerContext) -> None:
                 [{"tenant_id": tenant_a.id, "day": 2, "events": 1, "bytes": 7}],
             )
     with pg_ctx.sessions.tenant(tenant_a.id) as session:
-        assert usage.totals(session=session) == (1, 7)  # the refused turn rolled back
+        assert usage.totals(session=session) == (3, 12)  # the refused turn rolled back

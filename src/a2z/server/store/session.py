@@ -333,10 +333,12 @@ class TenantTurns:
     def scope(self, tenant_id: uuid.UUID) -> ScopedSession:
         """The transaction's session, from now on scoped to ``tenant_id`` only.
 
-        The identity map is emptied first: no object loaded under the previous tenant stays
-        reachable through the session once it serves another.
+        Objects added under the previous tenant are flushed (written in its scope), then the
+        identity map is emptied: nothing loaded under it stays reachable once the session
+        serves another.
         """
         session = self._session
+        session.flush()
         session.expunge_all()
         session.info[_TENANT] = tenant_id
         session.info[_TURNS].add(tenant_id)
