@@ -257,8 +257,9 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
             )
             per = ", ".join(f"{k} {v * 1000 / total * 1000:.0f}" for k, v in sorted(cpu.items()))
             print(f"  CPU ms per 1,000 events: {per}; machine {busy:.0%} busy")
-            print(f"  group commit: {group_commit_summary(workers, groups)}")
-            groups = group_commit_counts(workers)
+            after = group_commit_counts(workers)
+            print(f"  group commit: {group_commit_summary(groups, after)}")
+            groups = after
             # Latency at a steady offered load below capacity.
             paced_rate = args.paced_share * rate / args.batch_size  # batches/s
             n_paced = max(len(owners), int(paced_rate * args.paced_seconds))
@@ -276,7 +277,7 @@ def run_postgres(args: argparse.Namespace, tmp: Path) -> None:
                 f"p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms "
                 f"(poll round {poll * 1000:.0f} ms)"
             )
-            print(f"  group commit: {group_commit_summary(workers, groups)}")
+            print(f"  group commit: {group_commit_summary(groups, group_commit_counts(workers))}")
         finally:
             stop(workers)
         engine.dispose()

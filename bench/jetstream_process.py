@@ -117,36 +117,34 @@ def start_ingest_workers(
 METRICS_PORTS: dict[int, int] = {}  # ingest process pid -> its /metrics port
 
 
-def ingest_metric(workers: list[Process], name: str) -> float:
-    """The sum over ``workers`` of the Prometheus sample ``name`` (no labels) they export."""
-    total = 0.0
+_GROUP_COMMIT = (
+    "a2z_ingest_group_batches_count",
+    "a2z_ingest_group_batches_sum",
+    "a2z_ingest_group_retried_total",
+)
+
+
+def group_commit_counts(workers: list[Process]) -> dict[str, float]:
+    """The group-commit samples (no labels) summed over ``workers``: one scrape each."""
+    totals = dict.fromkeys(_GROUP_COMMIT, 0.0)
     for worker in workers:
         text = httpx.get(f"http://127.0.0.1:{METRICS_PORTS[worker.pid]}/metrics", timeout=10).text
         for line in text.splitlines():
-            if line.startswith(name + " "):
-                total += float(line.split()[1])
-    return total
+            name, _, value = line.partition(" ")
+            if name in totals:
+                totals[name] += float(value)
+    return totals
 
 
-def group_commit_summary(workers: list[Process], before: dict[str, float] | None = None) -> str:
-    """What group commit did in ``workers`` (since ``before``, a ``group_commit_counts``)."""
-    now = group_commit_counts(workers)
-    seen = {k: v - (before or {}).get(k, 0.0) for k, v in now.items()}
+def group_commit_summary(before: dict[str, float], after: dict[str, float]) -> str:
+    """What group commit did between two ``group_commit_counts``."""
+    seen = {name: after[name] - before[name] for name in _GROUP_COMMIT}
     txns = seen["a2z_ingest_group_batches_count"]
     mean = seen["a2z_ingest_group_batches_sum"] / txns if txns else 0.0
     return (
         f"{txns:,.0f} ingest transactions, {mean:.1f} batches each on average, "
         f"{seen['a2z_ingest_group_retried_total']:,.0f} groups written again one by one"
     )
-
-
-def group_commit_counts(workers: list[Process]) -> dict[str, float]:
-    names = (
-        "a2z_ingest_group_batches_count",
-        "a2z_ingest_group_batches_sum",
-        "a2z_ingest_group_retried_total",
-    )
-    return {name: ingest_metric(workers, name) for name in names}
 
 
 def stop(processes: list[Process]) -> None:
