@@ -172,6 +172,22 @@ def test_packed_numbers_read_back_as_the_same_values(
     assert row == (ints, floats)
 
 
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.none() | st.binary(max_size=20), min_size=1, max_size=8))
+def test_packed_bytes_read_back_as_the_same_values(
+    pg: psycopg.Connection[Any], keys: list[bytes | None]
+) -> None:
+    """The address keys' array (ADR 0028): any bytes, NULLs and empty values among them."""
+    packed = bulk.column_parameter("bytea", keys)
+    assert packed is not keys  # packed, not dumped element by element
+    assert pg.execute("SELECT %b::bytea[]", [packed]).fetchone() == (keys,)
+
+
+def test_bytea_packing_leaves_what_is_not_bytes_to_psycopg() -> None:
+    assert bulk.packed_bytea([b"\x01", "text"]) is None
+    assert bulk.packed_bytea([b"\x01", 7]) is None
+
+
 def test_numbers_packing_cannot_carry_go_as_lists_and_are_refused_as_before(
     pg: psycopg.Connection[Any],
 ) -> None:

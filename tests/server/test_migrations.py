@@ -3,6 +3,7 @@ leave a schema that matches the models."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from a2z.server import models  # noqa: F401  (registers every table)
 from a2z.server.events import service as events
 from a2z.server.events.models import ENVELOPE_FIELDS, Event
+from a2z.server.events.search import AddressMatch, ip_key
 from a2z.server.store import migrate
 from a2z.server.store.base import Base
 from a2z.server.store.engine import make_engine
@@ -204,3 +206,33 @@ def test_0018_keys_every_stored_batch_and_drops_the_event_key_both_ways(
     with empty_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM events")).scalar_one() == len(rows)
     assert "event_batches" not in inspect(empty_engine).get_table_names()
+
+
+def test_0019_turns_hex_address_keys_into_their_bytes_and_back(empty_engine: Engine) -> None:
+    """Keys stored as 32 hex digits become the 16 bytes ``ip_key`` gives now, in the same
+    order, so a CIDR block over rows stored before the upgrade still finds them."""
+    addresses = ["10.0.0.1", "10.0.1.9", "2001:db8::1", None]
+    hex_keys = [None if a is None else f"{int(ipaddress.ip_address(a)):032x}" for a in addresses]
+    hex_keys[:2] = [f"{0xFFFF << 32 | int(ipaddress.ip_address(a)):032x}" for a in addresses[:2]]
+    migrate.upgrade(empty_engine, "0018")
+    insert = text(
+        "INSERT INTO events (tenant_id, agent_id, boot_epoch, seq, idx, ts, path, uid, orig_h, "
+        "orig_p, resp_h, resp_p, data, orig_ip, resp_ip) VALUES (:t, :t, 1, 1, :idx, 5.0, "
+        "'conn', 'C', 'h', 1, 'h', 2, '{}', :key, :key)"
+    ).bindparams(bindparam("t", type_=Uuid()))
+    with empty_engine.begin() as conn:
+        for idx, key in enumerate(hex_keys):
+            conn.execute(insert, {"t": uuid.uuid4(), "idx": idx, "key": key})
+    migrate.upgrade(empty_engine)
+    assert schema_drift(empty_engine) == []
+    stored = text("SELECT orig_ip, resp_ip FROM events ORDER BY idx")
+    with empty_engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(stored)]
+        block = AddressMatch.parse("10.0.0.0/23")
+        in_block = select(Event.idx).where(block.clause(Event.orig_ip)).order_by(Event.idx)
+        found = list(conn.execute(in_block).scalars())
+    assert rows == [(ip_key(a), ip_key(a)) if a else (None, None) for a in addresses]
+    assert found == [0, 1]
+    migrate.downgrade(empty_engine, "0018")
+    with empty_engine.connect() as conn:
+        assert [r[0] for r in conn.execute(stored)] == hex_keys

@@ -78,8 +78,9 @@ class Event(TenantOwned, Base):
     region: Mapped[str | None] = mapped_column(String(32))  # the tenant's residency tag
     # Search columns (migration 0004), filled from the record by ``store_batch``; NULL when the
     # record type has no such field. Indexed strings keep their first ``SHORT_TEXT`` characters.
-    orig_ip: Mapped[str | None] = mapped_column(String(32))  # orig_h sortable: search.ip_key
-    resp_ip: Mapped[str | None] = mapped_column(String(32))  # resp_h likewise
+    # orig_h as 16 bytes that sort like the address (search.ip_key; migration 0019, ADR 0028)
+    orig_ip: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    resp_ip: Mapped[bytes | None] = mapped_column(LargeBinary(16))  # resp_h likewise
     query: Mapped[str | None] = mapped_column(String(SHORT_TEXT))  # dns: queried name
     host: Mapped[str | None] = mapped_column(String(SHORT_TEXT))  # http: Host header
     server_name: Mapped[str | None] = mapped_column(String(SHORT_TEXT))  # ssl: SNI

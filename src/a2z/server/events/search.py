@@ -9,8 +9,9 @@ Matching, the same on SQLite and PostgreSQL:
 - strings: equality, or a prefix when the value ends in ``*`` (case-sensitive; no other
   character is special);
 - addresses: one address or a CIDR block, compared on ``orig_ip``/``resp_ip``, the address as
-  32 sortable hex digits (IPv4 mapped into ``::ffff:0:0/96``), so a block is an indexed range
-  on both stores with no per-row address parsing;
+  its 16 bytes in network order (IPv4 mapped into ``::ffff:0:0/96``), which sort like the
+  addresses under a byte comparison, so a block is an indexed range on both stores with no
+  per-row address parsing (ADR 0028);
 - free text ``q``: a case-insensitive substring of any of the main strings (PostgreSQL
   ``ILIKE``; SQLite ``lower() LIKE``, ASCII case only). No index serves it under RLS; on
   PostgreSQL a page reads only the blocks of closed hours whose 3-gram filter may hold the
@@ -50,29 +51,25 @@ MAX_BUCKETS = 10_000
 _V4_MAPPED = 0xFFFF << 32
 
 
-def ip_key(address: str) -> str | None:
-    """``address`` as 32 hex digits that sort like the address; None if it is not one."""
+def ip_key(address: str) -> bytes | None:
+    """``address`` as 16 bytes that sort like the address; None if it is not one."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    return _hex(_as_int(ip))
+    return _key(ip)
 
 
-def _as_int(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
-    return _V4_MAPPED | int(ip) if ip.version == 4 else int(ip)
-
-
-def _hex(value: int) -> str:
-    return f"{value:032x}"
+def _key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    return (_V4_MAPPED | int(ip) if ip.version == 4 else int(ip)).to_bytes(16, "big")
 
 
 @dataclass(frozen=True, slots=True)
 class AddressMatch:
     """An inclusive range of ``ip_key`` values: one address or a CIDR block."""
 
-    low: str
-    high: str
+    low: bytes
+    high: bytes
 
     @classmethod
     def parse(cls, text: str) -> AddressMatch:
@@ -81,9 +78,9 @@ class AddressMatch:
             net = ipaddress.ip_network(text, strict=False)
         except ValueError as exc:
             raise InvalidInput(f"not an address or CIDR block: {text!r}") from exc
-        return cls(_hex(_as_int(net.network_address)), _hex(_as_int(net.broadcast_address)))
+        return cls(_key(net.network_address), _key(net.broadcast_address))
 
-    def clause(self, column: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
+    def clause(self, column: InstrumentedAttribute[bytes | None]) -> ColumnElement[bool]:
         if self.low == self.high:
             return column == self.low
         return column.between(self.low, self.high)

@@ -49,7 +49,9 @@ def _encode(value: Any) -> str:
     return _json.encode(value).decode()
 
 
-_ARRAY_TYPES: dict[type, str] = {float: "float8", int: "int8", str: "text", uuid.UUID: "uuid"}
+_ARRAY_TYPES: dict[type, str] = {
+    float: "float8", int: "int8", str: "text", uuid.UUID: "uuid", bytes: "bytea",
+}  # fmt: skip
 """How a column's values travel, by its Python type: a JSON column's values as text (cast to
 the column's type in the statement), every other value in PostgreSQL's binary format."""
 
@@ -63,13 +65,14 @@ _SEPARATOR = "\x1f"
 _NULL = "\x1e"
 _SPLIT = f"string_to_array(%b::text, chr({ord(_SEPARATOR)}), chr({ord(_NULL)}))"
 
-# Numeric columns travel already in PostgreSQL's binary array format, packed by ``struct`` (C):
+# Numeric and bytea columns travel already in PostgreSQL's binary array format, packed here:
 # header (dimensions, has-nulls flag, element type, length, lower bound), then each element as
 # its length and big-endian value, or length -1 for NULL.
 _ARRAY_HEADER = struct.Struct(">iiIii")
 _NULL_ELEMENT = struct.pack(">i", -1)
 _PACKED = {"float8": "d", "int8": "q"}  # struct codes of 8-byte values
 _PACKED_ELEMENT = {kind: struct.Struct(f">i{code}") for kind, code in _PACKED.items()}
+_LENGTH = struct.Struct(">i")  # a bytea element's length, before its bytes
 
 
 class _Float8Array(bytes):
@@ -95,14 +98,24 @@ class _Int8ArrayDumper(_PackedDumper):
     oid = postgres.types["int8"].array_oid
 
 
+class _ByteaArray(bytes):
+    """A bytea[] value in binary format (``packed_bytea``)."""
+
+
+class _ByteaArrayDumper(_PackedDumper):
+    oid = postgres.types["bytea"].array_oid
+
+
 _PACKED_CLASSES: dict[str, type[bytes]] = {"float8": _Float8Array, "int8": _Int8Array}
 
 
 def register_packed_dumpers(adapters: AdaptersMap) -> None:
-    """Let ``adapters`` (a cursor's or a connection's) send ``packed_array`` values as the
-    arrays they are: registered per cursor (~10 us), so no connection depends on import order."""
+    """Let ``adapters`` (a cursor's or a connection's) send ``packed_array`` and
+    ``packed_bytea`` values as the arrays they are: registered per cursor (~10 us), so no
+    connection depends on import order."""
     adapters.register_dumper(_Float8Array, _Float8ArrayDumper)
     adapters.register_dumper(_Int8Array, _Int8ArrayDumper)
+    adapters.register_dumper(_ByteaArray, _ByteaArrayDumper)
 
 
 def insert_columns_once(
@@ -155,13 +168,17 @@ def insert_columns_once(
 
 def column_parameter(kind: str, values: Sequence[Any]) -> Any:
     """How one column's ``values`` (PostgreSQL element type ``kind``) travel: text joined into
-    one string (``joined_text``), numbers packed (``packed_array``), or, where neither can
-    carry them exactly, the list itself for psycopg to dump."""
+    one string (``joined_text``), numbers and bytes packed (``packed_array``,
+    ``packed_bytea``), or, where neither can carry them exactly, the list itself for psycopg
+    to dump."""
     if kind == "text":
         text = joined_text(values)
         return values if text is None else text
     if kind in _PACKED:
         packed = packed_array(kind, values)
+        return values if packed is None else packed
+    if kind == "bytea":
+        packed = packed_bytea(values)
         return values if packed is None else packed
     return values
 
@@ -199,6 +216,19 @@ def packed_array(kind: str, values: Sequence[Any]) -> bytes | None:
     except struct.error:
         return None
     return _PACKED_CLASSES[kind](header + body)
+
+
+def packed_bytea(values: Sequence[Any]) -> bytes | None:
+    """``values`` (bytes or None) as a binary ``bytea[]`` value; None when one is neither, so
+    psycopg dumps (or refuses) them."""
+    nulls = values.count(None)
+    header = _ARRAY_HEADER.pack(1, 1 if nulls else 0, postgres.types["bytea"].oid, len(values), 1)
+    length = _LENGTH.pack
+    try:
+        body = b"".join([_NULL_ELEMENT if v is None else length(len(v)) + v for v in values])
+    except TypeError:  # not bytes
+        return None
+    return _ByteaArray(header + body)
 
 
 @lru_cache(maxsize=64)
