@@ -22,6 +22,7 @@ import re
 import sqlalchemy as sa
 from alembic import op
 
+from a2z.server.store.sqlite_rebuild import rebuild_sqlite_table
 from a2z.server.store.tenancy import disable_rls, enable_rls
 
 revision = "0018"
@@ -85,24 +86,11 @@ _KEY_CLAUSE = re.compile(r",\s*PRIMARY KEY \([^)]*\)", re.IGNORECASE)
 
 def _rebuild_sqlite_events(*, primary_key: bool) -> None:
     """``events`` again from its stored definition, with or without its primary key."""
-    bind = op.get_bind()
-    table_sql = bind.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-    ).scalar_one()
-    index_sql = list(
-        bind.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
-            "AND sql IS NOT NULL"
-        )
-    )
-    body = _KEY_CLAUSE.sub("", table_sql)
-    if primary_key:
-        body = body.rstrip().removesuffix(")") + f", PRIMARY KEY ({', '.join(EVENT_KEY)}))"
-    for name, _ in index_sql:
-        op.execute(f"DROP INDEX {name}")
-    op.execute("ALTER TABLE events RENAME TO events_rebuilt")
-    op.execute(body)
-    op.execute("INSERT INTO events SELECT * FROM events_rebuilt")
-    op.execute("DROP TABLE events_rebuilt")
-    for _, sql in index_sql:
-        op.execute(sql)
+
+    def definition(table_sql: str) -> str:
+        body = _KEY_CLAUSE.sub("", table_sql)
+        if primary_key:
+            body = body.rstrip().removesuffix(")") + f", PRIMARY KEY ({', '.join(EVENT_KEY)}))"
+        return body
+
+    rebuild_sqlite_table("events", definition)

@@ -23,6 +23,8 @@ from typing import Any
 
 from alembic import op
 
+from a2z.server.store.sqlite_rebuild import rebuild_sqlite_table
+
 revision = "0019"
 down_revision = "0018"
 branch_labels = None
@@ -75,26 +77,13 @@ def _convert_sqlite(name: str, function: Callable[[Any], Any]) -> None:
 
 def _redeclare_sqlite(declared: str) -> None:
     """``events`` again from its stored definition with ``COLUMNS`` declared ``declared``."""
-    bind = op.get_bind()
-    table_sql = bind.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-    ).scalar_one()
-    index_sql = list(
-        bind.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
-            "AND sql IS NOT NULL"
-        )
-    )
-    body = table_sql
-    for column in COLUMNS:
-        body, found = re.subn(rf"\b{column} [A-Z]+(\(\d+\))?", f"{column} {declared}", body)
-        if found != 1:
-            raise RuntimeError(f"events.{column} not found once in {table_sql!r}")
-    for name, _ in index_sql:
-        op.execute(f"DROP INDEX {name}")
-    op.execute("ALTER TABLE events RENAME TO events_rebuilt")
-    op.execute(body)
-    op.execute("INSERT INTO events SELECT * FROM events_rebuilt")
-    op.execute("DROP TABLE events_rebuilt")
-    for _, sql in index_sql:
-        op.execute(sql)
+
+    def definition(table_sql: str) -> str:
+        body = table_sql
+        for column in COLUMNS:
+            body, found = re.subn(rf"\b{column} [A-Z]+(\(\d+\))?", f"{column} {declared}", body)
+            if found != 1:
+                raise RuntimeError(f"events.{column} not found once in {table_sql!r}")
+        return body
+
+    rebuild_sqlite_table("events", definition)
