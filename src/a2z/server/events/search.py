@@ -48,7 +48,8 @@ from a2z.server.store.session import ScopedSession
 MAX_BUCKETS = 10_000
 """A histogram with more non-empty buckets than this is refused: widen the bucket."""
 
-_V4_MAPPED = 0xFFFF << 32
+V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+"""The first 12 bytes of an IPv4 address's key: ``::ffff:a.b.c.d``."""
 
 
 def ip_key(address: str) -> bytes | None:
@@ -61,7 +62,7 @@ def ip_key(address: str) -> bytes | None:
 
 
 def _key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
-    return (_V4_MAPPED | int(ip) if ip.version == 4 else int(ip)).to_bytes(16, "big")
+    return V4_MAPPED_PREFIX + ip.packed if ip.version == 4 else ip.packed
 
 
 @dataclass(frozen=True, slots=True)

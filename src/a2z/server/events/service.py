@@ -303,9 +303,6 @@ def search_values(rec: Record) -> tuple[Any, ...]:
     return (orig_ip, resp_ip, None, None, None, None, None, None, None)
 
 
-_V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ip_key of an IPv4 address: ::ffff:a.b.c.d
-
-
 def address_key(address: str) -> bytes | None:
     """``search.ip_key(address)``, with a fast path for dotted-quad IPv4 text.
 
@@ -314,7 +311,7 @@ def address_key(address: str) -> bytes | None:
     same way (a test compares them); any other text goes to ``ip_key``.
     """
     try:
-        return _V4_MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, address)
+        return search.V4_MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, address)
     except (OSError, ValueError, UnicodeError):  # not dotted-quad IPv4 (NUL: ValueError)
         return search.ip_key(address)
 
