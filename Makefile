@@ -85,8 +85,9 @@ bench-channel: install
 # Event-store writes: rows/s of store_batch on PostgreSQL (the array insert), the raw COPY
 # ceiling, and SQLite; the store half's CPU per 1,000 events (ingest process and its
 # PostgreSQL backend, 1 and 16 batches per transaction; BENCH_INGEST_STORE_ARGS, e.g.
-# --indexes); tenant isolation under a 10x flood with the roles split (BENCH_CONTENTION_ARGS;
-# without --bus: one process); then end to end (JetStream -> ingest processes -> PostgreSQL,
+# --indexes); tenant isolation under a 10x flood with the roles split, ingest and gateway at
+# niceness 10 as docs/operating.md advises (BENCH_CONTENTION_ARGS; without --bus: one
+# process); then end to end (JetStream -> ingest processes -> PostgreSQL,
 # the embedded default) with latencies, and search over 10M events. Needs PostgreSQL
 # (A2Z_BENCH_PG); about 25 minutes; see docs/benchmarks.md. BENCH_INGEST_ARGS and
 # BENCH_PIPELINE_ARGS pass options (e.g. --batches 100, --search-rows 1000000).

@@ -82,6 +82,12 @@ def scratch_database() -> Iterator[str]:
     info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
+    # As docs/operating.md advises where ingest shares cores with the API: the extension that
+    # lets a niced process's backends follow it (store/backend_priority.py), when installed.
+    dsn = psycopg.conninfo.make_conninfo(PG_ADMIN_DSN, dbname=name)
+    with psycopg.connect(dsn, autocommit=True) as db:
+        if db.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'prioritize'").fetchone():
+            db.execute("CREATE EXTENSION prioritize")
     try:
         host, port = info.get("host", "127.0.0.1"), info.get("port", 5432)
         yield f"postgresql+psycopg://{info.get('user', 'postgres')}@{host}:{port}/{name}"

@@ -3,6 +3,7 @@ machine's load than rates are. Used by bench_contention.py and bench_pipeline.py
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psutil
@@ -58,3 +59,38 @@ def busy_share(before: Any, after: Any) -> float:
     idle = (after.idle + after.iowait) - (before.idle + before.iowait)
     total = sum(after) - sum(before)
     return 1.0 - idle / total if total else 0.0
+
+
+def run_queue_waits(pids: list[int]) -> dict[int, float]:
+    """Seconds each of ``pids`` (its threads summed) has spent runnable but waiting for a core
+    since it started: the kernel's schedstat. Threads that ended are gone from the sum."""
+    waits = {}
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        waited = 0
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                    waited += int(stat.read().split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        waits[pid] = waited / 1e9
+    return waits
+
+
+def backends_of(pid: int, database: str) -> list[int]:
+    """The PostgreSQL backends of ``database`` serving process ``pid``'s TCP connections (a
+    backend's title names its client's address and port)."""
+    ports = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.raddr}
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        title = " ".join(proc.info["cmdline"] or ())
+        if proc.info["name"] != "postgres" or f" {database} " not in title:
+            continue
+        port = title.rsplit("(", 1)[-1].split(")", 1)[0]
+        if port.isdigit() and int(port) in ports:
+            found.append(proc.pid)
+    return found

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from a2z.server.store import migrate
+from a2z.server.store.backend_priority import follow_niceness, process_niceness
 
 
 def normalise_url(url: str) -> str:
@@ -46,10 +47,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     # JIT off: PostgreSQL compiles a query it *estimates* expensive, and the search filters it
     # misestimates (a substring match it thinks rare) paid ~500 ms of compiling for a query
     # that then ran in tens of ms (docs/adr/0019). Nothing here runs long enough to win it back.
-    return create_engine(
+    engine = create_engine(
         url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0,
         connect_args={"options": "-c jit=off"}, **_JSON_CODEC,
     )  # fmt: skip
+    # A process started at a lower priority (an ingest worker beside the API) has the backends
+    # doing its work follow it (backend_priority.py); at niceness 0 this adds nothing.
+    follow_niceness(engine, process_niceness())
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
