@@ -89,7 +89,8 @@ def test_scores_are_stored_once_and_searchable_per_conn(
     client: TestClient, ctx: ServerContext, tenant_a: TenantFixture, tenant_b: TenantFixture
 ) -> None:
     """Every connection scored after warm-up carries its score in the event search, on both
-    stores; a redelivered batch keeps its first scores; another tenant sees none of them."""
+    stores; a redelivered batch keeps its first scores; another tenant sees none of them, not
+    even on its own records with the same uids."""
     worker = small_worker(ctx)
     records = training()
     conns = [r for r in records if isinstance(r, Conn)]
@@ -118,6 +119,14 @@ def test_scores_are_stored_once_and_searchable_per_conn(
     assert max(i["anomaly_score"] for i in items) >= SETTINGS.threshold
     with ctx.sessions.tenant(tenant_b.id) as session:
         assert scores.of(session=session, uids=scan_uids) == {}
+        b_batch = Batch(agent_id=str(tenant_b.agent_id), boot_epoch=1, seq=1, sent_at=0.0,
+                        records=list(SCAN))  # fmt: skip
+        events.store_batch(session=session, agent_id=tenant_b.agent_id, batch=b_batch)
+    resp = client.get(f"/api/v1/events?type=conn&orig_h={SCANNER}&limit=1000",
+                      headers=login(client, tenant_b))  # fmt: skip
+    b_items = resp.json()["items"]
+    assert {i["uid"] for i in b_items} == scan_uids
+    assert not any("anomaly_score" in i for i in b_items)
 
 
 def test_a_tenants_own_threshold_silences_or_sharpens_its_model(

@@ -116,6 +116,31 @@ def test_prefix_is_literal_and_case_sensitive(
     assert uids(client, headers, "query=a") == []
 
 
+def test_filters_of_one_shape_share_a_statement_but_not_their_values(
+    client: TestClient, seeded: dict[str, str]
+) -> None:
+    """The page statement is built once per shape of filter (service._page) and each request's
+    values are bound to it: the same shape asked with other values, one after another and with
+    a cursor, answers for its own values."""
+    shapes = [
+        ("query=mail*", ["C1"], "query=*", ["C0", "C1", "C2"]),
+        ("orig_h=10.9.8.7", ["C2", "C9"], "orig_h=172.16.1.1", ["C7"]),
+        ("orig_h=172.16.0.0/12", ["C7", "C8"], "orig_h=2001:db8::/32", ["C6"]),
+        ("type=dns&resp_p=53", ["C0", "C1", "C2"], "type=conn&resp_p=443", ["C7", "C8"]),
+    ]
+    for first, first_uids, second, second_uids in shapes:
+        for _ in range(2):
+            assert uids(client, seeded, first) == first_uids, first
+            assert uids(client, seeded, second) == second_uids, second
+    # With a cursor: the first page of one value, then the rest of another value's pages.
+    first = client.get("/api/v1/events?limit=1&query=*", headers=seeded).json()
+    assert [e["uid"] for e in first["items"]] == ["C2"]
+    rest = client.get(
+        f"/api/v1/events?limit=5&query=www*&cursor={first['next_cursor']}", headers=seeded
+    ).json()
+    assert [e["uid"] for e in rest["items"]] == ["C0"]  # www.*, older than C2's time
+
+
 @pytest.mark.parametrize(
     "query",
     [

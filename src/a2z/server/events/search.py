@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    String,
     and_,
+    bindparam,
     cast,
     func,
     or_,
@@ -140,34 +142,119 @@ FREE_TEXT_COLUMNS = (
 """The columns free text ``q`` matches (and ``textblocks`` indexes the 3-grams of)."""
 
 
-def where(stmt: Select[Any], flt: EventFilter, dialect: str) -> Select[Any]:
-    """``stmt`` narrowed by ``flt``."""
-    clauses: list[ColumnElement[bool]] = []
+@dataclass(frozen=True, slots=True)
+class BoundFilter:
+    """A filter as the SQL it needs (``shape``) and the values bound into it (``values``).
+
+    Filters of one shape share one statement: the search page builds it once per shape and
+    binds each request's values at execution (service.py), since building a statement costs
+    more CPU than PostgreSQL takes to run the page (docs/benchmarks.md, API).
+    """
+
+    shape: tuple[tuple[str, str], ...]  # (field, how it matches), in a fixed order
+    values: dict[str, Any] = field(compare=False)  # bind parameter name -> value
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """The conditions, each with its bind parameter (named ``f_<field>``)."""
+        return [_clause(name, how, self.values) for name, how in self.shape]
+
+
+def bind(flt: EventFilter, dialect: str) -> BoundFilter:
+    """``flt`` split into its shape and its values (the values as ``dialect`` matches them)."""
+    shape: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+
+    def term(name: str, how: str, value: Any) -> None:
+        shape.append((name, how))
+        if how == "between":  # an address block: its first and last key
+            values[_PARAM + name + "_low"], values[_PARAM + name + "_high"] = value
+        else:
+            values[_PARAM + name] = value
+
     if flt.since is not None:
-        clauses.append(Event.ts >= flt.since)
+        term("since", "since", flt.since)
     if flt.until is not None:
-        clauses.append(Event.ts < flt.until)
+        term("until", "until", flt.until)
     if flt.path is not None:
-        clauses.append(Event.path == flt.path)
-    for name, column in _TEXT_COLUMNS.items():
+        term("path", "eq", flt.path)
+    for name in _TEXT_COLUMNS:
         match: TextMatch | None = getattr(flt, name)
         if match is not None:
-            clauses.append(_text_clause(column, match, dialect))
-    if flt.orig_h is not None:
-        clauses.append(flt.orig_h.clause(Event.orig_ip))
-    if flt.resp_h is not None:
-        clauses.append(flt.resp_h.clause(Event.resp_ip))
-    for column, number in (
-        (Event.orig_p, flt.orig_p),
-        (Event.resp_p, flt.resp_p),
-        (Event.status_code, flt.status_code),
-    ):
+            if not match.prefix:
+                term(name, "eq", match.value)
+            elif dialect == "sqlite":
+                term(name, "glob", _escape_glob(match.value) + "*")
+            elif dialect == "postgresql":
+                term(name, "starts_with", match.value)
+            else:
+                term(name, "like", _escape_like(match.value) + "%")
+    for name in ("orig_h", "resp_h"):
+        address: AddressMatch | None = getattr(flt, name)
+        if address is not None:
+            if address.low == address.high:
+                term(name, "eq", address.low)
+            else:
+                term(name, "between", (address.low, address.high))
+    for name in ("orig_p", "resp_p", "status_code"):
+        number: int | None = getattr(flt, name)
         if number is not None:
-            clauses.append(column == number)
+            term(name, "eq", number)
     if flt.q is not None:
-        pattern = "%" + _escape_like(flt.q) + "%"
-        clauses.append(or_(*(col.ilike(pattern, escape="\\") for col in FREE_TEXT_COLUMNS)))
+        term("q", "ilike", "%" + _escape_like(flt.q) + "%")
+    return BoundFilter(tuple(shape), values)
+
+
+def where(stmt: Select[Any], flt: EventFilter, dialect: str) -> Select[Any]:
+    """``stmt`` narrowed by ``flt``."""
+    clauses = bind(flt, dialect).clauses()
     return stmt.where(*clauses) if clauses else stmt
+
+
+_PARAM = "f_"
+# The column each filter field is compared on (addresses on their 16-byte keys, ADR 0028).
+_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
+    "since": Event.ts,
+    "until": Event.ts,
+    "path": Event.path,
+    "orig_h": Event.orig_ip,
+    "resp_h": Event.resp_ip,
+    "orig_p": Event.orig_p,
+    "resp_p": Event.resp_p,
+    "status_code": Event.status_code,
+    **{name: column for name, column in _TEXT_COLUMNS.items()},
+}
+
+
+def _clause(name: str, how: str, values: dict[str, Any]) -> ColumnElement[bool]:
+    key = _PARAM + name
+    if how == "between":
+        column = _COLUMNS[name]
+        return column.between(
+            bindparam(key + "_low", values[key + "_low"], type_=column.type),
+            bindparam(key + "_high", values[key + "_high"], type_=column.type),
+        )
+    value = values[key]
+    if how == "ilike":
+        pattern = bindparam(key, value, type_=String())  # one parameter for the six columns
+        return or_(*(col.ilike(pattern, escape="\\") for col in FREE_TEXT_COLUMNS))
+    column = _COLUMNS[name]
+    param = bindparam(key, value, type_=column.type)
+    if how == "eq":
+        return column == param
+    if how == "since":
+        return column >= param
+    if how == "until":
+        return column < param
+    if how == "glob":
+        # SQLite's LIKE ignores ASCII case; GLOB is case-sensitive like PostgreSQL's LIKE.
+        return column.op("GLOB")(param)
+    if how == "starts_with":
+        # starts_with, not LIKE: under row-level security only leakproof functions may become
+        # index conditions, and LIKE's is not; starts_with's is, and the planner turns it into
+        # a range on the pattern-ops index (migration 0014) instead of filtering every row.
+        return func.starts_with(column, param)
+    assert how == "like", how
+    return column.like(param, escape="\\")
 
 
 def plan_newest_first(session: ScopedSession, flt: EventFilter) -> None:
@@ -182,22 +269,6 @@ def plan_newest_first(session: ScopedSession, flt: EventFilter) -> None:
     """
     if flt.q is not None and session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL enable_bitmapscan = off"))
-
-
-def _text_clause(
-    column: InstrumentedAttribute[Any], match: TextMatch, dialect: str
-) -> ColumnElement[bool]:
-    if not match.prefix:
-        return column == match.value
-    if dialect == "sqlite":
-        # SQLite's LIKE ignores ASCII case; GLOB is case-sensitive like PostgreSQL's LIKE.
-        return column.op("GLOB")(_escape_glob(match.value) + "*")
-    if dialect == "postgresql":
-        # starts_with, not LIKE: under row-level security only leakproof functions may become
-        # index conditions, and LIKE's is not; starts_with's is, and the planner turns it into
-        # a range on the pattern-ops index (migration 0014) instead of filtering every row.
-        return func.starts_with(column, match.value)
-    return column.like(_escape_like(match.value) + "%", escape="\\")
 
 
 def _escape_like(text: str) -> str:
