@@ -1,23 +1,27 @@
 """The hot list reads (``GET /api/v1/events``, ``GET /api/v1/agents``) answered before FastAPI.
 
-Dashboards poll these pages. FastAPI's routing, dependency solving and response validation cost
-more CPU than the page's query (docs/adr/0017-hot-read-path.md), so this pure ASGI layer answers
-their common shape itself — a cached credential whose role may read, and no query parameter but
-``limit`` and ``cursor`` in their plainest valid spelling — with the same page functions the
-routes call. Everything else (a filter, a credential not yet cached, a value the route would
-refuse or parse differently, any error) passes to the FastAPI route, which stays the documented,
-validating implementation: this layer can only answer what the route would have answered.
+Dashboards poll these pages and analysts page through searches. FastAPI's routing, dependency
+solving and response validation cost more CPU than the page's query (docs/adr/0017), so this
+pure ASGI layer answers their common shape itself — a cached credential whose role may read,
+``limit`` and ``cursor``, and on the events page its filters, each in its plainest valid
+spelling — with the same page functions the routes call. A filter is checked by the rules the
+route's own signature declares (query_rules.py) and built by the route's own dependency.
+Everything else (a credential not yet cached, a value the route would refuse or parse
+differently, a repeated or unknown parameter, any error) passes to the FastAPI route, which
+stays the documented, validating implementation: this layer can only answer what the route
+would have answered.
 
-The encoded pages are kept per tenant in the page cache (page_cache.py, ADR 0022) until a write
-of the tenant or the TTL ends them; a hit is answered on the event loop without a thread hop,
-after the credential was looked up and its role checked like every other request's.
+The encoded unfiltered pages are kept per tenant in the page cache (page_cache.py, ADR 0022)
+until a write of the tenant or the TTL ends them; a hit is answered on the event loop without a
+thread hop, after the credential was looked up and its role checked like every other request's.
+A filtered page is read each time: its ``since`` moves with every request of a polling client.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,8 +36,9 @@ from a2z.server.context import ServerContext
 from a2z.server.deps import bearer_token
 from a2z.server.errors import A2ZServerError
 from a2z.server.events.search import EventFilter
-from a2z.server.events.views import events_page
+from a2z.server.events.views import event_filter, events_page
 from a2z.server.page_cache import Page, PageKey
+from a2z.server.query_rules import QueryRule, rules_of
 
 # The spellings FastAPI parses the same way we do: decimal digits without sign, blank or
 # leading zero; a cursor as CursorParam's pattern and length. Anything else goes to the route.
@@ -42,41 +47,51 @@ _CURSOR = re.compile(r"[A-Za-z0-9_=:.-]{1,300}")
 _NO_FILTER = EventFilter()
 _QUERIES = 256  # query strings whose parse is remembered per route (dashboards send a few)
 
-PageFunction = Callable[[ServerContext, Principal, int, str | None], dict[str, Any]]
+Filters = dict[str, str | int]  # the route's filter parameters, checked, by name
+PageFunction = Callable[[ServerContext, Principal, int, str | None, EventFilter], dict[str, Any]]
+Arguments = tuple[int, str | None, EventFilter]
 
 
 @dataclass(frozen=True, slots=True)
 class HotRead:
-    """One route's page function and its ``limit`` bounds (as the route declares them)."""
+    """One route's page function, its ``limit`` bounds (as the route declares them) and the
+    dependency that builds its filter (None: the route takes no filter), with its rules."""
 
     page: PageFunction
     default_limit: int
     max_limit: int
+    make_filter: Callable[..., Awaitable[EventFilter]] | None = None
+    filters: dict[str, QueryRule] = field(init=False)
+
+    def __post_init__(self) -> None:
+        rules = rules_of(self.make_filter) if self.make_filter is not None else {}
+        object.__setattr__(self, "filters", rules)
 
 
 def _events(
-    ctx: ServerContext, principal: Principal, limit: int, cursor: str | None
+    ctx: ServerContext, principal: Principal, limit: int, cursor: str | None, flt: EventFilter
 ) -> dict[str, Any]:
-    return events_page(ctx, principal, limit=limit, cursor=cursor, flt=_NO_FILTER)
+    return events_page(ctx, principal, limit=limit, cursor=cursor, flt=flt)
 
 
 def _agents(
-    ctx: ServerContext, principal: Principal, limit: int, cursor: str | None
+    ctx: ServerContext, principal: Principal, limit: int, cursor: str | None, _flt: EventFilter
 ) -> dict[str, Any]:
     return agents_page(ctx, principal, limit=limit, cursor=cursor)
 
 
 ROUTES = {
-    "/api/v1/events": HotRead(_events, default_limit=100, max_limit=1000),
+    "/api/v1/events": HotRead(_events, default_limit=100, max_limit=1000, make_filter=event_filter),
     "/api/v1/agents": HotRead(_agents, default_limit=50, max_limit=500),
 }
 
 
-def page_arguments(query: bytes, route: HotRead) -> tuple[int, str | None] | None:
-    """``(limit, cursor)`` from a query string, or None when the route must decide."""
+def page_arguments(query: bytes, route: HotRead) -> tuple[int, str | None, Filters] | None:
+    """``(limit, cursor, filters)`` from a query string, or None when the route must decide."""
     limit, cursor = route.default_limit, None
+    filters: Filters = {}
     if not query:
-        return limit, cursor
+        return limit, cursor, filters
     seen: set[str] = set()
     # As Starlette reads it (latin-1, blanks kept), so both see the same names and values.
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
@@ -87,9 +102,14 @@ def page_arguments(query: bytes, route: HotRead) -> tuple[int, str | None] | Non
             limit = int(value)
         elif name == "cursor" and _CURSOR.fullmatch(value):
             cursor = value
+        elif (rule := route.filters.get(name)) is not None:
+            checked = rule.value(value)
+            if checked is None:
+                return None
+            filters[name] = checked
         else:
             return None
-    return limit, cursor
+    return limit, cursor, filters
 
 
 class HotReads:
@@ -106,9 +126,7 @@ class HotReads:
         self._answered = {path: ctx.metrics.hot_reads.labels(path) for path in ROUTES}
         # Parsed query strings per route: the same few arrive again and again, and parse_qsl
         # costs more than the rest of a cache hit's own work.
-        self._queries: dict[str, dict[bytes, tuple[int, str | None] | None]] = {
-            path: {} for path in ROUTES
-        }
+        self._queries: dict[str, dict[bytes, Arguments | None]] = {path: {} for path in ROUTES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
@@ -117,13 +135,16 @@ class HotReads:
             await self.app(scope, receive, send)
             return
         principal = self._reader(scope)
-        arguments = self._arguments(path, scope["query_string"], route) if principal else None
+        arguments = None
+        if principal is not None:
+            arguments = await self._arguments(path, scope["query_string"], route)
         if principal is None or arguments is None:
             await self.app(scope, receive, send)
             return
         pages = self.ctx.pages
-        if pages.enabled:
-            key: PageKey = (principal.tenant_id, path, *arguments)
+        limit, cursor, flt = arguments
+        if pages.enabled and flt == _NO_FILTER:
+            key: PageKey = (principal.tenant_id, path, limit, cursor)
             page = await pages.page(key, lambda: self._render(route, principal, arguments))
         else:
             page = await self._render(route, principal, arguments)
@@ -135,7 +156,7 @@ class HotReads:
         await send(page.body)
 
     async def _render(
-        self, route: HotRead, principal: Principal, arguments: tuple[int, str | None]
+        self, route: HotRead, principal: Principal, arguments: Arguments
     ) -> Page | None:
         """The page read in the thread pool and encoded; None where the route must answer."""
         try:
@@ -146,14 +167,23 @@ class HotReads:
             return None
         return Page.of(self._encode(body))
 
-    def _arguments(self, path: str, query: bytes, route: HotRead) -> tuple[int, str | None] | None:
+    async def _arguments(self, path: str, query: bytes, route: HotRead) -> Arguments | None:
         known = self._queries[path]
         try:
             return known[query]
         except KeyError:
             pass
-        arguments = page_arguments(query, route)
-        if len(known) >= _QUERIES:  # cursors make new strings without end: start over
+        arguments: Arguments | None = None
+        parsed = page_arguments(query, route)
+        if parsed is not None:
+            limit, cursor, filters = parsed
+            try:  # the route's own dependency builds the filter (times, blocks, ranges)
+                make = route.make_filter
+                flt = await make(**filters) if make is not None and filters else _NO_FILTER
+                arguments = (limit, cursor, flt)
+            except A2ZServerError:  # e.g. since after until: the route words the refusal
+                arguments = None
+        if len(known) >= _QUERIES:  # cursors and times make new strings without end: start over
             known.clear()
         known[query] = arguments
         return arguments
