@@ -282,6 +282,8 @@ def prime(base: str, token: str, seeded: Seeded, workers: int) -> None:
 # --- load -------------------------------------------------------------------------------------
 
 EVENTS_PATH = "/api/v1/events?limit=50"
+# An analyst's search: one record type; the seeded DNS records are a quarter of the events.
+SEARCH_PATH = "/api/v1/events?type=dns&limit=50"
 Request = tuple[str, str, dict[str, object] | None]  # method, path, JSON body
 
 
@@ -298,6 +300,9 @@ def operations(seeded: Seeded) -> list[Operation]:
     def events_page(_rng: random.Random) -> Request:
         return "GET", EVENTS_PATH, None
 
+    def search_page(_rng: random.Random) -> Request:
+        return "GET", SEARCH_PATH, None
+
     def agents_page(_rng: random.Random) -> Request:
         return "GET", "/api/v1/agents", None
 
@@ -310,6 +315,7 @@ def operations(seeded: Seeded) -> list[Operation]:
 
     return [
         Operation("GET /events?limit=50", "read", events_page),
+        Operation("GET /events?type=dns", "read", search_page),
         Operation("GET /agents", "read", agents_page),
         Operation("POST /enrollment-tokens", "write", new_enrollment_token),
         Operation("PATCH /agents/{id}", "write", rename_agent),
