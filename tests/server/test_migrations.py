@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from a2z.server import models  # noqa: F401  (registers every table)
 from a2z.server.events import service as events
 from a2z.server.events.models import ENVELOPE_FIELDS, Event
-from a2z.server.events.search import AddressMatch, ip_key
+from a2z.server.events.search import AddressMatch, EventFilter, ip_key, where
 from a2z.server.store import migrate
 from a2z.server.store.base import Base
 from a2z.server.store.engine import make_engine
@@ -228,8 +228,8 @@ def test_0019_turns_hex_address_keys_into_their_bytes_and_back(empty_engine: Eng
     stored = text("SELECT orig_ip, resp_ip FROM events ORDER BY idx")
     with empty_engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(stored)]
-        block = AddressMatch.parse("10.0.0.0/23")
-        in_block = select(Event.idx).where(block.clause(Event.orig_ip)).order_by(Event.idx)
+        block = EventFilter(orig_h=AddressMatch.parse("10.0.0.0/23"))
+        in_block = where(select(Event.idx), block, empty_engine.dialect.name).order_by(Event.idx)
         found = list(conn.execute(in_block).scalars())
     assert rows == [(ip_key(a), ip_key(a)) if a else (None, None) for a in addresses]
     assert found == [0, 1]

@@ -83,11 +83,6 @@ class AddressMatch:
             raise InvalidInput(f"not an address or CIDR block: {text!r}") from exc
         return cls(_key(net.network_address), _key(net.broadcast_address))
 
-    def clause(self, column: InstrumentedAttribute[bytes | None]) -> ColumnElement[bool]:
-        if self.low == self.high:
-            return column == self.low
-        return column.between(self.low, self.high)
-
 
 @dataclass(frozen=True, slots=True)
 class TextMatch:
