@@ -199,6 +199,11 @@ class Bench:
             parts["ingest"] = [w.pid for w in self.workers]
         if self.gateway_proc is not None:
             parts["gateway"] = [self.gateway_proc.pid]
+        # The private JetStream server (nats_server): A's accepted batches pass through it too,
+        # at niceness 0 and with an fsync per message.
+        nats = [p.pid for p in psutil.Process().children() if p.name() == "nats-server"]
+        if nats:
+            parts["nats"] = nats
         self.database = url.rsplit("/", 1)[1]
         self.cpu = CpuMeter(parts, self.database)
 
