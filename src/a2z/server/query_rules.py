@@ -28,7 +28,6 @@ _INTEGER = re.compile(r"0|[1-9][0-9]{0,17}")
 class QueryRule:
     """One optional query parameter: a string or an integer, with its declared bounds."""
 
-    name: str
     integer: bool
     min_length: int = 0
     max_length: int | None = None
@@ -90,5 +89,5 @@ def rules_of(function: Callable[..., Any]) -> dict[str, QueryRule]:
                 raise TypeError(f"{function.__name__}({name}): constraint {item!r} is not known")
         if info.alias not in (None, name):  # the rule's name is also the function's keyword
             raise TypeError(f"{function.__name__}({name}): an alias is not known")
-        rules[name] = QueryRule(name, integer, **bounds)
+        rules[name] = QueryRule(integer, **bounds)
     return rules

@@ -222,18 +222,16 @@ _COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
 
 def _clause(name: str, how: str, values: dict[str, Any]) -> ColumnElement[bool]:
     key = _PARAM + name
+    if how == "ilike":
+        pattern = bindparam(key, values[key], type_=String())  # one parameter for six columns
+        return or_(*(col.ilike(pattern, escape="\\") for col in FREE_TEXT_COLUMNS))
+    column = _COLUMNS[name]
     if how == "between":
-        column = _COLUMNS[name]
         return column.between(
             bindparam(key + "_low", values[key + "_low"], type_=column.type),
             bindparam(key + "_high", values[key + "_high"], type_=column.type),
         )
-    value = values[key]
-    if how == "ilike":
-        pattern = bindparam(key, value, type_=String())  # one parameter for the six columns
-        return or_(*(col.ilike(pattern, escape="\\") for col in FREE_TEXT_COLUMNS))
-    column = _COLUMNS[name]
-    param = bindparam(key, value, type_=column.type)
+    param = bindparam(key, values[key], type_=column.type)
     if how == "eq":
         return column == param
     if how == "since":
