@@ -5,7 +5,11 @@ on the next one, and the server collapses duplicates by ``(agent_id, boot_epoch,
 Reconnects back off exponentially with full jitter. TLS (mTLS) comes in through ``ssl``.
 Flow control (the tenant is over a limit: a reply with ``retry_after``) holds the sender on the
 same connection: once every frame in flight is answered, the deferred ones are sent again after
-the wait, oldest first; a reconnect would cost the server a TLS handshake per deferral.
+the wait, oldest first; a reconnect would cost the server a TLS handshake per deferral. A
+deferral also halves how many frames the sender keeps in flight, and acks grow it back by about
+one frame per window (TCP's additive increase, multiplicative decrease): a tenant held at its
+quota sends about one frame per frame the server can take, not a full window of frames to be
+refused after every wait.
 
 Server messages with a ``type`` are control messages (configuration pushes, commands), not
 batch replies: they go, in order, to the ``control`` handler on a task of their own, so a slow
@@ -58,19 +62,38 @@ class ChannelDown(ConnectionError):
 
 @dataclass
 class _Hold:
-    """Flow control on one connection: send nothing before ``until`` (monotonic seconds)."""
+    """Flow control on one connection: send nothing before ``until`` (monotonic seconds), and
+    keep no more than ``limit`` frames in flight (at most the client's ``window``)."""
 
+    window: int
     active: bool = False
     until: float = 0.0
+    limit: float = 0.0  # the window until the first deferral
+
+    def __post_init__(self) -> None:
+        self.limit = float(self.window)
 
     def held(self) -> bool:
         """A deferral is being sat out (a method: it changes while the sender awaits)."""
         return self.active
 
+    def room(self, inflight: int) -> bool:
+        """Whether one more frame may go out with ``inflight`` unanswered."""
+        return inflight < int(self.limit)
+
     def defer(self, retry_after: float) -> None:
         wait = min(max(retry_after, 0.0), MAX_THROTTLE_WAIT_S)
+        if not self.active:
+            # Once per deferral, not per deferred frame: the frames already in flight were
+            # sent under the old limit, and their refusals are the same news.
+            self.limit = max(1.0, self.limit / 2)
         self.until = max(self.until if self.active else 0.0, time.monotonic() + wait)
         self.active = True
+
+    def acked(self) -> None:
+        # About one more frame in flight per window of acks: back to the full window within a
+        # few dozen acks once the server stops deferring, without a burst it would refuse.
+        self.limit = min(float(self.window), self.limit + 1 / self.limit)
 
 
 MAX_THROTTLE_WAIT_S = 300.0  # never sleep longer than this on one server's word
@@ -166,7 +189,7 @@ class ChannelClient:
         inflight: deque[Outgoing] = deque()
         slots = asyncio.Semaphore(self.window)
         controls: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING_CONTROL)
-        hold, answered = _Hold(), asyncio.Event()
+        hold, answered = _Hold(self.window), asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
@@ -206,6 +229,11 @@ class ChannelClient:
             if hold.held():
                 slots.release()
                 await self._sit_out(outbox, inflight, hold, answered)
+                continue
+            if not hold.room(len(inflight)):  # fewer in flight since a deferral: wait for a reply
+                slots.release()
+                answered.clear()
+                await answered.wait()
                 continue
             item = await outbox.get()
             if item is None:  # nothing left to send, unless what is in flight comes back deferred
@@ -286,6 +314,7 @@ class ChannelClient:
 
     def _settle(self, reply: Reply, item: Outgoing, outbox: Outbox, hold: _Hold) -> None:
         if reply.ack is not None:
+            hold.acked()
             if outbox.ack(item):
                 self.stats.batches_acked += 1
                 self.stats.records_acked += item.records
