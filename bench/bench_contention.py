@@ -23,7 +23,9 @@ rate (B's events in the store divided by the time from B's first batch until its
 committed), B's p50/p99 search latency through the API, A's stored rate, and the CPU seconds
 each part of the deployment used (psutil; PostgreSQL backends of this database counted apart),
 and how long per search the api process and the backends serving it were runnable but waiting
-for a core (the kernel's schedstat): what CPU contention adds to a search. Then the medians, the
+for a core (the kernel's schedstat): what CPU contention adds to a search; and how much of the
+machine's CPU the hypervisor gave to other guests (steal): a busy neighbour on the host slows
+both sides unevenly, and a run with steal of a percent or more is noise, not evidence. Then the medians, the
 spread of the rounds' p99, and p50/p95/p99 over every search of all rounds pooled: one phase's
 few hundred searches put its p99 on its 3rd-5th slowest search, so the pooled figure (two
 thousand and more searches) is the one compared, with a 95 % bootstrap interval of the ratio
@@ -70,7 +72,7 @@ from a2z.server.tenants import service as tenants
 from a2z.server.tenants.models import Role
 from bench_ingest import records, scratch_database
 from jetstream_process import Process, free_port, nats_server, start_ingest_workers, stop
-from process_cpu import CpuMeter, backends_of, busy_share, run_queue_waits
+from process_cpu import CpuMeter, backends_of, busy_share, run_queue_waits, stolen_share
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,6 +98,7 @@ class Phase:
     api_wait: float
     api_db_wait: float
     busy: float  # share of the machine's CPU time busy over the phase (everyone's)
+    stolen: float  # share of it the hypervisor gave to other guests (steal)
 
 
 def ship_process(
@@ -311,7 +314,9 @@ class Bench:
         waited = {pid: t - waits_before.get(pid, 0.0) for pid, t in waits.items()}
         # The agents run here too (at a customer's site in a real deployment): counted apart.
         cpu["agent B"] = b_spent.value
-        busy = busy_share(machine_before, psutil.cpu_times())
+        machine_after = psutil.cpu_times()
+        busy = busy_share(machine_before, machine_after)
+        stolen = stolen_share(machine_before, machine_after)
         a_rate = 0.0
         if flood is not None:
             a_rate = (self.stored("a") - a_before) / (time.monotonic() - started)
@@ -333,6 +338,7 @@ class Bench:
             api_wait=waited.get(api, 0.0),
             api_db_wait=sum(waited.get(pid, 0.0) for pid in backends),
             busy=busy,
+            stolen=stolen,
         )
 
 
@@ -373,7 +379,10 @@ def show(label: str, p: Phase) -> None:
         flush=True,
     )
     cpu = ", ".join(f"{part} {s:.1f}" for part, s in sorted(p.cpu.items()))
-    print(f"{'':<10} CPU s: {cpu}; machine {p.busy:.0%} busy", flush=True)
+    print(
+        f"{'':<10} CPU s: {cpu}; machine {p.busy:.0%} busy ({p.stolen:.1%} stolen by the host)",
+        flush=True,
+    )
     print(
         f"{'':<10} waiting for a core, per search: api {p.api_wait / p.searches * 1000:.2f} ms,"
         f" its PostgreSQL backends {p.api_db_wait / p.searches * 1000:.2f} ms",
@@ -473,10 +482,12 @@ def main() -> None:
         searches = sum(p.searches for p in phases)
         api_wait = sum(p.api_wait for p in phases) / searches * 1000
         db_wait = sum(p.api_db_wait for p in phases) / searches * 1000
+        stolen = max(p.stolen for p in phases)
         print(
             f"{label:<10} all {len(every)} searches pooled: p50 {cuts[49] * 1000:6.1f} ms"
             f"  p95 {cuts[94] * 1000:6.1f} ms  p99 {cuts[98] * 1000:6.1f} ms; waiting for a"
-            f" core, per search: api {api_wait:.2f} ms, its PostgreSQL backends {db_wait:.2f} ms"
+            f" core, per search: api {api_wait:.2f} ms, its PostgreSQL backends {db_wait:.2f} ms;"
+            f" at most {stolen:.1%} of the CPU stolen by the host in a phase"
         )
     rate = med(both, "b_rate") / med(solo, "b_rate")
     p99 = (

@@ -61,6 +61,14 @@ def busy_share(before: Any, after: Any) -> float:
     return 1.0 - idle / total if total else 0.0
 
 
+def stolen_share(before: Any, after: Any) -> float:
+    """Share of the machine's CPU time the hypervisor gave to other guests between two
+    ``psutil.cpu_times()`` (steal): a neighbour on the host slows everything measured here, and
+    a run where it was busy compares nothing."""
+    total = sum(after) - sum(before)
+    return (getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)) / total if total else 0.0
+
+
 def run_queue_waits(pids: list[int]) -> dict[int, float]:
     """Seconds each of ``pids`` (its threads summed) has spent runnable but waiting for a core
     since it started: the kernel's schedstat. Threads that ended are gone from the sum."""
