@@ -25,12 +25,12 @@ each part of the deployment used (psutil; PostgreSQL backends of this database c
 and how long per search the api process and the backends serving it were runnable but waiting
 for a core (the kernel's schedstat): what CPU contention adds to a search; and how much of the
 machine's CPU the hypervisor gave to other guests (steal): a busy neighbour on the host slows
-both sides unevenly, and a run with steal of a percent or more is noise, not evidence. Then the medians, the
-spread of the rounds' p99, and p50/p95/p99 over every search of all rounds pooled: one phase's
-few hundred searches put its p99 on its 3rd-5th slowest search, so the pooled figure (two
-thousand and more searches) is the one compared, with a 95 % bootstrap interval of the ratio
-(even identical distributions give about +-10 % at this size); B's contended/solo ratios are
-what the issue asks to stay within 10 %.
+both sides unevenly, and a run with steal of a percent or more is noise, not evidence. Then the
+medians, the spread of the rounds' p99, and p50/p95/p99 over every search of all rounds
+pooled: one phase's few hundred searches put its p99 on its 3rd-5th slowest search, so the
+pooled figure (two thousand and more searches) is the one compared, with a 95 % bootstrap
+interval of the ratio (even identical distributions give about +-10 % at this size); B's
+contended/solo ratios are what the issue asks to stay within 10 %.
 
 Run: ``.venv/bin/python bench/bench_contention.py [--bus]`` (needs PostgreSQL on 127.0.0.1:5432).
 """
