@@ -68,7 +68,7 @@ class _Hold:
     window: int
     active: bool = False
     until: float = 0.0
-    limit: float = 0.0  # the window until the first deferral
+    limit: float = field(init=False)  # the window until the first deferral
 
     def __post_init__(self) -> None:
         self.limit = float(self.window)
@@ -187,15 +187,14 @@ class ChannelClient:
         # replies; either failing ends the connection, and what was in flight is sent again.
         outbox.rewind()
         inflight: deque[Outgoing] = deque()
-        slots = asyncio.Semaphore(self.window)
         controls: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING_CONTROL)
         hold, answered = _Hold(self.window), asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(self._send_loop(ws, outbox, inflight, slots, hold, answered)),
+                    tg.create_task(self._send_loop(ws, outbox, inflight, hold, answered)),
                     tg.create_task(
-                        self._receive_loop(ws, outbox, inflight, slots, controls, hold, answered)
+                        self._receive_loop(ws, outbox, inflight, controls, hold, answered)
                     ),
                 ]
                 if self.control is not None:
@@ -220,24 +219,19 @@ class ChannelClient:
         ws: ClientConnection,
         outbox: Outbox,
         inflight: deque[Outgoing],
-        slots: asyncio.Semaphore,
         hold: _Hold,
         answered: asyncio.Event,
     ) -> None:
         while True:
-            await slots.acquire()
             if hold.held():
-                slots.release()
                 await self._sit_out(outbox, inflight, hold, answered)
                 continue
-            if not hold.room(len(inflight)):  # fewer in flight since a deferral: wait for a reply
-                slots.release()
+            if not hold.room(len(inflight)):  # the window (smaller since a deferral) is full
                 answered.clear()
                 await answered.wait()
                 continue
             item = await outbox.get()
             if item is None:  # nothing left to send, unless what is in flight comes back deferred
-                slots.release()
                 await _all_answered(inflight, answered)
                 if hold.held():
                     await self._sit_out(outbox, inflight, hold, answered)
@@ -270,7 +264,6 @@ class ChannelClient:
         ws: ClientConnection,
         outbox: Outbox,
         inflight: deque[Outgoing],
-        slots: asyncio.Semaphore,
         controls: asyncio.Queue[str],
         hold: _Hold,
         answered: asyncio.Event,
@@ -289,7 +282,6 @@ class ChannelClient:
             if item is None:
                 continue  # not a reply (a later server message kind) or a stale one
             inflight.remove(item)
-            slots.release()
             self._settle(reply, item, outbox, hold)
             answered.set()
 
